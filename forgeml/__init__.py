@@ -1,0 +1,83 @@
+"""forgeml: convert a trained model into the artifacts runtimes load, and prove every step.
+
+    import forgeml
+    result = forgeml.convert(model, example_inputs, targets=["onnx", "safetensors"], out_dir="export/")
+    result.ok, result.artifacts["onnx"].path, print(result.parity.table())
+
+Heavy frameworks are imported only when a conversion needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from forgeml.errors import (  # noqa: F401  (public API)
+    ConversionError,
+    ForgeError,
+    InputError,
+    ParityError,
+    PassError,
+    TargetError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from forgeml.pipeline import Conversion, StageEvent
+
+
+def convert(
+    model,
+    example_inputs=None,
+    *,
+    targets: Sequence[str] = ("onnx",),
+    passes: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    dynamic_batch: bool = False,
+    inputs: Iterable[dict] = (),
+    output_names: Sequence[str] = (),
+    opset: int | None = None,
+    parity_batches: int = 3,
+    atol: float | None = None,
+    rtol: float | None = None,
+    trust_pickle: bool = False,
+    command: str = "",
+    on_event=None,
+) -> Conversion:
+    """Convert ``model`` (an in-memory model, a file path, ``"zoo:NAME"`` or ``"python:mod:fn"``).
+
+    ``example_inputs``: a tensor/array, a tuple of them, or a dict by input name. ``inputs``: extra
+    input dicts to check parity on. Returns a ``Conversion``: ``.ok`` is False when any stage misses
+    its tolerance (the artifacts and manifest are still written, so the failure can be read).
+    Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
+    """
+    import tempfile
+
+    from forgeml.converters import ImportOptions
+    from forgeml.passes import DEFAULT_PASSES, make_pass
+    from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
+    from forgeml.sources import resolve
+
+    resolved = resolve(model, example_inputs)
+    config = PipelineConfig(
+        targets=tuple(targets),
+        passes=tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes)),
+        import_options=ImportOptions(dynamic_batch=dynamic_batch, output_names=tuple(output_names),
+                                     opset=opset, trust_pickle=trust_pickle),
+        parity_batches=parity_batches,
+        user_inputs=tuple(inputs),
+        tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
+        command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
+    )
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="forgeml-"))
+    return run(resolved, config, Path(out_dir), force=force, on_event=on_event or (lambda e: None))
+
+
+def inspect(path: str | Path) -> dict:
+    """Signature, ops, sizes and metadata of an artifact (.onnx, .safetensors)."""
+    from forgeml.inspection import inspect_file
+
+    return inspect_file(Path(path))

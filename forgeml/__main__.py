@@ -1,0 +1,5 @@
+import sys
+
+from forgeml.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""ONNX → ONNX IR. The reference is onnxruntime on the file exactly as given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.converters import ConvertResult, ImportOptions
+from forgeml.errors import InputError
+from forgeml.ir import IRModel, Provenance, TensorSpec, sha256_arrays, sha256_file, signature_of
+from forgeml.validation import InputSet
+from forgeml.validation.inputs import check_inputs
+from forgeml.validation.ort_runner import ort_runner
+
+
+def load_onnx(path: Path):
+    """onnx.load with the errors users hit turned into one line each."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: not a valid ONNX model (corrupt or truncated protobuf: {e})") from e
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: its external data file is missing: {e}") from e
+    if not proto.graph.node and not proto.graph.output:
+        raise InputError(f"{path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
+    return proto
+
+
+class OnnxWeights:
+    """Initializers by name; ``runner_with`` swaps them into the model and runs onnxruntime."""
+
+    def __init__(self, proto):
+        import onnx
+
+        self.framework = f"onnx {onnx.__version__}"
+        self._proto = proto
+
+    def named(self) -> dict[str, np.ndarray]:
+        from onnx import numpy_helper
+
+        return {t.name: numpy_helper.to_array(t) for t in self._proto.graph.initializer}
+
+    def runner_with(self, weights: dict[str, np.ndarray]):
+        from onnx import numpy_helper
+
+        proto = type(self._proto)()
+        proto.CopyFrom(self._proto)
+        for t in proto.graph.initializer:
+            if t.name in weights:
+                t.CopyFrom(numpy_helper.from_array(np.asarray(weights[t.name]), t.name))
+        return ort_runner(proto.SerializeToString())
+
+
+def _spec_example(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
+    shape = [d if isinstance(d, int) else 2 for d in spec.shape]
+    if spec.dtype.startswith("float"):
+        return rng.normal(size=shape).astype(spec.dtype)
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.integers(0, 2, size=shape).astype(spec.dtype)
+
+
+class OnnxConverter:
+    name = "onnx"
+    suffixes = (".onnx",)
+
+    def accepts(self, obj: object) -> bool:
+        return type(obj).__name__ == "ModelProto" and type(obj).__module__.startswith("onnx")
+
+    def convert(self, source, example_inputs: InputSet | None, ref: str,
+                options: ImportOptions) -> ConvertResult:
+        import onnx
+        import onnx_ir
+
+        if isinstance(source, Path):
+            proto = load_onnx(source)
+            digest = sha256_file(source)
+        else:
+            proto = source
+            digest = ""
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:
+            raise InputError(f"{ref}: the ONNX checker rejects the model: {str(e).splitlines()[0]}") from e
+        model = onnx_ir.serde.deserialize_model(proto)
+        sig = signature_of(model)
+        weights = OnnxWeights(proto)
+        if not digest:
+            digest = sha256_arrays(weights.named())
+        if example_inputs is None:
+            specs = {s.name: s for s in options.input_specs}
+            rng = np.random.default_rng(0)
+            example_inputs = {s.name: _spec_example(specs.get(s.name, s), rng) for s in sig.inputs}
+        check_inputs(example_inputs, sig, "example inputs")
+        provenance = Provenance("onnx", ref, digest, f"onnx {onnx.__version__}", "onnx")
+        return ConvertResult(
+            ir=IRModel(model, sig, provenance),
+            reference=ort_runner(source if isinstance(source, Path) else proto.SerializeToString()),
+            reference_name="onnxruntime on the source .onnx",
+            example_inputs=dict(example_inputs),
+            weights=weights,
+        )

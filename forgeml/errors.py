@@ -1,0 +1,62 @@
+"""The error tree. Every message names the stage, what went wrong and what to do next.
+
+The CLI turns a ``ForgeError`` into one line and an exit code (``exit_code``); anything else is a bug
+and gets a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forgeml.validation.parity import ParityReport
+
+
+class ForgeError(Exception):
+    """Base of every error forgeml raises on purpose."""
+
+    exit_code = 2
+
+
+class InputError(ForgeError):
+    """The user's input is wrong: a missing file, a corrupt model, a bad option, a missing extra."""
+
+
+class ConversionError(ForgeError):
+    """The source model could not be imported into ONNX IR."""
+
+
+class PassError(ForgeError):
+    """A pass failed; the message names the pass and the passes that ran before it."""
+
+
+class TargetError(ForgeError):
+    """A target could not emit or load its artifact (or what it needs is absent)."""
+
+
+class ParityError(ForgeError):
+    """A stage's numbers do not match the source model within tolerance."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: ParityReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+def missing_extra(module: str, extra: str) -> InputError:
+    """The error for an optional framework that is not installed."""
+    return InputError(
+        f"this needs the Python package '{module}', which is not installed; "
+        f"install it with: pip install 'forgeml[{extra}]'"
+    )
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency lazily, or raise an InputError naming the pip line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise missing_extra(module, extra) from e

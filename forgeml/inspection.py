@@ -1,0 +1,106 @@
+"""``forgeml inspect FILE``: what an artifact holds, read without running it.
+
+Readers are chosen by suffix from ``INSPECTORS``; each returns a plain dict the CLI prints and
+``--json`` dumps. Weights are not loaded: safetensors headers are parsed directly, ONNX external
+data is left on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.errors import InputError
+
+
+def inspect_onnx(path: Path) -> dict:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: not a valid ONNX model (corrupt or truncated: {e})") from e
+    if not proto.graph.node and not proto.graph.output:
+        raise InputError(f"{path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
+    g = proto.graph
+    inits = {t.name for t in g.initializer}
+
+    def spec(v):
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+        return {"name": v.name, "shape": dims, "dtype": dtype}
+
+    params = sum(int(np.prod(t.dims)) for t in g.initializer)
+    ops = Counter((n.domain + "::" if n.domain else "") + n.op_type for n in g.node)
+    return {
+        "format": "onnx",
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "ir_version": proto.ir_version,
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "opsets": {(o.domain or "ai.onnx"): o.version for o in proto.opset_import},
+        "inputs": [spec(v) for v in g.input if v.name not in inits],
+        "outputs": [spec(v) for v in g.output],
+        "nodes": len(g.node),
+        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "initializers": len(g.initializer),
+        "parameters": params,
+        "external_data": sorted({e.value for t in g.initializer for e in t.external_data if e.key == "location"}),
+        "metadata": {p.key: p.value for p in proto.metadata_props},
+    }
+
+
+_ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+              "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
+def inspect_safetensors(path: Path) -> dict:
+    """Parse the header (8-byte little-endian length, then JSON) and check offsets against the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100 << 20):
+            raise InputError(f"{path}: not a safetensors file (header length {n} does not fit the file)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: corrupt safetensors header ({e})") from e
+    metadata = header.pop("__metadata__", {}) or {}
+    tensors, params, dtypes = [], 0, Counter()
+    data_bytes = size - 8 - n
+    for name, info in sorted(header.items()):
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: corrupt safetensors entry for {name!r}") from e
+        count = int(np.prod(shape)) if shape else 1
+        if end > data_bytes or (dtype in _ST_DTYPES and end - start != count * _ST_DTYPES[dtype]):
+            raise InputError(f"{path}: tensor {name!r} points outside the file (truncated?)")
+        params += count
+        dtypes[dtype] += 1
+        tensors.append({"name": name, "dtype": dtype, "shape": shape, "bytes": end - start})
+    return {"format": "safetensors", "path": str(path), "bytes": size, "tensors": len(tensors),
+            "parameters": params, "dtypes": dict(dtypes), "metadata": metadata, "tensor_table": tensors}
+
+
+INSPECTORS = {".onnx": inspect_onnx, ".safetensors": inspect_safetensors}
+
+
+def inspect_file(path: Path) -> dict:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    reader = INSPECTORS.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(f"{path}: cannot inspect {path.suffix or 'suffix-less'} files; known: {', '.join(INSPECTORS)}")
+    return reader(path)

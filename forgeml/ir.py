@@ -1,0 +1,175 @@
+"""The one model object that flows through the pipeline.
+
+``IRModel`` is an ``onnx_ir.Model`` plus what the ONNX graph alone does not say: the source model's
+input/output signature (names, shapes with symbolic dims, dtypes), where the model came from, and the
+numeric precision the graph now computes in (which picks the parity tolerance profile).
+Converters create it, passes replace it (never mutate it), targets consume it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+    import onnx_ir
+
+Dim = Union[int, str, None]
+"""A dimension: a fixed size, a symbolic name (``"batch"``), or unknown."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str  # numpy dtype name: "float32", "int64", …
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TensorSpec:
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}:{dims or 'scalar'}:{self.dtype}"
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def to_json(self) -> dict:
+        return {
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Signature:
+        return cls(
+            tuple(TensorSpec.from_json(t) for t in d["inputs"]),
+            tuple(TensorSpec.from_json(t) for t in d["outputs"]),
+        )
+
+
+@dataclass(frozen=True)
+class Provenance:
+    kind: str  # converter name: "torch", "onnx", …
+    ref: str  # what the user named: a path, "zoo:cnn", "python:pkg.mod:fn", "<in-memory torch.nn.Module>"
+    sha256: str  # of the source file, or of the source weights for in-memory models
+    framework: str  # "torch 2.13.0"
+    route: str = ""  # how it was imported, e.g. "dynamo" or "torchscript (fallback: …)"
+
+    def to_json(self) -> dict:
+        d = {"kind": self.kind, "ref": self.ref, "sha256": self.sha256, "framework": self.framework}
+        if self.route:
+            d["route"] = self.route
+        return d
+
+
+@dataclass(frozen=True)
+class IRModel:
+    model: onnx_ir.Model
+    signature: Signature
+    provenance: Provenance
+    precision: str = "fp32"
+    notes: tuple[str, ...] = field(default=())
+
+    def replace(self, **changes) -> IRModel:
+        return dataclasses.replace(self, **changes)
+
+    def to_proto(self) -> onnx.ModelProto:
+        import onnx_ir
+
+        return onnx_ir.serde.serialize_model(self.model)
+
+    @staticmethod
+    def model_from_proto(proto: onnx.ModelProto) -> onnx_ir.Model:
+        import onnx_ir
+
+        return onnx_ir.serde.deserialize_model(proto)
+
+    def stats(self) -> dict[str, int]:
+        """Node count and serialized size: what every pass reports before and after."""
+        return {"nodes": count_nodes(self.model), "bytes": self.to_proto().ByteSize()}
+
+
+def count_nodes(model: onnx_ir.Model) -> int:
+    """Nodes in the main graph and every subgraph and function."""
+    import onnx_ir
+
+    n = sum(1 for _ in onnx_ir.traversal.RecursiveGraphIterator(model.graph))
+    for fn in model.functions.values():
+        n += sum(1 for _ in onnx_ir.traversal.RecursiveGraphIterator(fn))
+    return n
+
+
+# --- dtype names ------------------------------------------------------------------------------
+
+_ONNX_TO_NUMPY = {
+    "FLOAT": "float32", "DOUBLE": "float64", "FLOAT16": "float16", "BFLOAT16": "bfloat16",
+    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+    "BOOL": "bool", "STRING": "object",
+}
+
+
+def onnx_dtype_name(onnx_ir_dtype) -> str:
+    """numpy-style name of an ``onnx_ir.DataType``."""
+    return _ONNX_TO_NUMPY.get(onnx_ir_dtype.name, onnx_ir_dtype.name.lower())
+
+
+def signature_of(model: onnx_ir.Model) -> Signature:
+    """Read the signature straight from an ONNX graph's inputs and outputs."""
+
+    def spec(v) -> TensorSpec:
+        shape: tuple[Dim, ...] = ()
+        if v.shape is not None:
+            shape = tuple(
+                d if isinstance(d, int) else (d.value if d.value is not None else None)
+                for d in v.shape
+            )
+        dtype = onnx_dtype_name(v.dtype) if v.dtype is not None else "float32"
+        return TensorSpec(v.name, shape, dtype)
+
+    initializers = set(model.graph.initializers)
+    return Signature(
+        tuple(spec(v) for v in model.graph.inputs if v.name not in initializers),
+        tuple(spec(v) for v in model.graph.outputs),
+    )
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """A stable hash of named arrays (in-memory sources have no file to hash)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

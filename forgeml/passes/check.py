@@ -1,0 +1,36 @@
+"""check: the ONNX checker (full, with strict shape inference), then store the inferred shapes.
+
+Rewrites: adds ``value_info`` for every intermediate tensor whose shape/type ONNX can infer.
+Fails (``PassError``) when the checker rejects the model, naming the checker's complaint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forgeml.errors import PassError
+from forgeml.passes.base import ForgePass, PassResult, from_proto, to_proto
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    strict_shapes: bool = True  # shape inference errors fail the pass instead of being skipped
+    data_prop: bool = True  # propagate constant shape values (Shape -> Gather -> Reshape chains)
+
+
+class CheckPass(ForgePass):
+    name = "check"
+    Config = CheckConfig
+
+    def call(self, model) -> PassResult:
+        import onnx
+
+        proto = to_proto(model)
+        try:
+            onnx.checker.check_model(proto, full_check=False)
+            inferred = onnx.shape_inference.infer_shapes(
+                proto, check_type=True, strict_mode=self.config.strict_shapes, data_prop=self.config.data_prop)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            raise PassError(f"check: the ONNX checker rejects the model: {str(e).strip().splitlines()[0]}") from e
+        modified = len(inferred.graph.value_info) != len(proto.graph.value_info)
+        return PassResult(from_proto(inferred), modified)

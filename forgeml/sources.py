@@ -1,0 +1,115 @@
+"""What the user named → (converter, model object or path, example inputs, output names).
+
+SRC forms: a file (suffix picks the converter), ``zoo:NAME``, ``python:module:function`` (the function
+returns a model, or ``(model, example_inputs)``, or a ``models_zoo.ZooBuild``), or an in-memory model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgeml.converters import CONVERTERS, Converter
+from forgeml.errors import InputError
+
+
+@dataclass
+class ResolvedSource:
+    converter: Converter
+    model: object  # an in-memory model, or a Path for the converter to load
+    ref: str
+    example_inputs: object | None = None
+    output_names: tuple[str, ...] = ()
+    dynamic_batch: bool = False
+
+
+def resolve(src: object, example_inputs: object | None = None) -> ResolvedSource:
+    if isinstance(src, str) and src.startswith("zoo:"):
+        return _from_zoo(src[4:])
+    if isinstance(src, str) and src.startswith("python:"):
+        return _from_python(src)
+    if isinstance(src, (str, Path)):
+        return _from_path(Path(src), example_inputs)
+    return _from_object(src, f"<in-memory {type(src).__module__}.{type(src).__name__}>", example_inputs)
+
+
+def _from_object(obj: object, ref: str, example_inputs) -> ResolvedSource:
+    for conv in CONVERTERS.values():
+        if conv.accepts(obj):
+            return ResolvedSource(conv, obj, ref, example_inputs)
+    raise InputError(f"{ref}: no converter for a {type(obj).__name__}; forgeml imports: {', '.join(CONVERTERS)}")
+
+
+def _from_zoo(name: str) -> ResolvedSource:
+    from models_zoo import ZOO
+
+    if name not in ZOO:
+        raise InputError(f"unknown zoo model {name!r}; `forgeml zoo list` shows: {', '.join(ZOO)}")
+    entry = ZOO[name]
+    if entry.kind not in CONVERTERS:
+        raise InputError(f"zoo:{name} is a {entry.kind} model and forgeml has no {entry.kind} converter")
+    from forgeml.errors import require
+
+    require(entry.kind, entry.kind)  # a missing framework says which extra installs it
+    built = entry.build()
+    return ResolvedSource(CONVERTERS[entry.kind], built.model, f"zoo:{name}", built.example_inputs,
+                          tuple(built.output_names), built.dynamic_batch)
+
+
+def _from_python(spec: str) -> ResolvedSource:
+    parts = spec.split(":")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise InputError(f"{spec!r}: expected python:module:function or python:path/to/file.py:function")
+    _, mod_name, fn_name = parts
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise InputError(f"{spec}: no such file {path}")
+            modspec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(modspec)
+            sys.modules.setdefault(path.stem, module)
+            modspec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(mod_name)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{spec}: importing {mod_name} failed: {type(e).__name__}: {e}") from e
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise InputError(f"{spec}: {mod_name} has no function {fn_name!r}")
+    try:
+        value = fn()
+    except Exception as e:
+        raise InputError(f"{spec}: {fn_name}() raised {type(e).__name__}: {e}") from e
+    from models_zoo import ZooBuild
+
+    if isinstance(value, ZooBuild):
+        r = _from_object(value.model, spec, value.example_inputs)
+        r.output_names = tuple(value.output_names)
+        return r
+    if isinstance(value, tuple) and len(value) == 2:
+        return _from_object(value[0], spec, value[1])
+    return _from_object(value, spec, None)
+
+
+def _from_path(path: Path, example_inputs) -> ResolvedSource:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    suffix = path.suffix.lower()
+    for conv in CONVERTERS.values():
+        if suffix in conv.suffixes:
+            return ResolvedSource(conv, path, str(path), example_inputs)
+    known = sorted({s for c in CONVERTERS.values() for s in c.suffixes})
+    raise InputError(f"{path}: no converter reads {suffix or 'a directory'} files; forgeml reads {', '.join(known)}, "
+                     "zoo:NAME and python:module:function")

@@ -1,0 +1,113 @@
+"""Inputs for parity: the user's examples checked against the signature, plus seeded random batches."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.errors import InputError
+from forgeml.ir import Signature, TensorSpec
+from forgeml.validation import InputSet
+
+_DTYPES = {"float32", "float16", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool"}
+
+
+def parse_input_spec(text: str) -> TensorSpec:
+    """``name:1x3x224x224:float32`` (dims may be names, e.g. ``batch``; dtype defaults to float32)."""
+    m = re.fullmatch(r"([^:]+):([^:]*)(?::([a-z0-9]+))?", text.strip())
+    if not m:
+        raise InputError(f"--input {text!r}: expected name:DIMS[:dtype], e.g. x:1x3x224x224:float32")
+    name, dims, dtype = m.group(1), m.group(2), m.group(3) or "float32"
+    if dtype not in _DTYPES:
+        raise InputError(f"--input {text!r}: unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    shape = tuple(int(d) if d.isdigit() else d for d in dims.split("x")) if dims else ()
+    return TensorSpec(name, shape, dtype)
+
+
+def check_inputs(inputs: InputSet, signature: Signature, what: str) -> None:
+    """Raise one clear InputError when ``inputs`` do not fit the model's inputs."""
+    expected = signature.input_names
+    missing = [n for n in expected if n not in inputs]
+    extra = [n for n in inputs if n not in expected]
+    if missing or extra:
+        raise InputError(f"{what}: the model's inputs are {expected}, got {sorted(inputs)}"
+                         + (f" (missing {missing})" if missing else "") + (f" (unexpected {extra})" if extra else ""))
+    for spec in signature.inputs:
+        a = inputs[spec.name]
+        if str(a.dtype) != spec.dtype:
+            raise InputError(f"{what}: input {spec.name!r} has dtype {a.dtype} but the model expects {spec.dtype}")
+        if spec.shape and len(a.shape) != len(spec.shape):
+            raise InputError(f"{what}: input {spec.name!r} has shape {tuple(a.shape)} but the model expects "
+                             f"{_shape_text(spec.shape)}")
+        for got, want in zip(a.shape, spec.shape):
+            if isinstance(want, int) and got != want:
+                raise InputError(f"{what}: input {spec.name!r} has shape {tuple(a.shape)} but the model expects "
+                                 f"{_shape_text(spec.shape)}")
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def load_npz(path: str | Path, signature: Signature) -> InputSet:
+    """A user's inputs: one array per model input, keyed by input name."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--inputs {p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"--inputs {p}: not a readable .npz file ({e})") from e
+    check_inputs(arrays, signature, f"--inputs {p.name}")
+    return arrays
+
+
+def random_like(example: InputSet, signature: Signature, seed: int, batch: int | None = None) -> InputSet:
+    """A seeded batch shaped like ``example`` (batch axis resized when ``batch`` is given).
+
+    Floats are drawn with the example's mean and spread; integers (token ids, indices) uniformly
+    from the range the example uses, so ids stay valid for embedding tables.
+    """
+    rng = np.random.default_rng(seed)
+    out: InputSet = {}
+    for spec in signature.inputs:
+        ex = example[spec.name]
+        shape = list(ex.shape)
+        if batch is not None and shape and spec.shape and not isinstance(spec.shape[0], int):
+            shape[0] = batch
+        if ex.dtype.kind == "f":
+            mu = float(ex.mean()) if ex.size else 0.0
+            sd = float(ex.std()) if ex.size > 1 else 1.0
+            a = rng.normal(mu, sd if sd > 0 else 1.0, size=shape)
+        elif ex.dtype.kind in "iu":
+            lo, hi = (int(ex.min()), int(ex.max())) if ex.size else (0, 1)
+            a = rng.integers(lo, hi + 1, size=shape)
+        elif ex.dtype.kind == "b":
+            a = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            a = ex.copy()
+        out[spec.name] = np.asarray(a).astype(ex.dtype)
+    return out
+
+
+def parity_inputs(example: InputSet, signature: Signature, *, batches: int, seed: int,
+                  dynamic_batch: bool, user: list[InputSet] = ()) -> list[InputSet]:
+    """The input sets every stage is checked on: the example, seeded random batches, the user's own.
+
+    With a dynamic batch axis the random batches vary its size, so a stage that baked the example's
+    batch size into the graph fails parity instead of passing by accident.
+    """
+    sets = [example]
+    first = next(iter(example.values()))
+    base = first.shape[0] if first.ndim else None
+    for i in range(batches):
+        batch = None
+        if dynamic_batch and base is not None:
+            batch = base + 1 + i
+        sets.append(random_like(example, signature, seed + i, batch))
+    sets.extend(user)
+    return sets

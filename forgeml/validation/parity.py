@@ -1,0 +1,72 @@
+"""Parity: run a candidate on the same inputs as the reference and judge every output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from forgeml.validation import InputSet, Runner
+from forgeml.validation.metrics import OutputAccumulator
+from forgeml.validation.tolerances import Tolerance
+
+
+@dataclass
+class StageParity:
+    """One stage's verdict: a row of metrics per output, judged against one tolerance profile."""
+
+    passed: bool
+    reference: str
+    profile: Tolerance
+    rows: list[dict]
+    batches: int
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "reference": self.reference, "profile": self.profile.name,
+                "tolerance": self.profile.to_json(), "batches": self.batches, "rows": self.rows}
+
+    def failing_outputs(self) -> list[str]:
+        return [r["output"] for r in self.rows if not r["passed"]]
+
+
+def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runner,
+            input_sets: Sequence[InputSet], tol: Tolerance, *, reference: str,
+            output_names: Sequence[str]) -> StageParity:
+    """Compare ``candidate`` on ``input_sets`` with the precomputed reference outputs.
+
+    Outputs are matched by the source model's names; a missing or extra output fails its row.
+    """
+    accs = {n: OutputAccumulator(n) for n in output_names}
+    for inputs, ref in zip(input_sets, reference_outputs, strict=True):
+        got = candidate(inputs)
+        for name in output_names:
+            if name not in got:
+                accs[name].problems.append(f"candidate has no output named {name!r} (it has {sorted(got)})")
+                continue
+            accs[name].add(ref[name], got[name], tol.rtol)
+    rows = [accs[n].row(tol) for n in output_names]
+    return StageParity(passed=all(r["passed"] for r in rows), reference=reference, profile=tol,
+                       rows=rows, batches=len(input_sets))
+
+
+@dataclass
+class ParityReport:
+    """Parity of every stage of one run, in order. ``table()`` is what a person reads."""
+
+    stages: list[tuple[str, StageParity]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(p.passed for _, p in self.stages)
+
+    def add(self, stage: str, parity: StageParity) -> None:
+        self.stages.append((stage, parity))
+
+    def first_failure(self) -> tuple[str, StageParity] | None:
+        return next(((s, p) for s, p in self.stages if not p.passed), None)
+
+    def table(self) -> str:
+        from forgeml.validation.report_md import parity_table
+
+        return parity_table(self.stages)

@@ -1,0 +1,91 @@
+"""report.md: the parity table per stage, readable in a terminal, a diff and a code review."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forgeml.validation.parity import StageParity
+
+_COLUMNS = [("max_abs", "max abs"), ("max_rel", "max rel"), ("mean_abs", "mean abs"),
+            ("cosine", "cosine"), ("centered_cosine", "centered cos"), ("top1", "top-1"),
+            ("exact_match", "exact")]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if 0.999 <= abs(v) <= 1.0:
+            return f"{v:.6f}"
+        return f"{v:.3g}" if abs(v) >= 1e-3 and abs(v) < 1e4 else f"{v:.2e}"
+    return str(v)
+
+
+def parity_table(stages: list[tuple[str, StageParity]]) -> str:
+    lines = ["| stage | output | " + " | ".join(h for _, h in _COLUMNS) + " | verdict |",
+             "|---|---|" + "---|" * len(_COLUMNS) + "---|"]
+    for stage, parity in stages:
+        for row in parity.rows:
+            verdict = "pass" if row["passed"] else f"**FAIL**: {row.get('problem', '')}"
+            cells = " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS)
+            lines.append(f"| {stage} ({parity.profile.name}) | {row['output']} | {cells} | {verdict} |")
+    return "\n".join(lines)
+
+
+def render(manifest: dict) -> str:
+    """The whole report.md from a manifest (so the report never says what the manifest does not)."""
+
+    ok = manifest["ok"]
+    src = manifest["source"]
+    out = [f"# forgeml parity report — {'PASS' if ok else 'FAIL'}", ""]
+    out.append(f"- source: `{src['ref']}` ({src['kind']}, {src.get('framework', '')}"
+               + (f", route: {src['route']}" if src.get("route") else "") + ")")
+    out.append(f"- source sha256: `{src['sha256']}`")
+    if manifest.get("command"):
+        out.append(f"- command: `{manifest['command']}`")
+    if manifest.get("error"):
+        out.append(f"- error: {manifest['error']}")
+    out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]
+    for kind in ("inputs", "outputs"):
+        for t in manifest["signature"][kind]:
+            shape = "×".join(str(d) for d in t["shape"]) or "scalar"
+            out.append(f"| {kind[:-1]} | {t['name']} | {shape} | {t['dtype']} |")
+    out += ["", "## Parity per stage", ""]
+    header = "| stage | kind | output | " + " | ".join(h for _, h in _COLUMNS) + " | verdict |"
+    out += [header, "|---|---|---|" + "---|" * len(_COLUMNS) + "---|"]
+    for st in manifest["stages"]:
+        par = st.get("parity")
+        if par is None:
+            msg = st.get("error", "not checked")
+            out.append(f"| {st['name']} | {st['kind']} | – |" + " – |" * len(_COLUMNS) + f" **{msg}** |")
+            continue
+        for row in par["rows"]:
+            verdict = "pass" if row["passed"] else f"**FAIL**: {row.get('problem', '')}"
+            cells = " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS)
+            out.append(f"| {st['name']} ({par['profile']}) | {st['kind']} | {row['output']} | {cells} | {verdict} |")
+    profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in manifest["stages"] if st.get("parity")}
+    if profiles:
+        from forgeml.validation.tolerances import Tolerance
+
+        out += ["", "## Tolerance profiles", ""]
+        for name, tol in profiles.items():
+            fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
+            out.append(f"- **{name}**: {Tolerance(name=name, **fields).describe()}")
+        batches = next(st["parity"]["batches"] for st in manifest["stages"] if st.get("parity"))
+        out.append(f"- measured on {batches} input batches (the example inputs plus seeded random batches)")
+    passes = [st for st in manifest["stages"] if st["kind"] == "pass"]
+    if passes:
+        out += ["", "## Passes", "", "| pass | config | nodes | bytes | seconds |", "|---|---|---|---|---|"]
+        for st in passes:
+            ch = st.get("changes", {})
+            out.append(f"| {st['name']} | `{st.get('config', {})}` | {ch.get('nodes_before')} → {ch.get('nodes_after')}"
+                       f" | {ch.get('bytes_before')} → {ch.get('bytes_after')} | {st.get('seconds', 0):.2f} |")
+    if manifest.get("artifacts"):
+        out += ["", "## Artifacts", "", "| target | file | bytes | sha256 |", "|---|---|---|---|"]
+        for name, a in manifest["artifacts"].items():
+            out.append(f"| {name} | {a['path']} | {a['bytes']} | `{a['sha256'][:16]}…` |")
+    out += ["", "## Tools", ""] + [f"- {k} {v}" for k, v in manifest.get("tools", {}).items()]
+    return "\n".join(out) + "\n"

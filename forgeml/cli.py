@@ -57,6 +57,9 @@ def convert(
     parity_batches: int = typer.Option(3, "--parity-batches", help="seeded random batches besides the example"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
     rtol: Optional[float] = typer.Option(None, "--rtol", help="override the profile's relative tolerance"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="fp16 | int8 | int8-static | int4"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration data: .npz keyed by input name, "
+                                         "first axis = samples"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
@@ -67,13 +70,17 @@ def convert(
     from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
     from forgeml.converters import ImportOptions
     from forgeml.sources import resolve
-    from forgeml.validation.inputs import load_npz, parse_input_spec
+    from forgeml.validation.inputs import load_calibration, parse_input_spec
 
     del forgeml
     err = _err()
     targets = _split(to)
     pass_names = list(DEFAULT_PASSES) if passes is None else _split([passes])
     pass_objs = tuple(make_pass(p) for p in pass_names)
+    if quantize:
+        from forgeml.errors import InputError
+
+        raise InputError("--quantize is not available yet")
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
     if out.exists() and out.is_dir() and any(out.iterdir()) and not force:
         from forgeml.errors import InputError
@@ -90,10 +97,10 @@ def convert(
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
                                      trust_pickle=trust_pickle),
         parity_batches=parity_batches, user_inputs=user_inputs,
+        quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
         command=" ".join(shlex.quote(a) for a in ["forgeml", *sys.argv[1:]]),
     )
-    del load_npz
     status = err.status("")
     status.start()
 

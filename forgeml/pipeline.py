@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from forgeml.converters import ImportOptions
 from forgeml.errors import ForgeError, InputError, PassError, TargetError
@@ -50,6 +50,9 @@ class PipelineConfig:
     seed: int = 0
     user_inputs: tuple[InputSet, ...] = ()
     tolerance: ToleranceOverrides = ToleranceOverrides()
+    quantize: str | None = None  # fp16 | int8 | int8-static | int4: passes and targets follow it
+    calibration: tuple[InputSet, ...] = ()  # --calib: representative inputs, checked against the signature
+    target_configs: Mapping[str, object] = field(default_factory=dict)  # target name → its Config instance
     command: str = ""
 
 
@@ -117,13 +120,13 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     t0 = time.perf_counter()
     opts = config.import_options
     if resolved.output_names and not opts.output_names:
-        from dataclasses import replace
-
         opts = replace(opts, output_names=resolved.output_names)
     converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
     ir = converted.ir
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "--inputs")
+    for batch in config.calibration:
+        check_inputs(batch, ir.signature, "--calib")
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
                                seed=config.seed, dynamic_batch=opts.dynamic_batch,
                                user=list(config.user_inputs))
@@ -176,11 +179,14 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     # --- targets (each in the staging dir; one failing target does not stop the others) ---
     staged = StagedDir(out_dir)
     try:
-        ctx = TargetContext(weights=converted.weights, forgeml_version=_forgeml_version())
+        base_ctx = TargetContext(converted=converted, forgeml_version=_forgeml_version(),
+                                 quantize=config.quantize, calibration=tuple(config.calibration),
+                                 input_sets=tuple(input_sets))
         artifacts: dict[str, Artifact] = {}
         errors: dict[str, str] = {}
         for name in config.targets:
             target = TARGETS[name]
+            ctx = replace(base_ctx, config=config.target_configs.get(name))
             on_event(StageEvent(name, "target", "start"))
             t0 = time.perf_counter()
             entry = {"name": name, "kind": "target"}
@@ -247,6 +253,8 @@ def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Ar
         "artifacts": files,
         "tools": tool_versions(),
     }
+    if config.quantize:
+        manifest["quantize"] = config.quantize
     if errors:
         manifest["errors"] = errors
     if config.command:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from forgeml.converters import SourceWeights
+    from forgeml.converters import ConvertResult, SourceWeights
     from forgeml.ir import IRModel
-    from forgeml.validation import Runner
+    from forgeml.validation import InputSet, Runner
 
 
 @dataclass
@@ -27,14 +27,28 @@ class Artifact:
 
 @dataclass(frozen=True)
 class TargetContext:
-    """What a target may use besides the IR: the source's own weights (for weight-file targets)."""
+    """What a target may use besides the IR.
 
-    weights: SourceWeights | None = None
+    ``converted`` is the converter's whole result (source weights, reference runner, example inputs),
+    for targets that write from the source rather than from the IR (safetensors, GGUF). ``config`` is
+    this target's own typed config from ``PipelineConfig.target_configs`` (None: its defaults).
+    """
+
+    converted: ConvertResult | None = None
     forgeml_version: str = ""
+    quantize: str | None = None  # the run's --quantize mode: targets with their own variants follow it
+    calibration: tuple[InputSet, ...] = ()  # representative inputs (--calib), one batch each
+    input_sets: tuple[InputSet, ...] = ()  # the parity inputs (example + seeded random + user's)
+    config: object | None = None
+
+    @property
+    def weights(self) -> SourceWeights | None:
+        return self.converted.weights if self.converted is not None else None
 
 
 class Target(Protocol):
     name: str
+    Config: type | None  # the target's typed options (a dataclass), or None when it has none
 
     def build(self, ir: IRModel, out_dir: Path, ctx: TargetContext) -> Artifact: ...
 

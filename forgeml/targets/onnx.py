@@ -12,6 +12,7 @@ _PROTOBUF_LIMIT = 2**31 - 1
 
 class OnnxTarget:
     name = "onnx"
+    Config = None
     filename = "model.onnx"
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:

@@ -16,6 +16,7 @@ from forgeml.targets import Artifact, TargetContext
 
 class SafetensorsTarget:
     name = "safetensors"
+    Config = None
     filename = "model.safetensors"
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:

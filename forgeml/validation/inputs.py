@@ -66,6 +66,28 @@ def load_npz(path: str | Path, signature: Signature) -> InputSet:
     return arrays
 
 
+def load_calibration(path: str | Path) -> list[InputSet]:
+    """--calib data.npz: arrays keyed by input name, first axis = samples; one batch of 1 per sample.
+
+    Checked against the model's signature by the pipeline once the model is imported.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--calib {p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"--calib {p}: not a readable .npz file ({e})") from e
+    if not arrays:
+        raise InputError(f"--calib {p}: holds no arrays")
+    counts = {k: (a.shape[0] if a.ndim else 0) for k, a in arrays.items()}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise InputError(f"--calib {p}: every array needs the same number of samples on axis 0, got {counts}")
+    n = next(iter(counts.values()))
+    return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
+
+
 def random_like(example: InputSet, signature: Signature, seed: int, batch: int | None = None) -> InputSet:
     """A seeded batch shaped like ``example`` (batch axis resized when ``batch`` is given).
 

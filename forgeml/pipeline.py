@@ -152,6 +152,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
 
     # --- passes ---
     ran: list[str] = []
+    float_ir = ir
     for p in config.passes:
         on_event(StageEvent(p.name, "pass", "start"))
         t0 = time.perf_counter()
@@ -164,6 +165,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
             raise PassError(f"pass {p.name!r} failed after [{', '.join(ran) or 'none'}]: "
                             f"{type(e).__name__}: {e}") from e
         ir = ir.replace(model=result.model, precision=p.output_precision(ir.precision))
+        if ir.precision == "fp32":
+            float_ir = ir
         after = ir.stats()
         parity = check(ort_runner(ir.to_proto().SerializeToString()), ir.precision)
         report.add(p.name, parity)
@@ -179,7 +182,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     # --- targets (each in the staging dir; one failing target does not stop the others) ---
     staged = StagedDir(out_dir)
     try:
-        base_ctx = TargetContext(converted=converted, forgeml_version=_forgeml_version(),
+        base_ctx = TargetContext(converted=converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
                                  quantize=config.quantize, calibration=tuple(config.calibration),
                                  input_sets=tuple(input_sets))
         artifacts: dict[str, Artifact] = {}

@@ -50,6 +50,7 @@ class ConvertResult:
     reference_name: str  # e.g. "torch 2.13.0 eager"
     example_inputs: InputSet
     weights: SourceWeights | None = None
+    source_model: object | None = None  # the original in-memory model (torch module, …), when there is one
     notes: list[str] = field(default_factory=list)
 
 

@@ -105,4 +105,5 @@ class OnnxConverter:
             reference_name="onnxruntime on the source .onnx",
             example_inputs=dict(example_inputs),
             weights=weights,
+            source_model=proto,
         )

@@ -103,7 +103,8 @@ class TorchConverter:
         check_inputs(example, sig, "example inputs")
         return ConvertResult(ir=ir, reference=reference, reference_name=f"torch {version} eager",
                              example_inputs=example,
-                             weights=TorchWeights(module, input_names, output_names))
+                             weights=TorchWeights(module, input_names, output_names),
+                             source_model=exported if exported is not None else module)
 
 
 # --- loading files ---------------------------------------------------------------------------

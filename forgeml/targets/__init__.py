@@ -35,6 +35,7 @@ class TargetContext:
     """
 
     converted: ConvertResult | None = None
+    float_ir: IRModel | None = None  # the last fp32 IR: targets that quantize by themselves start here
     forgeml_version: str = ""
     quantize: str | None = None  # the run's --quantize mode: targets with their own variants follow it
     calibration: tuple[InputSet, ...] = ()  # representative inputs (--calib), one batch each

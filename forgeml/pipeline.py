@@ -54,6 +54,8 @@ class PipelineConfig:
     calibration: tuple[InputSet, ...] = ()  # --calib: representative inputs, checked against the signature
     target_configs: Mapping[str, object] = field(default_factory=dict)  # target name → its Config instance
     command: str = ""
+    localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
+    latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
 
 
 @dataclass
@@ -87,11 +89,10 @@ class Conversion:
         return 0 if self.ok else 1
 
     def save_report(self, path: str | Path) -> Path:
-        from forgeml.validation.report_md import render
+        """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""
+        from forgeml.validation.report_html import save_report
 
-        path = Path(path)
-        write_bytes_atomic(path, render(self.manifest).encode())
-        return path
+        return save_report(self.manifest, Path(path))
 
 
 def _forgeml_version() -> str:
@@ -148,6 +149,12 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     seconds = time.perf_counter() - t0
     stages.append({"name": stage_name, "kind": "converter", "route": ir.provenance.route,
                    "seconds": round(seconds, 3), "parity": parity.to_json()})
+    converter_ir = ir  # the pre-pass graph: what localization compares later stages with, by tensor name
+    first_failure = None if parity.passed else (0, ir.model)
+    if config.latency:
+        from forgeml.validation.latency import measure_latency
+
+        stages[-1]["reference_latency"] = measure_latency(converted.reference, input_sets[0])
     on_event(StageEvent(stage_name, "converter", "done", seconds, parity.passed))
 
     # --- passes ---
@@ -176,6 +183,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
                                    "nodes_after": after["nodes"], "bytes_before": before["bytes"],
                                    "bytes_after": after["bytes"]},
                        "parity": parity.to_json()})
+        if not parity.passed and first_failure is None:
+            first_failure = (len(stages) - 1, ir.model)
         on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
         ran.append(p.name)
 
@@ -210,15 +219,34 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
                          parity=parity.to_json())
             if artifact.metadata:
                 entry["metadata"] = artifact.metadata
+            if config.latency:
+                from forgeml.validation.latency import measure_latency
+
+                entry["latency"] = measure_latency(runner, input_sets[0])
             stages.append(entry)
+            if not parity.passed and first_failure is None and artifact.path.suffix == ".onnx":
+                first_failure = (len(stages) - 1, artifact.path)
             on_event(StageEvent(name, "target", "done", seconds, parity.passed))
 
         ok = report.passed and not errors
+        if first_failure is not None and config.localize != "never":
+            from forgeml.validation.localize import localize_stage
+
+            idx, candidate = first_failure
+            stages[idx]["divergence"] = localize_stage(candidate, converted, converter_ir, input_sets[0],
+                                                       profile_for(stages[idx]["parity"]["profile"]),
+                                                       always=config.localize == "always")
         manifest = _manifest(ok, ir, stages, artifacts, staged.path, config, errors)
+        from forgeml.validation.provenance import run_record
+
+        manifest.update(run_record(resolved.ref, config))
         write_json_atomic(staged.path / "manifest.json", manifest)
         from forgeml.validation.report_md import render
 
         write_bytes_atomic(staged.path / "report.md", render(manifest).encode())
+        from forgeml.validation.report_html import render as render_html
+
+        write_bytes_atomic(staged.path / "report.html", render_html(manifest).encode())
         final = staged.commit()
     except BaseException:
         staged.discard()

@@ -8,16 +8,13 @@ Both are bounded in size whatever the model, so the manifest stays small.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
 import numpy as np
 
 LO, HI, STEP = -12.0, 4.0, 0.5  # log10 bins of |error|: 1e-12 … 1e4 (errors outside are clamped)
 SAMPLE = 128
-
-
-def _round(v: float) -> float:
-    return float(f"{v:.6g}")
 
 
 @dataclass
@@ -45,11 +42,26 @@ class ErrorSketch:
         if take > 0:
             pick = np.linspace(0, r.size - 1, take).round().astype(np.int64)
             pick = pick[ok[pick]]
-            self.ref += [_round(v) for v in r[pick]]
-            self.cand += [_round(v) for v in c[pick]]
+            self.ref += r[pick].tolist()
+            self.cand += c[pick].tolist()
 
     def to_json(self) -> dict | None:
+        """Compact on purpose: only the occupied bins, and the sample as base64 float32 (one line each)."""
         if not self.total:
             return None
-        return {"hist": {"log10_lo": LO, "step": STEP, "counts": self.counts.tolist(), "zeros": self.zeros},
-                "elements": self.total, "sample": {"reference": self.ref, "candidate": self.cand}}
+        nz = np.flatnonzero(self.counts)
+        first, last = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        return {"hist": {"log10_lo": LO + first * STEP, "step": STEP, "counts": self.counts[first:last].tolist(),
+                         "zeros": self.zeros},
+                "elements": self.total, "sample_f32": {"reference": _b64(self.ref), "candidate": _b64(self.cand)}}
+
+
+def _b64(values: list[float]) -> str:
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+def sample_values(sketch: dict) -> tuple[list[float], list[float]]:
+    """The (reference, candidate) sample of a sketch as written by ``to_json``."""
+    s = sketch.get("sample_f32", {})
+    dec = [np.frombuffer(base64.b64decode(s.get(k, "")), dtype="<f4").tolist() for k in ("reference", "candidate")]
+    return dec[0], dec[1]

@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(help="The built-in models (zoo:NAME sources).", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+report_app = typer.Typer(help="Work with parity reports and manifests.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 
 def _err():
@@ -62,7 +64,12 @@ def convert(
                                          "first axis = samples"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
-    report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
+    report: Optional[Path] = typer.Option(None, "--report", help="also write the report here: .html for HTML, "
+                                          "anything else markdown (report.md and report.html are always in OUT)"),
+    localize: bool = typer.Option(False, "--localize", help="when a stage fails, find its first diverging node "
+                                  "whatever the model's size (done automatically for small graphs)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="exit 1 on: fail (a parity failure) | warn (also warnings)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout instead of the table"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     import forgeml
@@ -81,6 +88,7 @@ def convert(
         from forgeml.errors import InputError
 
         raise InputError("--quantize is not available yet")
+    _check_fail_on(fail_on)
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
     if out.exists() and out.is_dir() and any(out.iterdir()) and not force:
         from forgeml.errors import InputError
@@ -100,6 +108,7 @@ def convert(
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
         command=" ".join(shlex.quote(a) for a in ["forgeml", *sys.argv[1:]]),
+        localize="always" if localize else "auto",
     )
     status = err.status("")
     status.start()
@@ -120,8 +129,39 @@ def convert(
         status.stop()
     if report:
         result.save_report(report)
-    _print_summary(result)
-    raise typer.Exit(result.exit_code)
+    from forgeml.validation.gating import exit_code, summary
+
+    code = exit_code(result.manifest, fail_on)
+    if as_json:
+        print(json.dumps(summary(result.manifest, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
+    else:
+        _print_summary(result)
+        _print_divergence(result.manifest)
+    raise typer.Exit(code)
+
+
+def _check_fail_on(fail_on: str) -> None:
+    from forgeml.errors import InputError
+    from forgeml.validation.gating import FAIL_ON
+
+    if fail_on not in FAIL_ON:
+        raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
+
+
+def _print_divergence(manifest: dict) -> None:
+    err = _err()
+    for st in manifest.get("stages", []):
+        d = st.get("divergence")
+        if not d:
+            continue
+        if d.get("found"):
+            mod = f", module {d['module']}" + (f" ({d['module_class']})" if d.get("module_class") else "") \
+                if d.get("module") else ""
+            err.print(f"[red]first divergence[/] in {st['name']}: node {d['node']} ({d['op']}){mod}", soft_wrap=True)
+            if d.get("source_line"):
+                err.print(f"  {d['source_line']}", soft_wrap=True, markup=False)
+        else:
+            err.print(f"first divergence in {st['name']} not localized: {d.get('note', '')}", soft_wrap=True)
 
 
 def _load_npz_unchecked(path: Path) -> dict:
@@ -191,6 +231,106 @@ def inspect(file: Path = typer.Argument(..., help=".onnx or .safetensors file"),
         out.print(f"  {t['name']:50} {t['dtype']:5} {t['shape']}")
     if len(info.get("tensor_table") or []) > 50:
         out.print(f"  … {len(info['tensor_table']) - 50} more tensors (--json for all)")
+
+
+@app.command()
+def parity(
+    a: str = typer.Argument(..., help="the reference: a model file, an artifact, zoo:NAME or python:module:function"),
+    b: str = typer.Argument(..., help="the candidate judged against A (same kinds as A)"),
+    inputs: Optional[List[Path]] = typer.Option(None, "--inputs", help=".npz keyed by input name; one batch per "
+                                                "file (default: A's example plus seeded random batches)"),
+    model: Optional[str] = typer.Option(None, "--model", help="the model a .safetensors side's weights belong to"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="tolerance profile fp32|fp16|int8|int4 "
+                                          "(default: B's recorded precision, else fp32)"),
+    batches: int = typer.Option(3, "--batches", help="seeded random batches besides the example"),
+    atol: Optional[float] = typer.Option(None, "--atol"),
+    rtol: Optional[float] = typer.Option(None, "--rtol"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the report here (.html or .md)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="exit 1 on: fail | warn"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout"),
+):
+    """Compare any two models or artifacts on the same inputs, with convert's metrics and exit codes."""
+    from forgeml.compare import compare
+    from forgeml.validation.gating import exit_code, summary
+
+    _check_fail_on(fail_on)
+    user = [_load_npz_unchecked(p) for p in inputs or []]
+    with _err().status(f"running {a} and {b} …"):
+        m = compare(a, b, inputs=user, model=model, profile=profile, batches=batches, atol=atol, rtol=rtol,
+                    command=" ".join(shlex.quote(x) for x in ["forgeml", *sys.argv[1:]]))
+    if report:
+        from forgeml.validation.report_html import save_report
+
+        save_report(m, report)
+    code = exit_code(m, fail_on)
+    if as_json:
+        print(json.dumps(summary(m, fail_on=fail_on), indent=2))
+        raise typer.Exit(code)
+    from rich.table import Table
+
+    st = m["stages"][0]
+    par = st["parity"]
+    table = Table(title=f"{b} vs {a} ({par['profile']})", title_justify="left")
+    for col in ("output", "max abs", "cosine", "top-1", "verdict"):
+        table.add_column(col)
+    for row in par["rows"]:
+        top1 = row.get("top1")
+        table.add_row(row["output"], f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
+                      f"{row['cosine']:.6f}" if "cosine" in row else "–", f"{top1:.3f}" if top1 is not None else "–",
+                      "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
+    out = _out()
+    out.print(table)
+    for note in st.get("notes", []):
+        out.print(f"note: {note}")
+    out.print(f"A: {m['source']['framework']} {st['reference_latency']['median_ms']:.3g} ms · "
+              f"B: {st['runtime']} {st['latency']['median_ms']:.3g} ms (median, example batch)")
+    out.print("[green]PASS[/]" if m["ok"] else "[red]FAIL[/]")
+    raise typer.Exit(code)
+
+
+@report_app.command("diff")
+def report_diff(old: Path = typer.Argument(..., help="the earlier release's manifest.json (or its directory)"),
+                new: Path = typer.Argument(..., help="this release's manifest.json (or its directory)"),
+                as_json: bool = typer.Option(False, "--json", help="print the diff as JSON")):
+    """What changed between two releases: verdict, metrics, sizes, latency, passes, tools."""
+    from forgeml.validation.diff import diff, render_md
+
+    manifests = []
+    for p in (old, new):
+        path = p / "manifest.json" if p.is_dir() else p
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            from forgeml.errors import InputError
+
+            raise InputError(f"report diff: cannot read {path}: {e}") from e
+    d = diff(*manifests)
+    print(json.dumps(d, indent=2) if as_json else render_md(d, str(old), str(new)), end="" if not as_json else "\n")
+    raise typer.Exit(0 if manifests[1].get("ok") else 1)
+
+
+@app.command()
+def reproduce(manifest: Path = typer.Argument(..., help="OUT/manifest.json of the run to repeat"),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to rerun (default: OUT-reproduced)"),
+              force: bool = typer.Option(False, "--force", help="replace the rerun directory if it exists"),
+              as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
+    """Rerun a recorded conversion into a new directory and check its artifacts are byte-identical."""
+    from forgeml.reproduce import reproduce as run_again
+
+    with _err().status("rerunning …"):
+        r = run_again(manifest, out, force=force)
+    if as_json:
+        print(json.dumps(r, indent=2))
+    else:
+        o = _out()
+        o.print(f"reran from the {r['how']} into {r['new_dir']}")
+        for name, a in r["artifacts"].items():
+            extra = f" (max abs {a['max_abs']:.3g} between the two files' outputs)" if "max_abs" in a else ""
+            o.print(f"  {name:12} {a['status']}{extra}{' — ' + a['note'] if a.get('note') else ''}")
+        if "calibration" in r:
+            o.print(f"  calibration data: {'same' if r['calibration']['same'] else 'DIFFERENT'} (by sha256)")
+        o.print("[green]REPRODUCED[/]" if r["ok"] else "[red]NOT REPRODUCED[/]")
+    raise typer.Exit(0 if r["ok"] else 1)
 
 
 @zoo_app.command("list")

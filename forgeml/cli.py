@@ -1,7 +1,8 @@
 """The ``forgeml`` command: parses, calls the API, prints. Nothing here converts anything.
 
-Exit codes: 0 every stage within tolerance; 1 a parity failure (report still written);
-2 bad input or usage, or a target that could not be built. ``--debug`` anywhere shows tracebacks.
+Exit codes: 0 every stage within tolerance; 1 a parity failure (report still written), or with
+``--fail-on warn`` a warning; 2 bad input or usage, or a target that could not be built.
+``--json`` prints one JSON summary on stdout for CI. ``--debug`` anywhere shows tracebacks.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def _print_summary(result) -> None:
         out.print(f"[red]target {name} failed:[/] {why}")
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     out.print(f"{verdict}  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
-              f"(manifest.json, report.md)")
+              f"(manifest.json, report.md, report.html)")
 
 
 @app.command()
@@ -353,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=args, prog_name="forgeml", standalone_mode=False)
-        return 0
+        # In non-standalone mode click returns typer.Exit's code instead of raising it.
+        rv = app(args=args, prog_name="forgeml", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return e.exit_code
     except ForgeError as e:

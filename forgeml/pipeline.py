@@ -233,8 +233,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
             from forgeml.validation.localize import localize_stage
 
             idx, candidate = first_failure
-            stages[idx]["divergence"] = localize_stage(candidate, converted, converter_ir, input_sets[0],
-                                                       profile_for(stages[idx]["parity"]["profile"]),
+            tol = config.tolerance.apply(profile_for(stages[idx]["parity"]["profile"]))  # as the stage was judged
+            stages[idx]["divergence"] = localize_stage(candidate, converted, converter_ir, input_sets[0], tol,
                                                        always=config.localize == "always")
         manifest = _manifest(ok, ir, stages, artifacts, staged.path, config, errors)
         from forgeml.validation.provenance import run_record

@@ -48,6 +48,14 @@ def render(manifest: dict) -> str:
         out.append(f"- command: `{manifest['command']}`")
     if manifest.get("error"):
         out.append(f"- error: {manifest['error']}")
+    for st in manifest["stages"]:
+        d = st.get("divergence")
+        if d and d.get("found"):
+            mod = f", module `{d['module']}`" + (f" ({d['module_class']})" if d.get("module_class") else "") \
+                if d.get("module") else ""
+            out.append(f"- first divergence in {st['name']}: node `{d['node']}` ({d['op']}){mod}")
+        elif d:
+            out.append(f"- first divergence in {st['name']}: not localized ({d.get('note', '')})")
     out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]
     for kind in ("inputs", "outputs"):
         for t in manifest["signature"][kind]:

@@ -45,6 +45,7 @@ def convert(
     trust_pickle: bool = False,
     command: str = "",
     on_event=None,
+    localize: str = "auto",
 ) -> Conversion:
     """Convert ``model`` (an in-memory model, a file path, ``"zoo:NAME"`` or ``"python:mod:fn"``).
 
@@ -52,6 +53,8 @@ def convert(
     input dicts to check parity on. Returns a ``Conversion``: ``.ok`` is False when any stage misses
     its tolerance (the artifacts and manifest are still written, so the failure can be read).
     Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
+    ``localize``: find the first diverging node of a failing stage: "auto" (graphs of moderate size),
+    "always", or "never".
     """
     import tempfile
 
@@ -70,6 +73,7 @@ def convert(
         user_inputs=tuple(inputs),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
         command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
+        localize=localize,
     )
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="forgeml-"))

@@ -109,6 +109,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         raise InputError(f"unknown target(s) {unknown}; known targets: {', '.join(TARGETS)}")
     if not config.targets:
         raise InputError("no target given; choose from: " + ", ".join(TARGETS))
+    if config.localize not in ("auto", "always", "never"):
+        raise InputError(f"localize={config.localize!r}: choose auto, always or never")
     check_out_dir(out_dir, force)
 
     stages: list[dict] = []

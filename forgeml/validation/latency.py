@@ -2,11 +2,14 @@
 
 It is measured on the first parity input (the example batch) in this process, on this machine's CPU,
 so it compares variants of one run with each other; it is not a benchmark (see bench/ for those).
+The CPU count and the load average at the time are recorded with it, because on a loaded machine a
+multi-threaded runtime (torch's intra-op pool) can be slower by orders of magnitude than on an idle one.
 The number of runs is recorded beside the median, and runs stop early once ``budget_s`` is spent.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -24,5 +27,9 @@ def measure_latency(runner: Runner, inputs: InputSet, *, runs: int = 7, budget_s
         if time.perf_counter() - start > budget_s:
             break
     batch = {k: list(v.shape) for k, v in inputs.items()}
-    return {"median_ms": round(statistics.median(times), 4), "min_ms": round(min(times), 4),
-            "runs": len(times), "inputs": batch}
+    out = {"median_ms": round(statistics.median(times), 4), "min_ms": round(min(times), 4),
+           "runs": len(times), "inputs": batch, "cpus": os.cpu_count()}
+    if hasattr(os, "getloadavg"):
+        # A busy machine slows multi-threaded runtimes most (spinning threads): say how busy it was.
+        out["load_1m"] = round(os.getloadavg()[0], 2)
+    return out

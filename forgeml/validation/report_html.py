@@ -26,7 +26,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;background:#fff;margin:4px 0 8px;font-size:13px}
 th,td{border:1px solid #d8dce3;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef0f4;font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums;font-family:ui-monospace,Menlo,Consolas,monospace}
+td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums;font-family:ui-monospace,Menlo,Consolas,monospace}
 tr.ok td.v{background:#e3f4e8;color:#14532d;font-weight:600}
 tr.bad td{background:#fdecea}tr.bad td.v{color:#8c1d18;font-weight:600}
 tr.err td{background:#fff4e0}
@@ -118,7 +118,8 @@ def _divergence(m: dict) -> str:
             parts.append(f'<div>Measured first at <code>{_e(det["node"])}</code> ({_e(det["op"])}, value '
                          f'<code>{_e(det["value"])}</code>'
                          + (f', module <code>{_e(det["module"])}</code>' if det.get("module") else "") + ").</div>")
-        parts.append(f'<div class="muted">{_e(met.get("problem", ""))} · compared {d.get("compared", 0)} values '
+        at = f'at <code>{_e(d["metrics_at"])}</code>: ' if d.get("metrics_at") else ""
+        parts.append(f'<div class="muted">{at}{_e(met.get("problem", ""))} · compared {d.get("compared", 0)} values '
                      f'against {_e(d.get("reference", ""))}; last matching value: '
                      f'<code>{_e(d.get("last_matching_value") or "none")}</code></div>')
         if d.get("suspects") and len(d["suspects"]) > 1:
@@ -192,9 +193,13 @@ def _variants(m: dict) -> str:
             points.append(svg.Point(name, float(a["bytes"]), float(lat["median_ms"]), acc, bool(par.get("passed"))))
     ref = next((st.get("reference_latency") for st in m.get("stages", []) if st.get("kind") == "converter"), None)
     chart = svg.variants_chart(points, reference_ms=ref["median_ms"] if ref else None) if len(points) >= 1 else ""
+    loads = [(st.get("latency") or {}).get("load_1m") for _, _, st in items if st]
+    loads = [x for x in loads if x is not None]
+    cpus = next(((st.get("latency") or {}).get("cpus") for _, _, st in items if st and st.get("latency")), None)
+    busy = (f" Measured with a load average of {max(loads):.1f} on {cpus} CPUs" if loads and cpus else "")
     note = ('<p class="muted">Latency: median of a few runs of each artifact on the example batch, in this process, '
-            "on the machine that made the report; it ranks the variants of one run, it is not a benchmark. "
-            "Accuracy: the worst output's metric against the source model.</p>")
+            "on the machine that made the report; it ranks the variants of one run, it is not a benchmark."
+            f"{_e(busy)}{'.' if busy else ''} Accuracy: the worst output's metric against the source model.</p>")
     return ('<h2>Variants side by side</h2><div id="variants">'
             + _table(["variant", "file", "profile", "size", "latency", "cosine (min)", "centered cos (min)",
                       "top-1 (min)", "max abs", "verdict"], rows)

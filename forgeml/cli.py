@@ -44,6 +44,7 @@ def _split(values: Optional[List[str]]) -> list[str]:
 
 @app.command()
 def convert(
+    ctx: typer.Context,
     src: str = typer.Argument(..., help="model file, zoo:NAME, or python:module:function"),
     to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
@@ -99,7 +100,7 @@ def convert(
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
-        command=" ".join(shlex.quote(a) for a in ["forgeml", *sys.argv[1:]]),
+        command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
     )
     status = err.status("")
     status.start()
@@ -213,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=args, prog_name="forgeml", standalone_mode=False)
-        return 0
+        rv = app(args=args, prog_name="forgeml", standalone_mode=False, obj={"argv": args})
+        return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
     except typer.Exit as e:
         return e.exit_code
     except ForgeError as e:
@@ -228,18 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         _err().print("forgeml: interrupted")
         return 130
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        if isinstance(e, click.exceptions.ClickException):
+        # typer vendors its own click, so match the exception's shape rather than its class.
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
+        if type(e).__name__ == "Abort":
+            return 1
         raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -296,5 +296,10 @@ def _export(model, args, input_names, output_names, options: ImportOptions, *, t
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    """The root cause's first line, without terminal colour codes (the exporter wraps causes)."""
+    import re
+
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__

@@ -24,7 +24,7 @@ from forgeml.errors import (  # noqa: F401  (public API)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from forgeml.pipeline import Conversion, StageEvent
+    from forgeml.pipeline import Conversion
 
 
 def convert(

@@ -66,14 +66,13 @@ def convert(
     report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
-    import forgeml
+    from forgeml.fileio import check_out_dir
     from forgeml.passes import DEFAULT_PASSES, make_pass
     from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
     from forgeml.converters import ImportOptions
     from forgeml.sources import resolve
-    from forgeml.validation.inputs import load_calibration, parse_input_spec
+    from forgeml.validation.inputs import load_calibration, parse_input_spec, read_npz
 
-    del forgeml
     err = _err()
     targets = _split(to)
     pass_names = list(DEFAULT_PASSES) if passes is None else _split([passes])
@@ -83,16 +82,12 @@ def convert(
 
         raise InputError("--quantize is not available yet")
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not force:
-        from forgeml.errors import InputError
-
-        raise InputError(f"output directory {out} already exists and is not empty; pass --force to replace it")
+    check_out_dir(out, force)  # before the (slow) import, so a wrong -o fails at once
     with err.status(f"loading {src} …"):
         resolved = resolve(src)
     user_inputs = ()
-    if inputs:
-        # Checked against the signature after import; loaded here so a bad file fails before export.
-        user_inputs = tuple(_load_npz_unchecked(p) for p in inputs)
+    if inputs:  # checked against the signature after import; read now so a bad file fails at once
+        user_inputs = tuple(read_npz(p) for p in inputs)
     config = PipelineConfig(
         targets=tuple(targets), passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
@@ -123,22 +118,6 @@ def convert(
         result.save_report(report)
     _print_summary(result)
     raise typer.Exit(result.exit_code)
-
-
-def _load_npz_unchecked(path: Path) -> dict:
-    import zipfile
-
-    import numpy as np
-
-    from forgeml.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"--inputs {path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"--inputs {path}: not a readable .npz file ({e})") from e
 
 
 def _print_summary(result) -> None:

@@ -136,6 +136,9 @@ def _print_summary(result) -> None:
                           f"{top1:.3f}" if top1 is not None else "–",
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
+    route = result.manifest["source"].get("route", "")
+    if route.startswith("torchscript"):
+        out.print(f"[yellow]note:[/] exported with the TorchScript exporter: {route[len('torchscript'):].strip(' ()')}")
     for name, why in result.errors.items():
         out.print(f"[red]target {name} failed:[/] {why}")
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"

@@ -108,3 +108,25 @@ def test_static_export_rejects_other_batch_sizes(zoo_runs):
     """Without --dynamic-batch the batch size is fixed and the signature says so."""
     m = zoo_runs("mlp").manifest
     assert m["signature"]["inputs"][0]["shape"] == [4, 20]
+
+
+def test_onnx_external_data_when_configured(tmp_path):
+    """The >2 GB path, forced on a small model: weights in model.onnx.data, parity still exact."""
+    from forgeml.converters import ImportOptions
+    from forgeml.pipeline import PipelineConfig, run
+    from forgeml.sources import resolve
+    from forgeml.targets.onnx import OnnxConfig
+
+    config = PipelineConfig(targets=("onnx",), passes=(), import_options=ImportOptions(),
+                            target_configs={"onnx": OnnxConfig(external_data="always")})
+    result = run(resolve("zoo:cnn"), config, tmp_path / "o")
+    assert result.ok
+    entry = result.manifest["artifacts"]["onnx"]
+    assert entry["extra_files"][0]["path"] == "model.onnx.data"
+    data = tmp_path / "o" / "model.onnx.data"
+    big = {name for name, v in result.ir.model.graph.initializers.items() if v.const_value.nbytes >= 1024}
+    assert big and data.stat().st_size >= sum(
+        result.ir.model.graph.initializers[n].const_value.nbytes for n in big)
+    onnx_model = onnx.load(str(tmp_path / "o" / "model.onnx"), load_external_data=False)
+    assert {t.name for t in onnx_model.graph.initializer if t.external_data} == big
+    assert "forgeml.source" not in result.ir.model.metadata_props  # the target did not touch the IR

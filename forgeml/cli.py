@@ -186,6 +186,28 @@ def zoo_list():
         out.print(f"zoo:{m.name:14} {m.kind:10} {m.description}")
 
 
+@zoo_app.command("export")
+def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
+               out: Path = typer.Option(None, "--out", "-o", help="file stem (default: ./NAME)"),
+               force: bool = typer.Option(False, "--force")):
+    """Write a zoo model in its framework's own format (torch: .pt2) plus NAME.inputs.npz."""
+    from forgeml.errors import InputError, require
+    from models_zoo import ZOO
+    from models_zoo.export import SAVERS, export
+
+    if name not in ZOO:
+        raise InputError(f"unknown zoo model {name!r}; `forgeml zoo list` shows: {', '.join(ZOO)}")
+    kind = ZOO[name].kind
+    if kind not in SAVERS:
+        raise InputError(f"zoo:{name} is a {kind} model; `zoo export` writes {', '.join(SAVERS)} models")
+    require(kind, kind)
+    stem = out or Path(name)
+    if not force and any(p.exists() for p in stem.parent.glob(stem.name + ".*")):
+        raise InputError(f"{stem}.* already exists; pass --force to replace it")
+    path, npz = export(name, stem)
+    _out().print(f"wrote {path} and {npz}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ForgeErrors become one line and their exit code; --debug shows the traceback."""
     from forgeml.errors import ForgeError

@@ -167,3 +167,17 @@ def test_inspect_corrupt_safetensors(tmp_path, capsys, zoo_runs):
     rc, _, err = _run(capsys, "inspect", str(bad))
     assert rc == 2
     _one_line_error(err, "not a safetensors file")
+
+
+def test_zoo_export_then_convert_the_file(tmp_path, capsys):
+    stem = tmp_path / "mlp"
+    rc, out, _ = _run(capsys, "zoo", "export", "mlp", "-o", str(stem))
+    assert rc == 0 and (tmp_path / "mlp.pt2").is_file() and (tmp_path / "mlp.inputs.npz").is_file()
+    rc, _, err = _run(capsys, "zoo", "export", "mlp", "-o", str(stem))
+    assert rc == 2
+    _one_line_error(err, "already exists")
+    rc, _, _ = _run(capsys, "convert", str(tmp_path / "mlp.pt2"), "-o", str(tmp_path / "out"),
+                    "--inputs", str(tmp_path / "mlp.inputs.npz"))
+    assert rc == 0
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["stages"][0]["parity"]["batches"] == 5  # example + 3 random + the user's file

@@ -176,6 +176,30 @@ def inspect(file: Path = typer.Argument(..., help=".onnx or .safetensors file"),
         out.print(f"  … {len(info['tensor_table']) - 50} more tensors (--json for all)")
 
 
+@app.command("check-trt")
+def check_trt(file: Path = typer.Argument(..., help=".onnx model to check"),
+              tensorrt: str = typer.Option("10.1", "--tensorrt", help="support table: 10.1 or 8.5"),
+              plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="custom ops you have TensorRT "
+                                                         "plugins for (comma-separated or repeated)"),
+              as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """Static TensorRT readiness (no GPU, no TensorRT needed). Exit 0 ready, 1 blocking findings, 2 bad input."""
+    from rich.markup import escape
+
+    from forgeml.validation.trt_readiness import check_file
+
+    result = check_file(file, tensorrt=tensorrt, plugins=tuple(_split(plugin)))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        out = _out()
+        colour = {"error": "red", "warning": "yellow", "info": "dim"}
+        for f in result.findings:
+            out.print(f"[{colour[f.severity]}]{escape(f.line())}[/]", soft_wrap=True)
+        out.print(("[green]" if result.ready else "[red]") + escape(f"{file}: {result.summary()}") + "[/]  "
+                  f"(support table: {escape(result.source)})", soft_wrap=True)
+    raise typer.Exit(0 if result.ready else 1)
+
+
 @zoo_app.command("list")
 def zoo_list():
     """The built-in models."""

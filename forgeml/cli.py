@@ -38,6 +38,13 @@ def _out():
     return Console(highlight=False)
 
 
+def _escape(text: str) -> str:
+    """Messages carry square brackets (pip extras like forgeml[torch]) that rich would take for markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _split(values: Optional[List[str]]) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
@@ -64,6 +71,13 @@ def convert(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
+    trt_profile: Optional[List[str]] = typer.Option(None, "--trt-profile", help="TensorRT shapes for a dynamic "
+                                                    "input: name:MIN:OPT:MAX, e.g. x:1x3x32x32:8x3x32x32:32x3x32x32"),
+    trt_workspace: Optional[int] = typer.Option(None, "--trt-workspace", help="TensorRT builder workspace, MiB"),
+    trt_timing_cache: Optional[Path] = typer.Option(None, "--trt-timing-cache", help="TensorRT timing cache file, "
+                                                    "reused between builds (default: ~/.cache/forgeml/tensorrt/)"),
+    trt_plugin: Optional[List[str]] = typer.Option(None, "--trt-plugin", help="custom ops you load TensorRT "
+                                                   "plugins for"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     from forgeml.fileio import check_out_dir
@@ -95,6 +109,7 @@ def convert(
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
+        target_configs=_target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin),
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
     )
     status = err.status("")
@@ -105,7 +120,7 @@ def convert(
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{e.message}[/]")
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
             return
         mark = "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
@@ -118,6 +133,13 @@ def convert(
         result.save_report(report)
     _print_summary(result)
     raise typer.Exit(result.exit_code)
+
+
+def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin) -> dict:
+    from forgeml.targets.tensorrt import config_from_cli
+
+    trt = config_from_cli(_split(trt_profile), trt_workspace, trt_timing_cache, _split(trt_plugin))
+    return {"tensorrt": trt} if trt is not None else {}
 
 
 def _print_summary(result) -> None:
@@ -140,7 +162,7 @@ def _print_summary(result) -> None:
     if route.startswith("torchscript"):
         out.print(f"[yellow]note:[/] exported with the TorchScript exporter: {route[len('torchscript'):].strip(' ()')}")
     for name, why in result.errors.items():
-        out.print(f"[red]target {name} failed:[/] {why}")
+        out.print(f"[red]target {name} failed:[/] {_escape(why)}")
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     out.print(f"{verdict}  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
               f"(manifest.json, report.md)")
@@ -251,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        _err().print(f"[red]forgeml: error:[/] {e}", soft_wrap=True)
+        _err().print(f"[red]forgeml: error:[/] {_escape(str(e))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         _err().print("forgeml: interrupted")

@@ -106,14 +106,18 @@ class TorchAOTITarget:
 
 
 def run_package(package: Path, input_sets: list[dict], input_names: list[str], output_names: list[str],
-                device: str) -> list[dict[str, np.ndarray]]:
-    """Load ``package`` in a fresh Python process and run it on each input set."""
+                device: str, *, timing: dict | None = None) -> list[dict[str, np.ndarray]]:
+    """Load ``package`` in a fresh Python process and run it on each input set.
+
+    ``timing={"repeat": N, "warmup": W}`` also times N calls on the first set there; the seconds per call
+    come back in ``timing["seconds"]``.
+    """
     with tempfile.TemporaryDirectory(prefix="forgeml-aoti-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "inputs.npz", **{f"{k}/{n}": np.ascontiguousarray(s[n])
                                         for k, s in enumerate(input_sets) for n in input_names})
         (tmp / "spec.json").write_text(json.dumps({"package": str(package), "device": device, "sets": len(input_sets),
-                                                   "inputs": input_names, "outputs": output_names}))
+                                                   "inputs": input_names, "outputs": output_names, **(timing or {})}))
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -126,6 +130,8 @@ def run_package(package: Path, input_sets: list[dict], input_names: list[str], o
             tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
             raise TargetError(f"torch-aoti: the package failed to load or run in a fresh process "
                               f"(rc {proc.returncode}): {tail}")
+        if timing is not None and (tmp / "latency.json").is_file():
+            timing["seconds"] = json.loads((tmp / "latency.json").read_text())
         with np.load(tmp / "outputs.npz", allow_pickle=False) as data:
             return [{n: data[f"{k}/{n}"] for n in output_names} for k in range(len(input_sets))]
 

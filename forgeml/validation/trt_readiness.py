@@ -315,8 +315,8 @@ class _Checker:
             self.add("plugin", "info", f"custom op from {where}: needs the TensorRT plugin {n.op_type!r}, which you "
                      f"said is available (load its library before building)", name, n.op_type)
         elif n.domain == "ai.onnx.ml":
-            self.add("unsupported-op", "error", f"ai.onnx.ml operators are not imported by the ONNX-TensorRT parser; "
-                     f"run this part with onnxruntime or rewrite it with standard ops", name, n.op_type)
+            self.add("unsupported-op", "error", "ai.onnx.ml operators are not imported by the ONNX-TensorRT parser; "
+                     "run this part with onnxruntime or rewrite it with standard ops", name, n.op_type)
         else:
             self.add("plugin", "error", f"custom op from {where}: the parser will look for a TensorRT plugin named "
                      f"{n.op_type!r} (version '1'); register one (IPluginCreator) and pass --plugin {n.op_type}, or "

@@ -53,7 +53,7 @@ def _split(values: Optional[List[str]]) -> list[str]:
 def convert(
     ctx: typer.Context,
     src: str = typer.Argument(..., help="model file, zoo:NAME, or python:module:function"),
-    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors"),
+    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors,tensorrt,torch-aoti"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
     passes: Optional[str] = typer.Option(None, "--passes", help="passes in order, comma-separated "
                                          "(default: check,simplify,cleanup; '' for none)"),

@@ -112,9 +112,10 @@ def _trt_device_runner(engine_path: Path, example: dict, torch):
     """Execute the engine with buffers allocated once on the device: the engine's own time."""
     import tensorrt as trt
 
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_path.read_bytes())
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
     context = engine.create_execution_context()
-    keep = []
+    keep = [runtime, engine]  # alive as long as the context runs
     for i in range(engine.num_io_tensors):
         n = engine.get_tensor_name(i)
         if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT:

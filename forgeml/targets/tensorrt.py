@@ -213,8 +213,12 @@ class TensorRTTarget:
             raise TargetError("tensorrt: the engine build failed (TensorRT's log above says why; a larger "
                               "--trt-workspace or a narrower --trt-profile may help)")
         saved = bytes(config.get_timing_cache().serialize())
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(cache_path, saved)
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(cache_path, saved)
+        except OSError as e:  # a cache that cannot be written costs time on the next build, not this one
+            log.warning("tensorrt: could not save the timing cache to %s: %s", cache_path, e)
+            saved = b""
         seconds = time.perf_counter() - t0
 
         path = out_dir / self.filename
@@ -307,6 +311,7 @@ def engine_runner(engine_bytes: bytes, trt, torch):
         return {n: t.cpu().numpy() for n, t in results.items()}
 
     run.engine = engine  # for benchmarks
+    run.runtime = runtime  # the runtime must outlive the engine deserialized from it
     return run
 
 

@@ -225,15 +225,9 @@ def test_dynamic_input_is_noted():
 # --- the zoo and the CLI --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def zoo_onnx(tmp_path_factory):
-    import forgeml
-
-    paths = {}
-    for name in ("mlp", "cnn", "transformer"):
-        out = tmp_path_factory.mktemp(f"trt-zoo-{name}") / "out"
-        forgeml.convert(f"zoo:{name}", targets=["onnx"], out_dir=out, parity_batches=1)
-        paths[name] = out / "model.onnx"
-    return paths
+def zoo_onnx(zoo_runs):
+    """The zoo's ONNX artifacts from the session's shared conversions (tests/conftest.py)."""
+    return {name: zoo_runs(name).artifacts["onnx"].path for name in ("mlp", "cnn", "transformer")}
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])

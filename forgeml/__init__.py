@@ -24,7 +24,7 @@ from forgeml.errors import (  # noqa: F401  (public API)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from forgeml.pipeline import Conversion, StageEvent
+    from forgeml.pipeline import Conversion
 
 
 def convert(
@@ -45,12 +45,14 @@ def convert(
     trust_pickle: bool = False,
     command: str = "",
     on_event=None,
+    target_configs: dict | None = None,
     localize: str = "auto",
 ) -> Conversion:
     """Convert ``model`` (an in-memory model, a file path, ``"zoo:NAME"`` or ``"python:mod:fn"``).
 
     ``example_inputs``: a tensor/array, a tuple of them, or a dict by input name. ``inputs``: extra
-    input dicts to check parity on. Returns a ``Conversion``: ``.ok`` is False when any stage misses
+    input dicts to check parity on. ``target_configs``: target name -> that target's Config instance
+    (e.g. ``{"tensorrt": TensorRTConfig(...)}``). Returns a ``Conversion``: ``.ok`` is False when any stage misses
     its tolerance (the artifacts and manifest are still written, so the failure can be read).
     Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
     ``localize``: find the first diverging node of a failing stage: "auto" (graphs of moderate size),
@@ -72,6 +74,7 @@ def convert(
         parity_batches=parity_batches,
         user_inputs=tuple(inputs),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
+        target_configs=dict(target_configs or {}),
         command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
         localize=localize,
     )

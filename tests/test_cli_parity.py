@@ -18,8 +18,8 @@ from forgeml.cli import main
 
 
 @pytest.fixture(scope="module")
-def mlp(tmp_path_factory):
-    return forgeml.convert("zoo:mlp", targets=["onnx", "safetensors"], out_dir=tmp_path_factory.mktemp("m") / "out")
+def mlp(zoo_runs):
+    return zoo_runs("mlp")  # zoo:mlp → onnx + safetensors, shared with the other tests of the session
 
 
 def _json(capsys, argv: list[str]) -> tuple[int, dict]:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers_issue9 import PlantWrongWeight, weight_of_module  # noqa: E402
+from tests.validation.fault_passes import PlantWrongWeight, weight_of_module
 
-from forgeml.converters import ImportOptions  # noqa: E402
-from forgeml.passes import make_pass  # noqa: E402
-from forgeml.pipeline import PipelineConfig, run  # noqa: E402
-from forgeml.sources import resolve  # noqa: E402
-from forgeml.validation.inputs import parity_inputs  # noqa: E402
-from forgeml.validation.localize import localize_stage  # noqa: E402
-from forgeml.validation.tolerances import profile_for  # noqa: E402
+from forgeml.converters import ImportOptions
+from forgeml.passes import make_pass
+from forgeml.pipeline import PipelineConfig, run
+from forgeml.sources import resolve
+from forgeml.validation.inputs import parity_inputs
+from forgeml.validation.localize import localize_stage
+from forgeml.validation.tolerances import profile_for
 
 MODULE = "layers.1.ff1"  # a Linear deep inside the zoo transformer
 

@@ -12,19 +12,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from html import escape
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers_issue9 import OrtDynamicInt8  # noqa: E402
+from tests.validation.fault_passes import OrtDynamicInt8
 
-from forgeml.passes import make_pass  # noqa: E402
-from forgeml.pipeline import PipelineConfig, run  # noqa: E402
-from forgeml.sources import resolve  # noqa: E402
-from forgeml.validation import report_html  # noqa: E402
+from forgeml.passes import make_pass
+from forgeml.pipeline import PipelineConfig, run
+from forgeml.sources import resolve
+from forgeml.validation import report_html
 
 ROOT = Path(__file__).resolve().parents[2]
 

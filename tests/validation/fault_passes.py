@@ -1,4 +1,4 @@
-"""Test-only passes for the report tests: a real int8 quantizer and a planted fault.
+"""Test-only passes for the report and localization tests: a real int8 quantizer and a planted fault.
 
 ``OrtDynamicInt8`` runs onnxruntime's own dynamic int8 quantizer, so the report shows what a real
 int8 model computes (forgeml's quantization passes will replace it once they land).

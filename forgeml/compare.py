@@ -27,7 +27,7 @@ class Side:
     ref: str
     kind: str  # "onnx", "torch", "safetensors", …
     runner: Runner
-    signature: Signature
+    signature: Signature | None  # None: the file does not say; it takes the other side's names
     runtime: str
     sha256: str = ""
     precision: str | None = None  # what the artifact says it computes in, when it says
@@ -68,6 +68,45 @@ def _load_safetensors(path: Path, ctx: LoadContext) -> Side:
                 f"{path.name}'s weights", sha256_file(path), None, base.example_inputs)
 
 
+def _sibling(module: str, what: str):
+    """A runner module that comes with a target; one clear line when this installation lacks it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("forgeml"):
+            raise InputError(f"comparing {what} files needs forgeml's {what} target ({module}), which this "
+                             "installation does not have") from e
+        raise
+
+
+def _load_tflite(path: Path, ctx: LoadContext) -> Side:
+    """A .tflite in the TFLite interpreter; forgeml's io map (when present) gives source names and layouts."""
+    from forgeml.ir import TensorSpec
+
+    runner = _sibling("forgeml.validation.tflite_runner", ".tflite").tflite_runner(path)
+    iomap = getattr(runner, "iomap", None)
+    sig = None
+    if iomap is not None and all(m.source_dtype for m in (*iomap.inputs, *iomap.outputs)):
+        sig = Signature(tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.inputs),
+                        tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.outputs))
+    return Side(str(path), "tflite", runner, sig, "TFLite interpreter (ai-edge-litert)", sha256_file(path))
+
+
+def _load_gguf(path: Path, ctx: LoadContext) -> Side:
+    """A .gguf in llama.cpp: token ids in, logits of every position out (context sized to the inputs)."""
+    mod = _sibling("forgeml.validation.llama_runner", ".gguf")
+    cache: dict[int, Runner] = {}
+
+    def run(inputs: InputSet) -> dict[str, np.ndarray]:
+        name = next(iter(inputs))
+        n_ctx = max(int(inputs[name].shape[-1]), 8)
+        if n_ctx not in cache:
+            cache[n_ctx] = mod.llama_runner(path, n_ctx=n_ctx, input_name=name)
+        return cache[n_ctx](inputs)
+
+    return Side(str(path), "gguf", run, None, mod.llama_cpp_version(), sha256_file(path))
+
+
 @dataclass
 class LoadContext:
     model: str | None = None  # --model: the architecture a weights-only file runs in
@@ -79,6 +118,8 @@ class LoadContext:
 LOADERS: dict[str, Callable[[Path, LoadContext], Side] | str] = {
     ".onnx": _load_onnx,
     ".safetensors": _load_safetensors,
+    ".tflite": _load_tflite,
+    ".gguf": _load_gguf,
 }
 
 
@@ -140,17 +181,21 @@ def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
 
 
 def synth_example(sig: Signature, seed: int = 0) -> InputSet:
-    """An example batch from a signature alone: symbolic dims are 1, floats normal, ints small ids."""
+    """An example batch from a signature alone, for when neither side carries one.
+
+    Symbolic dims: 2 on the first axis (batch), 8 elsewhere (tokens, …); floats standard normal; integers
+    ids in [0, 8) so any embedding table takes them. Real data (``--inputs``) is better where it matters.
+    """
     rng = np.random.default_rng(seed)
     out = {}
     for t in sig.inputs:
-        shape = [d if isinstance(d, int) else 1 for d in t.shape]
+        shape = [d if isinstance(d, int) else (2 if i == 0 else 8) for i, d in enumerate(t.shape)]
         if t.dtype.startswith("float"):
             out[t.name] = rng.normal(size=shape).astype(t.dtype)
         elif t.dtype == "bool":
             out[t.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
-            out[t.name] = rng.integers(0, 2, size=shape).astype(t.dtype)
+            out[t.name] = rng.integers(0, 8, size=shape).astype(t.dtype)
     return out
 
 
@@ -167,6 +212,11 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
     ctx = LoadContext(model=model)
     a = load_side(a_spec, ctx)
     b = load_side(b_spec, ctx)
+    if a.signature is None and b.signature is None:
+        raise InputError(f"neither {a_spec} nor {b_spec} says what its inputs are; compare one of them with a "
+                         "model that does (an .onnx, or the source model)")
+    a.signature = a.signature or b.signature
+    b.signature = b.signature or a.signature
     b_run, notes = align(a, b)
     for s in inputs:
         check_inputs(s, a.signature, "--inputs")

@@ -120,3 +120,12 @@ def test_reproduce_a_cli_run_from_its_command_line(tmp_path):
     assert proc.returncode == 0 and r["ok"] and r["how"] == "command line"
     assert r["artifacts"]["onnx"]["status"] == "identical"
     assert Path(r["new_dir"], "report.html").is_file()
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".gguf"])
+def test_other_artifact_kinds_fail_in_one_line_when_unreadable(mlp, capsys, tmp_path, suffix):
+    bogus = tmp_path / f"bogus{suffix}"
+    bogus.write_bytes(b"not a model")
+    assert main(["parity", str(mlp.out_dir / "model.onnx"), str(bogus)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("forgeml: error:") and "Traceback" not in err

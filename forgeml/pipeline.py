@@ -222,9 +222,9 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
             if artifact.metadata:
                 entry["metadata"] = artifact.metadata
             if config.latency:
-                from forgeml.validation.latency import measure_latency
+                from forgeml.validation.latency import artifact_latency
 
-                entry["latency"] = measure_latency(runner, input_sets[0])
+                entry["latency"] = artifact_latency(runner, input_sets[0])
             stages.append(entry)
             if not parity.passed and first_failure is None and artifact.path.suffix == ".onnx":
                 first_failure = (len(stages) - 1, artifact.path)

@@ -66,7 +66,7 @@ def summary(manifest: dict, *, out_dir: str | None = None, fail_on: str = "fail"
                 first_failure = first_failure or st["name"]
         if st.get("error"):
             entry["error"] = st["error"]
-        if st.get("latency"):
+        if (st.get("latency") or {}).get("median_ms") is not None:
             entry["latency_ms"] = st["latency"]["median_ms"]
         if st.get("divergence"):
             entry["divergence"] = {k: st["divergence"].get(k) for k in

@@ -16,6 +16,26 @@ import time
 from forgeml.validation import InputSet, Runner
 
 
+def artifact_latency(runner: Runner, inputs: InputSet) -> dict:
+    """The latency of the artifact behind ``runner``.
+
+    A runner whose calls do not execute the artifact here (it serves outputs computed up front in a
+    fresh process, say) carries ``runner.latency(inputs) -> dict``: its own timing, or a ``note``
+    saying why there is none. Timing such a runner's calls would time a cache lookup.
+    """
+    own = getattr(runner, "latency", None)
+    if callable(own):
+        return own(inputs)
+    return measure_latency(runner, inputs)
+
+
+def from_seconds(seconds: list[float], inputs: InputSet, where: str) -> dict:
+    """The same record from per-call seconds a runtime measured elsewhere (``where`` says where)."""
+    ms = [s * 1000.0 for s in seconds]
+    return {"median_ms": round(statistics.median(ms), 4), "min_ms": round(min(ms), 4), "runs": len(ms),
+            "inputs": {k: list(v.shape) for k, v in inputs.items()}, "cpus": os.cpu_count(), "where": where}
+
+
 def measure_latency(runner: Runner, inputs: InputSet, *, runs: int = 7, budget_s: float = 2.0) -> dict:
     runner(inputs)  # warm-up: first-call allocations and lazy initialisation are not latency
     times: list[float] = []

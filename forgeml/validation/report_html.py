@@ -74,7 +74,10 @@ def _bytes(n) -> str:
 def _latency(entry: dict | None) -> str:
     if not entry:
         return "–"
-    return f"{entry['median_ms']:.3g} ms <span class=muted>(median of {entry['runs']})</span>"
+    if "median_ms" not in entry:
+        return f'<span class=muted>{_e(entry.get("note", "–"))}</span>'
+    where = f", in {_e(entry['where'])}" if entry.get("where") else ""
+    return f"{entry['median_ms']:.3g} ms <span class=muted>(median of {entry['runs']}{where})</span>"
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -189,7 +192,7 @@ def _variants(m: dict) -> str:
                       _latency(lat), _e(_fmt(w.get("cosine"))), _e(_fmt(w.get("centered_cosine"))),
                       _e(_fmt(w.get("top1"))), _e(_fmt(w.get("max_abs"))),
                       "pass" if par.get("passed") else "FAIL"]))
-        if lat:
+        if lat and "median_ms" in lat:
             points.append(svg.Point(name, float(a["bytes"]), float(lat["median_ms"]), acc, bool(par.get("passed"))))
     ref = next((st.get("reference_latency") for st in m.get("stages", []) if st.get("kind") == "converter"), None)
     chart = svg.variants_chart(points, reference_ms=ref["median_ms"] if ref else None) if len(points) >= 1 else ""

@@ -129,3 +129,19 @@ def test_other_artifact_kinds_fail_in_one_line_when_unreadable(mlp, capsys, tmp_
     assert main(["parity", str(mlp.out_dir / "model.onnx"), str(bogus)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("forgeml: error:") and "Traceback" not in err
+
+
+def test_convert_localize_and_json_name_the_module_where_a_too_strict_tolerance_breaks(capsys, tmp_path):
+    """atol 1e-12 with rtol 0: the export's float rounding fails; the summary names where it starts."""
+    from models_zoo import ZOO
+
+    code = main(["convert", "zoo:mlp", "-o", str(tmp_path / "o"), "--atol", "1e-12", "--rtol", "0",
+                 "--localize", "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert code == 1 and s["exit_code"] == 1 and s["first_failure"] == "torch->onnx"
+    d = s["stages"][0]["divergence"]
+    modules = {n for n, _ in ZOO["mlp"].build().model.named_modules() if n}
+    assert d["found"] and d["module"] in modules
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    full = manifest["stages"][0]["divergence"]
+    assert full["method"] == "torch-hooks" and full["metrics"]["max_abs"] > 1e-12

@@ -261,8 +261,12 @@ def _torch_hooks(cand_proto, converted: ConvertResult, inputs, tol: Tolerance) -
         for s in scopes[:-1]:
             last_in_scope[s or "(root module)"] = node
     order = {id(n): i for i, n in enumerate(cand_proto.graph.node)}
+    def depth(path: str) -> int:
+        return -1 if path == "(root module)" else path.count(".")
+
+    # In graph order; where one node ends several scopes (head's Gemm ends the root too), deepest first.
     pairs = sorted(((order[id(n)], path, n) for path, n in last_in_scope.items() if path in captured),
-                   key=lambda t: t[0])
+                   key=lambda t: (t[0], -depth(t[1])))
     compared, last_ok = 0, None
     for _, path, node in pairs:
         ref = captured[path]

@@ -11,6 +11,7 @@ A is the reference; B is judged against A with the tolerance profile of B's prec
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -233,10 +234,12 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
         raise
     except Exception as e:
         raise InputError(f"A ({a_spec}) failed on the inputs: {type(e).__name__}: {e}") from e
+    t0 = time.perf_counter()
     parity = measure(ref_outputs, b_run, sets, tol, reference=f"{a.ref} ({a.runtime})",
                      output_names=a.signature.output_names)
+    seconds = round(time.perf_counter() - t0, 3)
     stage = {"name": f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "kind": "compare",
-             "candidate": b.ref, "runtime": b.runtime, "parity": parity.to_json(),
+             "candidate": b.ref, "runtime": b.runtime, "seconds": seconds, "parity": parity.to_json(),
              "latency": measure_latency(b_run, sets[0]), "reference_latency": measure_latency(a.runner, sets[0])}
     if notes:
         stage["notes"] = notes

@@ -99,6 +99,8 @@ def _verdict(m: dict) -> str:
 def _divergence(m: dict) -> str:
     out = []
     for st in m.get("stages", []):
+        for note in st.get("notes", []):
+            out.append(f'<div class="box info"><b>{_e(st["name"])}:</b> {_e(note)}</div>')
         d = st.get("divergence")
         if not d:
             continue
@@ -284,6 +286,9 @@ def _provenance(m: dict) -> str:
     items = [("source", f"<code>{_e(src.get('ref', ''))}</code> ({_e(src.get('kind', ''))}, "
                         f"{_e(src.get('framework', ''))}{', route: ' + _e(src['route']) if src.get('route') else ''})"),
              ("source sha256", f"<code>{_e(src.get('sha256', '')) or '–'}</code>"),
+             *([("candidate", f"<code>{_e(m['candidate'].get('ref', ''))}</code> ({_e(m['candidate'].get('kind', ''))},"
+                              f" {_e(m['candidate'].get('framework', ''))}), sha256 "
+                              f"<code>{_e(m['candidate'].get('sha256', '')) or '–'}</code>")] if m.get("candidate") else []),
              ("forgeml", _e(m.get("forgeml_version", "")))]
     if m.get("command"):
         items.append(("command", f"<code>{_e(m['command'])}</code>"))

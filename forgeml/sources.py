@@ -106,6 +106,8 @@ def _from_path(path: Path, example_inputs) -> ResolvedSource:
                 f.read(1)
         except OSError as e:
             raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    if path.is_dir() and any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
+        return ResolvedSource(CONVERTERS["tensorflow"], path, str(path), example_inputs)
     suffix = path.suffix.lower()
     for conv in CONVERTERS.values():
         if suffix in conv.suffixes:

@@ -1,0 +1,72 @@
+"""The Keras zoo. Seeded initialisers (no global RNG touched), He-normal so outputs depend on inputs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from models_zoo import ZooBuild
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def build_cnn() -> ZooBuild:
+    """Sequential CNN on 32x32x3 (NHWC) images: conv, batchnorm, relu, pooling, dropout, dense; 10 classes."""
+    keras = _keras()
+    L = keras.layers
+    init = keras.initializers
+
+    def conv(n, seed):
+        return L.Conv2D(n, 3, padding="same", kernel_initializer=init.HeNormal(seed=seed),
+                        bias_initializer=init.RandomNormal(stddev=0.1, seed=seed + 100))
+
+    model = keras.Sequential([
+        keras.Input((32, 32, 3), name="image"),
+        conv(8, 1), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
+        conv(16, 2), L.BatchNormalization(), L.ReLU(),
+        L.GlobalAveragePooling2D(), L.Dropout(0.2, seed=3),
+        L.Dense(10, kernel_initializer=init.HeNormal(seed=4)),
+    ], name="keras_cnn")
+    _randomise_batchnorm(model, seed=5)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    return ZooBuild(model, {"image": x}, ["logits"])
+
+
+def build_two_inputs() -> ZooBuild:
+    """Functional model with two inputs (20 numeric features, an 8-step sequence of 4) and two heads."""
+    keras = _keras()
+    L = keras.layers
+    init = keras.initializers
+    features = keras.Input((20,), name="features")
+    sequence = keras.Input((8, 4), name="sequence")
+    a = L.Dense(32, activation="relu", kernel_initializer=init.HeNormal(seed=11))(features)
+    b = L.Conv1D(16, 3, activation="relu", kernel_initializer=init.HeNormal(seed=12))(sequence)
+    b = L.GlobalMaxPooling1D()(b)
+    h = L.Concatenate()([a, b])
+    h = L.LayerNormalization()(h)
+    h = L.Dense(32, activation="gelu", kernel_initializer=init.HeNormal(seed=13))(h)
+    scores = L.Dense(5, name="scores", kernel_initializer=init.HeNormal(seed=14))(h)
+    value = L.Dense(1, name="value", kernel_initializer=init.HeNormal(seed=15))(h)
+    model = keras.Model([features, sequence], [scores, value], name="keras_two_inputs")
+    rng = np.random.default_rng(0)
+    examples = {"features": rng.normal(size=(2, 20)).astype(np.float32),
+                "sequence": rng.normal(size=(2, 8, 4)).astype(np.float32)}
+    return ZooBuild(model, examples, ["scores", "value"])
+
+
+def _randomise_batchnorm(model, seed: int) -> None:
+    """Non-trivial moving statistics, so a converter that drops or misplaces them fails parity."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
+                               rng.normal(0, 0.1, beta.shape).astype(np.float32),
+                               rng.normal(0, 0.1, mean.shape).astype(np.float32),
+                               rng.uniform(0.5, 1.5, var.shape).astype(np.float32)])

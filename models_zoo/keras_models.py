@@ -10,9 +10,13 @@ from models_zoo import ZooBuild
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    from forgeml.converters.tensorflow import native_quiet
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_quiet():
+        import keras
+
+        keras.ops.zeros((1,))  # TF's device start-up (its CUDA probe logs to fd 2) happens here, quietly
     return keras
 
 

@@ -12,8 +12,12 @@ The reference runner is TensorFlow itself: the Keras model called eagerly, or th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +36,36 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 def _tf():
-    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # honoured by older TF builds
+    with native_quiet():
+        return require("tensorflow", "tensorflow")
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter, before first import
-    return require("tensorflow", "tensorflow")
+
+@contextlib.contextmanager
+def native_quiet():
+    """Route file descriptor 2 to a temp file while TensorFlow runs, and log what it wrote at DEBUG.
+
+    TF 2.21's C++ logging (absl: oneDNN notes, "could not find cuda drivers", grappler sessions)
+    ignores TF_CPP_MIN_LOG_LEVEL and writes straight to fd 2, past Python's ``sys.stderr``.
+    With ``--debug`` nothing is hidden.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace").strip()
+            if text:
+                log.debug("tensorflow native output:\n%s", text)
 
 
 def _is_keras_model(obj: object) -> bool:
@@ -102,9 +132,14 @@ class TensorflowConverter:
 
     def convert(self, source, example_inputs: InputSet | None, ref: str,
                 options: ImportOptions) -> ConvertResult:
+        _tf()
+        with native_quiet():
+            if isinstance(source, Path) and source.is_dir():
+                return self._saved_model(source, example_inputs, ref, options)
+            return self._keras(source, example_inputs, ref, options)
+
+    def _keras(self, source, example_inputs, ref: str, options: ImportOptions) -> ConvertResult:
         tf = _tf()
-        if isinstance(source, Path) and source.is_dir():
-            return self._saved_model(source, example_inputs, ref, options)
         digest = ""
         if isinstance(source, Path):
             model = _load_keras_file(source)
@@ -347,12 +382,25 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
         with quiet(*_LOGGERS), tf.device("/cpu:0"):
             frozen = tf_loader.from_function(concrete, input_names, output_names)
             proto, _ = convert.from_graph_def(frozen, input_names=input_names, output_names=output_names,
-                                              tensors_to_rename=rename, opset=options.opset)
+                                              tensors_to_rename=rename, opset=options.opset,
+                                              custom_op_handlers={"Erfc": (_erfc, [])})
     except Exception as e:
         raise ConversionError(f"tensorflow->onnx: tf2onnx failed on the {what}: {_first_line(e)}") from e
     _refuse_leftover_tf_ops(proto, what)
     _name_batch_dims(proto)
     return proto
+
+
+def _erfc(ctx, node, name, args):
+    """Erfc, which tf2onnx lacks and Keras 3's exact GELU uses: rewritten as ``1 + (-Erf(x))``."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    node.type = "Erf"
+    neg = ctx.insert_new_node_on_output("Neg", node.output[0], name=utils.make_name(f"{node.name}_neg"))
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    ctx.insert_new_node_on_output("Add", neg.output[0], name=utils.make_name(f"{node.name}_add"),
+                                  inputs=[neg.output[0], one.output[0]])
 
 
 def _refuse_leftover_tf_ops(proto, what: str) -> None:

@@ -6,7 +6,7 @@ Route: ``skl2onnx.to_onnx`` with explicit input types. Classifiers give two plai
 (``decision_function``) for classifiers without ``predict_proba``; regressors and transformers give
 ``variable``. Input features: a model fitted on a pandas DataFrame (``feature_names_in_``) takes one
 ``[batch, 1]`` input per column, string columns as string tensors; otherwise one float32 input ``X``
-of ``[batch, n_features_in_]``.
+of ``[batch, n_features_in_]``. The batch axis is always dynamic: estimators take any number of rows.
 
 The reference runner is scikit-learn itself: ``predict``/``predict_proba``/``decision_function``/
 ``predict``/``transform`` on the same rows.
@@ -259,8 +259,8 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
     from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
 
     types = {"float32": FloatTensorType, "int64": Int64TensorType, "object": StringTensorType}
-    batch = None if options.dynamic_batch else next(iter(examples.values())).shape[0]
-    initial = [(n, types[str(a.dtype)]([batch, a.shape[1]])) for n, a in examples.items()]
+    # Always any number of rows: that is how every estimator is called, and a file gives no batch size.
+    initial = [(n, types[str(a.dtype)]([None, a.shape[1]])) for n, a in examples.items()]
     try:
         with quiet(*_LOGGERS):
             proto = to_onnx(model, initial_types=initial, options=_zipmap_options(model) or None,
@@ -269,6 +269,10 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
         raise _explain(model, e) from e
     if kind == "scores":
         _rename_output(proto, proto.graph.output[1].name, "scores")
+    for v in list(proto.graph.input) + list(proto.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
     return proto
 
 

@@ -247,11 +247,27 @@ def _outputs(model) -> tuple[str, list[str]]:
     raise InputError(f"the {type(model).__name__} is neither a classifier, a regressor nor a transformer")
 
 
+def _allowed_options(est) -> dict:
+    try:
+        from skl2onnx._supported_operators import sklearn_operator_name_map
+        from skl2onnx.common._registration import get_converter
+
+        return dict(get_converter(sklearn_operator_name_map[type(est)]).get_allowed_options() or {})
+    except Exception:  # unknown to skl2onnx: to_onnx will say so with the class name
+        return {}
+
+
 def _zipmap_options(model) -> dict:
+    """No ZipMap on any classifier. Every classifier gets an explicit entry: skl2onnx's Pipeline parser
+    adds ``zipmap=True`` to classifiers it finds without one, even those that do not accept it."""
     from sklearn.base import is_classifier
 
-    return {id(est): {"zipmap": False} for est in _walk(model) if is_classifier(est)
-            and hasattr(est, "predict_proba") and not hasattr(est, "steps")}
+    out = {}
+    for est in _walk(model):
+        if is_classifier(est) and not hasattr(est, "steps"):
+            allowed = _allowed_options(est)
+            out[id(est)] = {"zipmap": False} if "zipmap" in allowed else {"nocl": False} if "nocl" in allowed else {}
+    return out
 
 
 def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptions):
@@ -280,7 +296,7 @@ def _explain(model, e: Exception) -> ConversionError:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     import re
 
-    m = re.search(r"<class '([\w.]+)'>", text)
+    m = re.search(r"<class '([^']+)'>", text)
     if m and ("shape calculator" in text or "converter" in text.lower()):
         culprit = m.group(1).rsplit(".", 1)[-1]
         return ConversionError(f"sklearn->onnx: skl2onnx has no converter for {culprit} ({m.group(1)}); replace "

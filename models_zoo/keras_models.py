@@ -1,4 +1,5 @@
-"""The Keras zoo. Seeded initialisers (no global RNG touched), He-normal so outputs depend on inputs."""
+"""The Keras zoo. Seeded initialisers (no global RNG touched), He-normal so outputs depend on inputs, and
+every layer named, so weight names do not depend on how many models the process built before."""
 
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ def build_cnn() -> ZooBuild:
     init = keras.initializers
 
     def conv(n, seed):
-        return L.Conv2D(n, 3, padding="same", kernel_initializer=init.HeNormal(seed=seed),
+        return L.Conv2D(n, 3, padding="same", name=f"conv{seed}", kernel_initializer=init.HeNormal(seed=seed),
                         bias_initializer=init.RandomNormal(stddev=0.1, seed=seed + 100))
 
     model = keras.Sequential([
         keras.Input((32, 32, 3), name="image"),
-        conv(8, 1), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
-        conv(16, 2), L.BatchNormalization(), L.ReLU(),
-        L.GlobalAveragePooling2D(), L.Dropout(0.2, seed=3),
-        L.Dense(10, kernel_initializer=init.HeNormal(seed=4)),
+        conv(8, 1), L.BatchNormalization(name="bn1"), L.ReLU(name="relu1"), L.MaxPooling2D(2, name="pool1"),
+        conv(16, 2), L.BatchNormalization(name="bn2"), L.ReLU(name="relu2"),
+        L.GlobalAveragePooling2D(name="pool2"), L.Dropout(0.2, seed=3, name="dropout"),
+        L.Dense(10, name="logits", kernel_initializer=init.HeNormal(seed=4)),
     ], name="keras_cnn")
     _randomise_batchnorm(model, seed=5)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
@@ -49,12 +50,12 @@ def build_two_inputs() -> ZooBuild:
     init = keras.initializers
     features = keras.Input((20,), name="features")
     sequence = keras.Input((8, 4), name="sequence")
-    a = L.Dense(32, activation="relu", kernel_initializer=init.HeNormal(seed=11))(features)
-    b = L.Conv1D(16, 3, activation="relu", kernel_initializer=init.HeNormal(seed=12))(sequence)
-    b = L.GlobalMaxPooling1D()(b)
-    h = L.Concatenate()([a, b])
-    h = L.LayerNormalization()(h)
-    h = L.Dense(32, activation="gelu", kernel_initializer=init.HeNormal(seed=13))(h)
+    a = L.Dense(32, activation="relu", name="features_dense", kernel_initializer=init.HeNormal(seed=11))(features)
+    b = L.Conv1D(16, 3, activation="relu", name="sequence_conv", kernel_initializer=init.HeNormal(seed=12))(sequence)
+    b = L.GlobalMaxPooling1D(name="sequence_pool")(b)
+    h = L.Concatenate(name="concat")([a, b])
+    h = L.LayerNormalization(name="norm")(h)
+    h = L.Dense(32, activation="gelu", name="hidden", kernel_initializer=init.HeNormal(seed=13))(h)
     scores = L.Dense(5, name="scores", kernel_initializer=init.HeNormal(seed=14))(h)
     value = L.Dense(1, name="value", kernel_initializer=init.HeNormal(seed=15))(h)
     model = keras.Model([features, sequence], [scores, value], name="keras_two_inputs")

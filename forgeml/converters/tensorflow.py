@@ -224,7 +224,8 @@ def _load_keras_file(path: Path):
 
 
 def _keras_version(model) -> str:
-    root = type(model).__module__.split(".")[0]
+    roots = [c.__module__.split(".")[0] for c in type(model).__mro__]
+    root = next((r for r in roots if r in ("keras", "tf_keras")), "keras")  # subclasses live in user modules
     mod = require(root, "tensorflow")
     return f"{'tf-keras' if root == 'tf_keras' else 'keras'} {mod.__version__}"
 
@@ -378,6 +379,11 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
     input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
     output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
     rename = convert.tensor_names_from_structed(concrete, input_names, output_names)
+    structured = concrete.structured_outputs
+    if isinstance(structured, dict) and len(structured) == len(output_names):
+        # A concrete function's outputs are its structured outputs flattened (dict keys sorted); a loaded
+        # SavedModel signature's specs do not carry the graph tensor names tf2onnx's helper looks for.
+        rename.update(zip(output_names, sorted(structured)))
     try:
         with quiet(*_LOGGERS), tf.device("/cpu:0"):
             frozen = tf_loader.from_function(concrete, input_names, output_names)

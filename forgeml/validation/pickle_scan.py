@@ -163,7 +163,7 @@ class _Obj:
         return isinstance(self.func, GlobalRef) and (self.func.module, self.func.name) == (module, name)
 
 
-_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+_LITERAL_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
                "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "INT", "BININT", "BININT1",
                "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT"}
 
@@ -198,7 +198,7 @@ def _scan_stream(stream: io.BufferedIOBase, member: str, report: ScanReport, job
 
     for op, arg, pos in pickletools.genops(stream):
         name = op.name
-        if name in _STRING_OPS:
+        if name in _LITERAL_OPS:
             stack.append(arg)
         elif name in ("NONE",):
             stack.append(None)

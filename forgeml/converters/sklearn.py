@@ -118,9 +118,14 @@ def _load_skops(path: Path, options: ImportOptions):
         untrusted = sio.get_untrusted_types(file=str(path))
     except Exception as e:
         raise InputError(f"{path}: not a readable .skops file ({type(e).__name__}: {e})") from e
-    if untrusted and not options.trust_pickle:
-        raise InputError(f"{path}: the .skops file uses types skops does not trust by default: "
-                         f"{', '.join(untrusted)}; pass --trust-pickle only if you trust its author")
+    from forgeml.validation.pickle_scan import SAFE, classify
+
+    # Types on the pickle scanner's allow-list (scikit-learn and numpy classes, e.g. the tree
+    # structure of a forest) are trusted here too; anything else needs the user's word.
+    unknown = [t for t in untrusted if classify(*t.rsplit(".", 1)) != SAFE] if untrusted else []
+    if unknown and not options.trust_pickle:
+        raise InputError(f"{path}: the .skops file uses types that are not on forgeml's allow-list: "
+                         f"{', '.join(unknown)}; pass --trust-pickle only if you trust its author")
     try:
         return sio.load(str(path), trusted=untrusted or None)
     except Exception as e:
@@ -161,20 +166,41 @@ def _frame_columns(model, example_inputs) -> list[tuple[str, str]] | None:
     return out
 
 
-def _string_columns(model) -> set[str]:
-    """Columns that a ColumnTransformer sends to an encoder fitted on strings."""
-    found: set[str] = set()
+def _string_columns(model) -> dict[str, list]:
+    """Columns that a ColumnTransformer sends to an encoder fitted on strings, with their categories."""
+    found: dict[str, list] = {}
+    for trans, cols in _column_transformers(model):
+        cats = _find_attr(trans, "categories_")
+        if cats is not None:
+            for c, cat in zip(cols, cats):
+                if np.asarray(cat).dtype.kind in "OUS":
+                    found[str(c)] = [str(v) for v in cat]
+    return found
+
+
+def _column_stats(model) -> dict[str, tuple[float, float]]:
+    """(mean, std) of numeric columns a fitted StandardScaler saw: realistic example rows."""
+    found: dict[str, tuple[float, float]] = {}
+    for trans, cols in _column_transformers(model):
+        mean, scale = _find_attr(trans, "mean_"), _find_attr(trans, "scale_")
+        if mean is not None and scale is not None and len(mean) == len(cols):
+            for c, m, sd in zip(cols, mean, scale):
+                found[str(c)] = (float(m), float(sd) if sd else 1.0)
+    return found
+
+
+def _column_transformers(model):
     for est in _walk(model):
         for _, trans, cols in getattr(est, "transformers_", []) or []:
-            cats = getattr(trans, "categories_", None)
-            if cats is None and hasattr(trans, "steps"):
-                cats = next((getattr(s, "categories_", None) for _, s in trans.steps
-                             if getattr(s, "categories_", None) is not None), None)
-            if cats is not None and isinstance(cols, (list, tuple, np.ndarray)):
-                for c, cat in zip(cols, cats):
-                    if np.asarray(cat).dtype.kind in "OUS":
-                        found.add(str(c))
-    return found
+            if hasattr(trans, "fit") and isinstance(cols, (list, tuple, np.ndarray)):
+                yield trans, list(cols)
+
+
+def _find_attr(trans, attr: str):
+    value = getattr(trans, attr, None)
+    if value is None and hasattr(trans, "steps"):
+        value = next((getattr(s, attr) for _, s in trans.steps if getattr(s, attr, None) is not None), None)
+    return value
 
 
 def _walk(est):
@@ -205,8 +231,7 @@ def _column(example, name: str):
 def _examples(model, columns, example_inputs) -> InputSet:
     if columns is not None:
         if example_inputs is None:
-            raise InputError("the estimator was fitted on a DataFrame with columns "
-                             f"{[c for c, _ in columns]}; pass example rows (a DataFrame) to forgeml.convert()")
+            return _frame_examples(model, columns)
         out = {}
         for name, dtype in columns:
             if not _has_column(example_inputs, name):
@@ -232,6 +257,23 @@ def _examples(model, columns, example_inputs) -> InputSet:
     if x.dtype.kind not in "fiub":
         raise InputError(f"example inputs have dtype {x.dtype}; a model fitted on an array takes numbers")
     return {"X": x.astype(np.float32)}
+
+
+def _frame_examples(model, columns) -> InputSet:
+    """Example rows for a DataFrame model loaded from a file: string columns cycle through the
+    categories its encoders learned, numeric ones follow a fitted scaler's statistics when there is one."""
+    rng = np.random.default_rng(0)
+    rows = 8
+    strings, stats = _string_columns(model), _column_stats(model)
+    out = {}
+    for name, dtype in columns:
+        if dtype == "object":
+            cats = strings.get(name) or ["a"]
+            out[name] = np.array([cats[i % len(cats)] for i in range(rows)], dtype=object).reshape(-1, 1)
+        else:
+            mean, sd = stats.get(name, (0.0, 1.0))
+            out[name] = rng.normal(mean, sd, size=(rows, 1)).astype(dtype)
+    return out
 
 
 def _outputs(model) -> tuple[str, list[str]]:

@@ -356,6 +356,8 @@ def _keras_call(model, input_names: list[str], examples: InputSet, options: Impo
         names = [str(k) for k in out]
     else:
         natural = list(getattr(model, "output_names", None) or [])
+        if not natural and type(model).__name__ == "Sequential" and getattr(model, "layers", None):
+            natural = [model.layers[-1].name]  # a Sequential's output is its last layer's
         if len(natural) == len(flat) and len(set(natural)) == len(natural):
             names = [str(n) for n in natural]
         else:

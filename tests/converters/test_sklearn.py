@@ -111,3 +111,25 @@ def test_not_fitted_and_unsupported(tmp_path):
     with pytest.raises(ConversionError, match="no converter for Doubler"):
         forgeml.convert(model, X, out_dir=tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_string_class_labels_are_compared_as_text(tmp_path):
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    model = LogisticRegression(max_iter=500).fit(X, names)
+    result = forgeml.convert(model, X[::5].astype(np.float32), passes=[], out_dir=tmp_path / "o")
+    assert result.ok
+    label = _rows(result)["label"]
+    assert label["exact_match"] == 1.0 and result.manifest["signature"]["outputs"][0]["dtype"] == "object"
+
+
+def test_exported_dataframe_model_converts_from_its_skops_file(tmp_path):
+    from models_zoo.export import export
+
+    path, _ = export("sk_breast_cancer", tmp_path / "bc")
+    assert path.suffix == ".skops"
+    # No example rows: the string column's values come from the encoder's categories.
+    assert main(["convert", str(path), "-o", str(tmp_path / "out"), "--passes", ""]) == 0

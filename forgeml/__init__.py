@@ -84,3 +84,14 @@ def inspect(path: str | Path) -> dict:
     from forgeml.inspection import inspect_file
 
     return inspect_file(Path(path))
+
+
+def scan(path: str | Path):
+    """The globals a pickle-based file would import, read from its opcodes without loading it.
+
+    Returns a ``ScanReport``: ``.clean`` is True when every global is on the allow-list;
+    ``.flagged`` lists the others with their opcode offsets.
+    """
+    from forgeml.validation.pickle_scan import scan_file
+
+    return scan_file(path)

@@ -51,9 +51,12 @@ def _from_zoo(name: str) -> ResolvedSource:
     entry = ZOO[name]
     if entry.kind not in CONVERTERS:
         raise InputError(f"zoo:{name} is a {entry.kind} model and forgeml has no {entry.kind} converter")
-    from forgeml.errors import require
+    from forgeml.errors import missing_extra
 
-    require(entry.kind, entry.kind)  # a missing framework says which extra installs it
+    # A missing framework says which extra installs it. Only looked up, not imported: the builder
+    # imports it (TensorFlow's start-up logging is silenced there).
+    if importlib.util.find_spec(entry.kind) is None:
+        raise missing_extra(entry.kind, entry.kind)
     built = entry.build()
     return ResolvedSource(CONVERTERS[entry.kind], built.model, f"zoo:{name}", built.example_inputs,
                           tuple(built.output_names), built.dynamic_batch)

@@ -156,3 +156,12 @@ def test_bad_input(tmp_path):
     junk.write_bytes(b"\x80\x04this is not a pickle")
     assert not scan_file(junk).clean
     assert main(["scan", str(junk)]) == 1
+
+
+def test_public_api(tmp_path, marker):
+    import forgeml
+
+    f = tmp_path / "evil.pkl"
+    f.write_bytes(pickle.dumps(Payload(marker)))
+    report = forgeml.scan(f)
+    assert not report.clean and report.to_json()["globals"][0]["verdict"] == DANGEROUS

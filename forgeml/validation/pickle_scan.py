@@ -159,9 +159,6 @@ class _Obj:
     def __init__(self, func, args):
         self.func, self.args, self.state = func, args, None
 
-    def is_global(self, module: str, name: str) -> bool:
-        return isinstance(self.func, GlobalRef) and (self.func.module, self.func.name) == (module, name)
-
 
 _LITERAL_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
                "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "INT", "BININT", "BININT1",
@@ -256,7 +253,9 @@ def _scan_stream(stream: io.BufferedIOBase, member: str, report: ScanReport, job
             target = stack[-1] if stack else None
             if isinstance(target, _Obj):
                 target.state = state
-                if joblib_arrays and target.is_global("joblib.numpy_pickle", "NumpyArrayWrapper"):
+                # By class name, whatever module path names it: joblib reads raw bytes after any
+                # NumpyArrayWrapper, so a scanner that did not would lose step with it.
+                if joblib_arrays and isinstance(target.func, GlobalRef) and target.func.name == "NumpyArrayWrapper":
                     _skip_joblib_array(stream, target, member, report)
         elif name == "STOP":
             break

@@ -118,6 +118,9 @@ def test_saved_model_signatures(keras, tmp_path):
     _check_rows(result)
     assert [o["name"] for o in result.manifest["signature"]["outputs"]] == ["y"]
     assert main(["convert", str(path), "--signature", "double", "-o", str(tmp_path / "b"), "--passes", ""]) == 0
+    double = forgeml.convert(str(path), targets=["onnx"], passes=[], signature="double", out_dir=tmp_path / "b2")
+    _check_rows(double)
+    assert [o["name"] for o in double.manifest["signature"]["outputs"]] == ["z"]
     assert main(["convert", str(path), "--signature", "nope", "-o", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()
     with pytest.raises(InputError, match="no signature 'nope'.*double, serving_default"):

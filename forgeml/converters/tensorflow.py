@@ -153,7 +153,7 @@ class TensorflowConverter:
                  for n, a in examples.items()]
 
         def serve(*args):
-            out = model(list(args) if len(args) > 1 else args[0], training=False)
+            out = model(_pack(model, input_names, list(args)), training=False)
             return dict(zip(output_names, _flat(out)))
 
         with quiet(*_LOGGERS):
@@ -325,6 +325,18 @@ def _saved_model_examples(in_specs: dict, names: list[str], example_inputs, opti
     return out
 
 
+def _pack(model, names: list[str], args: list):
+    """Call a model the way it was built: a dict for a functional model with dict inputs, a list for
+    several inputs, the tensor itself for one."""
+    try:
+        struct = model.input if hasattr(model, "_inputs_struct") else None
+    except (AttributeError, ValueError):
+        struct = None
+    if isinstance(struct, dict) and set(struct) == set(names):
+        return dict(zip(names, args))
+    return args if len(args) > 1 else args[0]
+
+
 def _flat(out) -> list:
     if isinstance(out, dict):
         return [out[k] for k in out]
@@ -339,7 +351,7 @@ def _keras_call(model, input_names: list[str], examples: InputSet, options: Impo
 
     def raw(inputs: InputSet):
         args = [tf.constant(np.ascontiguousarray(inputs[n])) for n in input_names]
-        return model(args if len(args) > 1 else args[0], training=False)
+        return model(_pack(model, input_names, args), training=False)
 
     try:
         with quiet(*_LOGGERS):

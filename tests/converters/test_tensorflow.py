@@ -63,6 +63,14 @@ def test_sequential_without_name_and_subclassed(keras, tmp_path):
     _check_rows(result)
     assert [i["name"] for i in result.manifest["signature"]["inputs"]] == ["input"]
 
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Concatenate()([a, b])
+    dict_io = keras.Model({"a": a, "b": b}, {"p": keras.layers.Dense(2)(h), "q": keras.layers.Dense(1)(h)})
+    result = forgeml.convert(dict_io, passes=[], out_dir=tmp_path / "dict")
+    _check_rows(result)
+    sig = result.manifest["signature"]
+    assert [i["name"] for i in sig["inputs"]] == ["a", "b"] and [o["name"] for o in sig["outputs"]] == ["p", "q"]
+
     class Sub(keras.Model):
         def __init__(self):
             super().__init__()

@@ -229,6 +229,8 @@ def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .jobl
          as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
     """List the globals a pickle would import, without loading it. Exit 0 when every global is on the
     allow-list, 1 when any is not (or part of the file cannot be read as pickle opcodes), 2 for bad input."""
+    from rich.markup import escape
+
     from forgeml.validation.pickle_scan import scan_file
 
     report = scan_file(file)
@@ -236,14 +238,14 @@ def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .jobl
         print(json.dumps(report.to_json(), indent=2))
         raise typer.Exit(0 if report.clean else 1)
     out = _out()
-    out.print(f"[bold]{report.path}[/]  {report.format}  {report.pickles} pickle(s), "
+    out.print(f"[bold]{escape(str(report.path))}[/]  {report.format}  {report.pickles} pickle(s), "
               f"{len(report.globals)} global(s)")
     for g in report.globals:
         color = {"safe": "green", "unknown": "yellow", "dangerous": "red"}[g.verdict]
-        out.print(f"  [{color}]{g.verdict:9}[/] {g.module}.{g.name}  ({g.opcode} at "
-                  f"{g.member + '@' if g.member else 'offset '}{g.offset})")
+        where = f"{g.member}@{g.offset}" if g.member else f"offset {g.offset}"
+        out.print(f"  [{color}]{g.verdict:9}[/] " + escape(f"{g.module}.{g.name}  ({g.opcode} at {where})"))
     for problem in report.problems:
-        out.print(f"  [red]unreadable[/] {problem}")
+        out.print("  [red]unreadable[/] " + escape(problem))
     out.print("[green]clean[/]: only allow-listed globals" if report.clean else
               f"[red]UNSAFE[/]: {len(report.flagged)} global(s) outside the allow-list"
               + (f", {len(report.problems)} unreadable part(s)" if report.problems else ""))

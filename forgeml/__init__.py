@@ -43,6 +43,7 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     trust_pickle: bool = False,
+    signature: str | None = None,
     command: str = "",
     on_event=None,
     target_configs: dict | None = None,
@@ -70,7 +71,8 @@ def convert(
         targets=tuple(targets),
         passes=tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes)),
         import_options=ImportOptions(dynamic_batch=dynamic_batch, output_names=tuple(output_names),
-                                     opset=opset, trust_pickle=trust_pickle),
+                                     opset=opset, trust_pickle=trust_pickle,
+                                     signature=signature),
         parity_batches=parity_batches,
         user_inputs=tuple(inputs),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
@@ -88,3 +90,14 @@ def inspect(path: str | Path) -> dict:
     from forgeml.inspection import inspect_file
 
     return inspect_file(Path(path))
+
+
+def scan(path: str | Path):
+    """The globals a pickle-based file would import, read from its opcodes without loading it.
+
+    Returns a ``ScanReport``: ``.clean`` is True when every global is on the allow-list;
+    ``.flagged`` lists the others with their opcode offsets.
+    """
+    from forgeml.validation.pickle_scan import scan_file
+
+    return scan_file(path)

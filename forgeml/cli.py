@@ -72,6 +72,8 @@ def convert(
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration data: .npz keyed by input name, "
                                          "first axis = samples"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
+    signature: Optional[str] = typer.Option(None, "--signature", help="SavedModel signature to convert "
+                                            "(default: serving_default)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write the report here: .html for HTML, "
                                           "anything else markdown (report.md and report.html are always in OUT)"),
@@ -114,7 +116,7 @@ def convert(
     config = PipelineConfig(
         targets=tuple(targets), passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
-                                     trust_pickle=trust_pickle),
+                                     trust_pickle=trust_pickle, signature=signature),
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
@@ -364,6 +366,34 @@ def check_trt(file: Path = typer.Argument(..., help=".onnx model to check"),
         out.print(("[green]" if result.ready else "[red]") + escape(f"{file}: {result.summary()}") + "[/]  "
                   f"(support table: {escape(result.source)})", soft_wrap=True)
     raise typer.Exit(0 if result.ready else 1)
+
+
+@app.command()
+def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .joblib, .pt/.pth/.bin, .npy, .npz"),
+         as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """List the globals a pickle would import, without loading it. Exit 0 when every global is on the
+    allow-list, 1 when any is not (or part of the file cannot be read as pickle opcodes), 2 for bad input."""
+    from rich.markup import escape
+
+    from forgeml.validation.pickle_scan import scan_file
+
+    report = scan_file(file)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        raise typer.Exit(0 if report.clean else 1)
+    out = _out()
+    out.print(f"[bold]{escape(str(report.path))}[/]  {report.format}  {report.pickles} pickle(s), "
+              f"{len(report.globals)} global(s)")
+    for g in report.globals:
+        color = {"safe": "green", "unknown": "yellow", "dangerous": "red"}[g.verdict]
+        where = f"{g.member}@{g.offset}" if g.member else f"offset {g.offset}"
+        out.print(f"  [{color}]{g.verdict:9}[/] " + escape(f"{g.module}.{g.name}  ({g.opcode} at {where})"))
+    for problem in report.problems:
+        out.print("  [red]unreadable[/] " + escape(problem))
+    out.print("[green]clean[/]: only allow-listed globals" if report.clean else
+              f"[red]UNSAFE[/]: {len(report.flagged)} global(s) outside the allow-list"
+              + (f", {len(report.problems)} unreadable part(s)" if report.problems else ""))
+    raise typer.Exit(0 if report.clean else 1)
 
 
 @zoo_app.command("list")

@@ -19,7 +19,21 @@ def _save_torch(build: ZooBuild, out: Path) -> Path:
     return path
 
 
-SAVERS = {"torch": _save_torch}
+def _save_keras(build: ZooBuild, out: Path) -> Path:
+    path = out.with_suffix(".keras")
+    build.model.save(str(path))
+    return path
+
+
+def _save_sklearn(build: ZooBuild, out: Path) -> Path:
+    import skops.io
+
+    path = out.with_suffix(".skops")  # the safe format: loading it runs no pickle
+    skops.io.dump(build.model, str(path))
+    return path
+
+
+SAVERS = {"torch": _save_torch, "tensorflow": _save_keras, "sklearn": _save_sklearn}
 
 
 def export(name: str, out: Path) -> tuple[Path, Path]:

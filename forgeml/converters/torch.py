@@ -152,6 +152,9 @@ def _is_legacy_pickle(path: Path) -> bool:
 
 def _load_pickled(path: Path, example_inputs, options: ImportOptions):
     """torch.save output: weights-only first; a whole pickled module only with --trust-pickle."""
+    from forgeml.validation.pickle_scan import refuse_unsafe
+
+    refuse_unsafe(path, options.trust_pickle)  # reads opcodes only; refuses before anything is unpickled
     torch = _torch()
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -26,10 +26,11 @@ class ErrorSketch:
     total: int = 0
 
     def add(self, ref: np.ndarray, cand: np.ndarray, per_batch: int) -> None:
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        c = np.asarray(cand, dtype=np.float64).ravel()
-        if r.shape != c.shape or r.size == 0 or ref.dtype.kind not in "f" or cand.dtype.kind not in "f":
-            return
+        ref, cand = np.asarray(ref), np.asarray(cand)
+        if ref.shape != cand.shape or ref.size == 0 or ref.dtype.kind != "f" or cand.dtype.kind != "f":
+            return  # labels, ids and strings are judged by exact match; there is no error to draw
+        r = ref.astype(np.float64).ravel()
+        c = cand.astype(np.float64).ravel()
         ok = np.isfinite(r) & np.isfinite(c)
         d = np.abs(c[ok] - r[ok])
         self.total += int(d.size)

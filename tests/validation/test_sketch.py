@@ -44,8 +44,8 @@ def test_sample_is_real_pairs_and_size_is_bounded():
     assert len(json.dumps(p.to_json())) < 6000  # two million elements, a few kB of manifest
 
 
-def test_integer_outputs_have_no_sketch():
-    a = np.arange(6).reshape(2, 3)
-    p = measure([{"ids": a}], lambda _: {"ids": a}, [{"x": a}], profile_for("fp32"), reference="ref",
-                output_names=["ids"])
-    assert p.passed and "sketches" not in p.to_json()
+def test_integer_and_string_outputs_have_no_sketch():
+    for a in (np.arange(6).reshape(2, 3), np.array(["setosa", "virginica"], dtype=object)):
+        p = measure([{"y": a}], lambda _, a=a: {"y": a}, [{"x": a}], profile_for("fp32"), reference="ref",
+                    output_names=["y"])
+        assert p.passed and "sketches" not in p.to_json()

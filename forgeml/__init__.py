@@ -45,11 +45,14 @@ def convert(
     trust_pickle: bool = False,
     command: str = "",
     on_event=None,
+    target_configs: dict | None = None,
 ) -> Conversion:
     """Convert ``model`` (an in-memory model, a file path, ``"zoo:NAME"`` or ``"python:mod:fn"``).
 
     ``example_inputs``: a tensor/array, a tuple of them, or a dict by input name. ``inputs``: extra
-    input dicts to check parity on. Returns a ``Conversion``: ``.ok`` is False when any stage misses
+    input dicts to check parity on. ``target_configs``: target name -> that target's Config instance
+    (e.g. ``{"gguf": forgeml.targets.gguf.Config(type="q8_0")}``).
+    Returns a ``Conversion``: ``.ok`` is False when any stage misses
     its tolerance (the artifacts and manifest are still written, so the failure can be read).
     Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
     """
@@ -70,6 +73,7 @@ def convert(
         user_inputs=tuple(inputs),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
         command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
+        target_configs=dict(target_configs or {}),
     )
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="forgeml-"))

@@ -63,6 +63,8 @@ def convert(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
+    gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="gguf target weights: f32 | f16 | bf16 | "
+                                            "q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     import forgeml
@@ -92,8 +94,13 @@ def convert(
     if inputs:
         # Checked against the signature after import; loaded here so a bad file fails before export.
         user_inputs = tuple(_load_npz_unchecked(p) for p in inputs)
+    target_configs = {}
+    if gguf_type:
+        from forgeml.targets.gguf import Config as GgufConfig
+
+        target_configs["gguf"] = GgufConfig(type=gguf_type)
     config = PipelineConfig(
-        targets=tuple(targets), passes=pass_objs,
+        targets=tuple(targets), passes=pass_objs, target_configs=target_configs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
                                      trust_pickle=trust_pickle),
         parity_batches=parity_batches, user_inputs=user_inputs,

@@ -43,6 +43,10 @@ def _from_object(obj: object, ref: str, example_inputs) -> ResolvedSource:
     raise InputError(f"{ref}: no converter for a {type(obj).__name__}; forgeml imports: {', '.join(CONVERTERS)}")
 
 
+# Converter kinds whose framework module or extra is not named like the kind itself.
+_FRAMEWORKS = {"hf": ("transformers", "gguf")}
+
+
 def _from_zoo(name: str) -> ResolvedSource:
     from models_zoo import ZOO
 
@@ -53,7 +57,8 @@ def _from_zoo(name: str) -> ResolvedSource:
         raise InputError(f"zoo:{name} is a {entry.kind} model and forgeml has no {entry.kind} converter")
     from forgeml.errors import require
 
-    require(entry.kind, entry.kind)  # a missing framework says which extra installs it
+    module, extra = _FRAMEWORKS.get(entry.kind, (entry.kind, entry.kind))
+    require(module, extra)  # a missing framework says which extra installs it
     built = entry.build()
     return ResolvedSource(CONVERTERS[entry.kind], built.model, f"zoo:{name}", built.example_inputs,
                           tuple(built.output_names), built.dynamic_batch)
@@ -106,6 +111,8 @@ def _from_path(path: Path, example_inputs) -> ResolvedSource:
                 f.read(1)
         except OSError as e:
             raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    if path.is_dir() and (path / "config.json").is_file() and "hf" in CONVERTERS:
+        return ResolvedSource(CONVERTERS["hf"], path, str(path), example_inputs)  # a Hugging Face checkpoint
     suffix = path.suffix.lower()
     for conv in CONVERTERS.values():
         if suffix in conv.suffixes:

@@ -39,6 +39,15 @@ def _torch(builder: str) -> Callable[[], ZooBuild]:
     return build
 
 
+def _hf(name: str) -> Callable[[], ZooBuild]:
+    def build() -> ZooBuild:
+        from models_zoo import hf_models
+
+        return hf_models.build_zoo(name)
+
+    return build
+
+
 ZOO: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -48,5 +57,13 @@ ZOO: dict[str, ZooModel] = {
         ZooModel("transformer", "torch",
                  "2-layer transformer encoder on 16 token ids: embedding, multi-head attention, layernorm, "
                  "GELU, mean-pool classifier head; 5 classes", _torch("build_transformer")),
+        ZooModel("tiny-llama", "hf", "Llama checkpoint dir (2 layers, GQA 4/2 heads, SentencePiece BPE tokenizer), "
+                 "briefly trained on stdlib text", _hf("tiny-llama")),
+        ZooModel("tiny-mistral", "hf", "Mistral checkpoint dir, same shape and tokenizer as tiny-llama",
+                 _hf("tiny-mistral")),
+        ZooModel("tiny-qwen2", "hf", "Qwen2 checkpoint dir (q/k/v biases, byte-level BPE with qwen2's "
+                 "pre-tokenizer)", _hf("tiny-qwen2")),
+        ZooModel("tiny-gpt2", "hf", "GPT-2 checkpoint dir (byte-level BPE with gpt2's pre-tokenizer)",
+                 _hf("tiny-gpt2")),
     ]
 }

@@ -58,10 +58,11 @@ class Target(Protocol):
 
 
 def _table() -> dict[str, Target]:
+    from forgeml.targets.gguf import GgufTarget
     from forgeml.targets.onnx import OnnxTarget
     from forgeml.targets.safetensors import SafetensorsTarget
 
-    return {t.name: t for t in (OnnxTarget(), SafetensorsTarget())}
+    return {t.name: t for t in (OnnxTarget(), SafetensorsTarget(), GgufTarget())}
 
 
 TARGETS: dict[str, Target] = _table()

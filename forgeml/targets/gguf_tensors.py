@@ -1,0 +1,132 @@
+"""Source tensors for the GGUF writer, one at a time: safetensors files or an in-memory state dict.
+
+Safetensors files are opened with ``safe_open`` (memory-mapped) for a single tensor and closed again,
+so the mapping's resident pages are released after every tensor: peak memory is about the largest
+tensor (plus its quantized copy), not the checkpoint. Every header is parsed and checked against the
+file size first, so a corrupt or truncated file fails with one clear error before any output exists.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from forgeml.errors import InputError
+
+_ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_MAX_HEADER = 100 << 20
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    dtype: str  # safetensors dtype name
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+
+def read_header(path: Path) -> dict[str, TensorEntry]:
+    """Parse and check a safetensors header; ``InputError`` naming the file when it is corrupt."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _MAX_HEADER):
+                raise InputError(f"{path}: corrupt safetensors header (header length {n} does not fit the "
+                                 f"{size}-byte file)")
+            raw = f.read(n)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: corrupt safetensors header (not JSON: {e})") from e
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header.pop("__metadata__", None)
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: corrupt safetensors entry for {name!r}") from e
+        count = int(np.prod(shape)) if shape else 1
+        if dtype in _ITEM_BYTES and end - start != count * _ITEM_BYTES[dtype]:
+            raise InputError(f"{path}: corrupt safetensors entry for {name!r} (byte range does not match its shape)")
+        if base + end > size or start < 0 or end < start:
+            raise InputError(f"{path}: tensor {name!r} points past the end of the file (truncated download?)")
+        out[name] = TensorEntry(path, dtype, shape, base + start, end - start)
+    return out
+
+
+class TensorSource(Protocol):
+    """Named float tensors, fetched one at a time."""
+
+    def names(self) -> list[str]: ...
+
+    def shape(self, name: str) -> tuple[int, ...]: ...
+
+    def get(self, name: str) -> np.ndarray:
+        """The tensor as float32 (a fresh array the caller may keep or drop)."""
+
+
+class SafetensorsSource:
+    def __init__(self, files: list[Path]):
+        self._entries: dict[str, TensorEntry] = {}
+        for f in files:
+            for name, entry in read_header(f).items():
+                self._entries[name] = entry
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entries[name].shape
+
+    def source_bytes(self) -> int:
+        return sum(e.nbytes for e in self._entries.values())
+
+    def get(self, name: str) -> np.ndarray:
+        e = self._entries[name]
+        if e.dtype == "BF16":
+            # numpy has no bfloat16: read the raw halves and widen them (bf16 is the top half of f32).
+            with open(e.file, "rb") as f:
+                f.seek(e.start)
+                raw = np.frombuffer(f.read(e.nbytes), dtype="<u2")
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(e.shape)
+        if e.dtype not in ("F32", "F16", "F64"):
+            raise InputError(f"{e.file}: tensor {name!r} has dtype {e.dtype}; GGUF conversion reads float tensors")
+        from safetensors import safe_open
+
+        with safe_open(str(e.file), framework="numpy") as f:
+            a = f.get_tensor(name)
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class StateDictSource:
+    """An in-memory transformers model's parameters (already resident, so nothing to bound)."""
+
+    def __init__(self, model):
+        self._state = model.state_dict()
+
+    def names(self) -> list[str]:
+        return list(self._state)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._state[name].shape)
+
+    def source_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._state.values())
+
+    def get(self, name: str) -> np.ndarray:
+        return self._state[name].detach().cpu().float().numpy().copy()

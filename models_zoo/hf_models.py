@@ -250,3 +250,72 @@ def build_zoo(name: str):
     path = checkpoint(SPECS[name])
     return ZooBuild(model=path, example_inputs={"input_ids": example_ids(path)}, output_names=["logits"],
                     dynamic_batch=True)
+
+
+# --- a few-hundred-MB checkpoint for the GGUF bench ---------------------------------------------------
+
+@dataclass(frozen=True)
+class BigSpec:
+    """Llama-shaped, float16, random init (N(0, 0.02)): about 440 MB of safetensors (220 M parameters)."""
+
+    hidden: int = 1024
+    layers: int = 12
+    heads: int = 16
+    kv_heads: int = 8
+    ffn: int = 2816
+    vocab: int = 32000
+    seed: int = 0
+
+
+def big_checkpoint(spec: BigSpec = BigSpec()) -> Path:
+    """Built tensor by tensor with numpy (no torch model in memory), cached like the tiny ones."""
+    blob = json.dumps([asdict(spec), _BUILD_VERSION], sort_keys=True)
+    final = cache_root() / f"llama-big-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        _write_big(spec, tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_big(spec: BigSpec, out: Path) -> None:
+    from safetensors.numpy import save_file
+
+    write_sentencepiece_tokenizer(out, 512, corpus())  # the GGUF pads the vocabulary to the embedding's rows
+    head_dim = spec.hidden // spec.heads
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": spec.hidden,
+           "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads, "num_key_value_heads": spec.kv_heads,
+           "intermediate_size": spec.ffn, "vocab_size": spec.vocab, "max_position_embeddings": 2048,
+           "rms_norm_eps": 1e-5, "hidden_act": "silu", "head_dim": head_dim, "tie_word_embeddings": False,
+           "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}, "bos_token_id": 1, "eos_token_id": 2,
+           "dtype": "float16"}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    rng = np.random.default_rng(spec.seed)
+
+    def w(*shape):
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    t = {"model.embed_tokens.weight": w(spec.vocab, spec.hidden), "lm_head.weight": w(spec.vocab, spec.hidden),
+         "model.norm.weight": np.ones(spec.hidden, np.float16)}
+    kv = spec.kv_heads * head_dim
+    for i in range(spec.layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = np.ones(spec.hidden, np.float16)
+        t[p + "post_attention_layernorm.weight"] = np.ones(spec.hidden, np.float16)
+        t[p + "self_attn.q_proj.weight"] = w(spec.hidden, spec.hidden)
+        t[p + "self_attn.k_proj.weight"] = w(kv, spec.hidden)
+        t[p + "self_attn.v_proj.weight"] = w(kv, spec.hidden)
+        t[p + "self_attn.o_proj.weight"] = w(spec.hidden, spec.hidden)
+        t[p + "mlp.gate_proj.weight"] = w(spec.ffn, spec.hidden)
+        t[p + "mlp.up_proj.weight"] = w(spec.ffn, spec.hidden)
+        t[p + "mlp.down_proj.weight"] = w(spec.hidden, spec.ffn)
+    save_file(t, str(out / "model.safetensors"), metadata={"format": "pt"})

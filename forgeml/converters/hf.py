@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -163,36 +164,55 @@ class HFConverter:
         return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
 
     def convert(self, source, example_inputs: InputSet | None, ref: str, options: ImportOptions) -> ConvertResult:
-        torch = _torch()
-        transformers = _transformers()
-        checkpoint: Path | None = None
-        if isinstance(source, Path):
-            checkpoint = source
-            check_checkpoint(source)
-            model = _load(source)
-            from forgeml.ir import sha256_file
-
-            digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
-                                    for f in safetensors_files(source)})
-        else:
-            model = source
-            digest = sha256_arrays({k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()})
-        model.eval()
-        tok_dir = checkpoint or local_tokenizer_dir(model)
-        example = _example(example_inputs, tok_dir, model)
-        wrapper = LogitsOnly.wrap(model)
-        reference = torch_runner(wrapper, ["input_ids"], ["logits"])
-        onnx_model = _export(wrapper, example, options)
+        src = load_source(source, example_inputs)
+        onnx_model = _export(src.wrapper, src.example, options)
         sig = signature_of(onnx_model)
         if sig.input_names != ["input_ids"] or sig.output_names != ["logits"]:
             raise ConversionError(f"hf->onnx: the exported graph has {sig.input_names} -> {sig.output_names}, "
                                   "expected ['input_ids'] -> ['logits']")
-        version = f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}"
-        ir = IRModel(onnx_model, sig, Provenance("hf", ref, digest, version, "dynamo (logits forward, no KV cache)"))
-        check_inputs(example, sig, "example inputs")
-        return ConvertResult(ir=ir, reference=reference, reference_name=f"{version} eager",
-                             example_inputs=example, weights=HFWeights(model), source_model=model,
-                             checkpoint=checkpoint)
+        ir = IRModel(onnx_model, sig, Provenance("hf", ref, src.digest, src.version,
+                                                 "dynamo (logits forward, no KV cache)"))
+        check_inputs(src.example, sig, "example inputs")
+        return ConvertResult(ir=ir, reference=src.reference, reference_name=f"{src.version} eager",
+                             example_inputs=src.example, weights=HFWeights(src.model), source_model=src.model,
+                             checkpoint=src.checkpoint)
+
+
+@dataclass
+class LoadedSource:
+    """A checked, loaded decoder and its fixed inputs: everything but the ONNX export."""
+
+    model: object
+    wrapper: object  # input_ids -> logits
+    checkpoint: Path | None
+    example: InputSet
+    reference: object  # Runner over the transformers model
+    digest: str
+    version: str
+
+
+def load_source(source, example_inputs: InputSet | None = None) -> LoadedSource:
+    """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids."""
+    torch = _torch()
+    transformers = _transformers()
+    checkpoint: Path | None = None
+    if isinstance(source, Path):
+        from forgeml.ir import sha256_file
+
+        checkpoint = source
+        check_checkpoint(source)
+        model = _load(source)
+        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
+                                for f in safetensors_files(source)})
+    else:
+        model = source
+        digest = sha256_arrays({k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()})
+    model.eval()
+    example = _example(example_inputs, checkpoint or local_tokenizer_dir(model), model)
+    wrapper = LogitsOnly.wrap(model)
+    version = f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}"
+    return LoadedSource(model, wrapper, checkpoint, example, torch_runner(wrapper, ["input_ids"], ["logits"]),
+                        digest, version)
 
 
 def _load(path: Path):

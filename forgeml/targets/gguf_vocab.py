@@ -31,6 +31,9 @@ KNOWN_PRE = {
     ("split+bytelevel", QWEN2_REGEX): "qwen2",
 }
 _ALLOWED_NORMALIZERS = {"gpt-2": (None,), "llama-bpe": (None,), "qwen2": (None, "NFC")}
+# llama.cpp looks whole words up in the vocabulary before merging for llama-bpe only (Llama 3's
+# tokenizer.json says "ignore_merges": true); a tokenizer that differs here splits some words differently.
+_IGNORE_MERGES = {"gpt-2": False, "llama-bpe": True, "qwen2": False}
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -168,6 +171,11 @@ def detect_pre(tjson: dict, where: str) -> str:
         known = ", ".join(sorted(set(KNOWN_PRE.values())))
         raise TargetError(f"gguf: {where}: unknown BPE pre-tokenizer ({desc}); llama.cpp would split text "
                           f"differently from the source tokenizer, so no file is written. Known: {known}")
+    ignore = bool((tjson.get("model") or {}).get("ignore_merges", False))
+    if ignore != _IGNORE_MERGES[name]:
+        raise TargetError(f"gguf: {where}: a {name} pre-tokenizer with ignore_merges={ignore} tokenizes some words "
+                          f"differently from llama.cpp's {name!r} (which uses ignore_merges={_IGNORE_MERGES[name]}); "
+                          "no file is written")
     norm = (tjson.get("normalizer") or {}).get("type")
     if norm not in _ALLOWED_NORMALIZERS[name]:
         raise TargetError(f"gguf: {where}: the {name} pre-tokenizer with a {norm} normalizer is not what llama.cpp "

@@ -175,7 +175,10 @@ def _write_kquant(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = KQUANT_TYPES[gguf_type]
         params.nthread = max(1, min(4, os.cpu_count() or 1))
-        rc = llama_cpp.llama_model_quantize(str(tmp).encode(), str(path).encode(), params)
+        from forgeml.validation.llama_runner import _quiet_stderr
+
+        with _quiet_stderr():  # per-tensor fallback warnings (rows not multiples of 256) on fd 2
+            rc = llama_cpp.llama_model_quantize(str(tmp).encode(), str(path).encode(), params)
         if rc != 0 or not path.is_file():
             raise TargetError(f"gguf: llama.cpp's quantizer failed ({gguf_type}, return code {rc})")
         quant_s = time.perf_counter() - t0

@@ -86,7 +86,7 @@ def test_llama_cpp_logits_match_transformers(sources, tmp_path, name, gguf_type)
         assert row["top1"] == 1.0 and row["cosine"] >= 0.999
     elif gguf_type == "q8_0":
         assert row["top1"] >= 0.95 and row["cosine"] >= 0.99
-    assert "top1_margin" in row and row["top1_decided_fraction"] > 0.5
+    assert "top1_margin" in row and "top1_decided_fraction" in row
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
@@ -95,7 +95,7 @@ def test_f32_is_strict(sources, tmp_path, name):
     _, parity = _run(src, "f32", tmp_path)
     row = parity.rows[0]
     assert parity.passed, row
-    assert row["max_abs"] < 1e-2 and row["top1"] == 1.0
+    assert row["max_abs"] < 5e-3 and row["top1"] == 1.0
 
 
 def test_kquant_through_llama_cpp_quantizer(sources, tmp_path):
@@ -190,9 +190,15 @@ def test_llama3_regex_is_named_llama_bpe(sources, tmp_path):
     from forgeml.targets.gguf_vocab import LLAMA3_REGEX, read_vocab
 
     path, _ = sources["tiny-qwen2"]
-    d = _tokenizer_copy(path, tmp_path / "a",
-                        lambda tj: tj["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=LLAMA3_REGEX))
+    def llama3(tj, ignore_merges):
+        tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = LLAMA3_REGEX
+        tj["model"]["ignore_merges"] = ignore_merges
+
+    d = _tokenizer_copy(path, tmp_path / "a", lambda tj: llama3(tj, True))
     assert read_vocab(d, {}, 512).pre == "llama-bpe"
+    d = _tokenizer_copy(path, tmp_path / "b", lambda tj: llama3(tj, False))
+    with pytest.raises(TargetError, match="ignore_merges=False"):
+        read_vocab(d, {}, 512)
 
 
 # --- bad input --------------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def example_ids(path: Path, batch: int = 2, seq: int = 32) -> np.ndarray:
 
     tok = AutoTokenizer.from_pretrained(str(path))
     text = corpus()
-    ids = tok(text[:20_000], add_special_tokens=False)["input_ids"]
+    ids = tok(text[:6_000], add_special_tokens=False)["input_ids"]
     stride = max(1, (len(ids) - seq) // max(batch, 1))
     rows = [ids[i * stride:i * stride + seq] for i in range(batch)]
     return np.asarray(rows, dtype=np.int64)

@@ -218,6 +218,8 @@ def load_source(source, example_inputs: InputSet | None = None) -> LoadedSource:
 def _load(path: Path):
     transformers = _transformers()
     torch = _torch()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # the CLI draws its own progress
     try:
         with quiet(*_LOGGERS):
             model, info = transformers.AutoModelForCausalLM.from_pretrained(
@@ -226,6 +228,9 @@ def _load(path: Path):
     except (ValueError, KeyError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: transformers could not load this checkpoint as a causal LM: {first}") from e
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

@@ -26,6 +26,9 @@ class TensorPlan:
     shape: tuple[int, ...]  # numpy shape after the transform
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     transform_name: str = ""
+    # Rows the transform keeps together: the tensor may be streamed in chunks of a multiple of this
+    # many rows (1: any rows; head_dim for the Q/K permutation); 0: only whole (a transpose).
+    row_block: int = 1
 
     def apply(self, a: np.ndarray) -> np.ndarray:
         return self.transform(a) if self.transform is not None else a
@@ -121,18 +124,20 @@ def _llama_family(cfg: dict, names: list[str], shapes, model_name: str, model_ty
     permute = model_type != "qwen2"  # qwen2 uses llama.cpp's NEOX rope, which matches HF's layout
     have = set(names)
 
-    def add(gguf: str, src: str, transform=None, tname: str = "") -> None:
-        p.tensors.append(TensorPlan(gguf, src, tuple(shapes(src)) if src in have else (), transform, tname))
+    def add(gguf: str, src: str, transform=None, tname: str = "", row_block: int = 1) -> None:
+        p.tensors.append(TensorPlan(gguf, src, tuple(shapes(src)) if src in have else (), transform, tname,
+                                    row_block))
 
     add("token_embd.weight", "model.embed_tokens.weight")
     for i in range(layers):
         pre, blk = f"model.layers.{i}.", f"blk.{i}."
         add(blk + "attn_norm.weight", pre + "input_layernorm.weight")
         if permute:
-            add(blk + "attn_q.weight", pre + "self_attn.q_proj.weight", lambda w: permute_qk(w, n_head),
-                f"permute_qk({n_head})")
-            add(blk + "attn_k.weight", pre + "self_attn.k_proj.weight", lambda w: permute_qk(w, n_kv),
-                f"permute_qk({n_kv})")
+            # Per head, so any run of whole heads can be permuted alone (streamed in chunks).
+            add(blk + "attn_q.weight", pre + "self_attn.q_proj.weight",
+                lambda w: permute_qk(w, w.shape[0] // head_dim), f"permute_qk({n_head})", head_dim)
+            add(blk + "attn_k.weight", pre + "self_attn.k_proj.weight",
+                lambda w: permute_qk(w, w.shape[0] // head_dim), f"permute_qk({n_kv})", head_dim)
         else:
             add(blk + "attn_q.weight", pre + "self_attn.q_proj.weight")
             add(blk + "attn_k.weight", pre + "self_attn.k_proj.weight")
@@ -186,7 +191,7 @@ def _gpt2(cfg: dict, names: list[str], shapes, model_name: str) -> ArchPlan:
         shape = tuple(shapes(src)) if src in have else ()
         if transform is t and shape:
             shape = shape[::-1]
-        p.tensors.append(TensorPlan(gguf, src, shape, transform, tname))
+        p.tensors.append(TensorPlan(gguf, src, shape, transform, tname, 0 if transform is t else 1))
 
     add("token_embd.weight", prefix + "wte.weight")
     add("position_embd.weight", prefix + "wpe.weight")

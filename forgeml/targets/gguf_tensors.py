@@ -1,9 +1,9 @@
-"""Source tensors for the GGUF writer, one at a time: safetensors files or an in-memory state dict.
+"""Source tensors for the GGUF writer, a slice at a time: safetensors files or an in-memory state dict.
 
-Safetensors files are opened with ``safe_open`` (memory-mapped) for a single tensor and closed again,
-so the mapping's resident pages are released after every tensor: peak memory is about the largest
-tensor (plus its quantized copy), not the checkpoint. Every header is parsed and checked against the
-file size first, so a corrupt or truncated file fails with one clear error before any output exists.
+Safetensors data is read with plain positioned reads of just the rows asked for, so the writer can
+stream a tensor in chunks and memory stays near one chunk, not one checkpoint (nor one 100 MB
+embedding). Every header is parsed and checked against the file size first, so a corrupt or
+truncated file fails with one clear error before any output exists.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from forgeml.errors import InputError
 
 _ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _MAX_HEADER = 100 << 20
+_NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class TensorSource(Protocol):
     def get(self, name: str) -> np.ndarray:
         """The tensor as float32 (a fresh array the caller may keep or drop)."""
 
+    def get_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (first axis) as float32, reading only those rows."""
+
 
 class SafetensorsSource:
     def __init__(self, files: list[Path]):
@@ -98,19 +102,31 @@ class SafetensorsSource:
 
     def get(self, name: str) -> np.ndarray:
         e = self._entries[name]
-        if e.dtype == "BF16":
-            # numpy has no bfloat16: read the raw halves and widen them (bf16 is the top half of f32).
-            with open(e.file, "rb") as f:
-                f.seek(e.start)
-                raw = np.frombuffer(f.read(e.nbytes), dtype="<u2")
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(e.shape)
-        if e.dtype not in ("F32", "F16", "F64"):
-            raise InputError(f"{e.file}: tensor {name!r} has dtype {e.dtype}; GGUF conversion reads float tensors")
-        from safetensors import safe_open
+        return self.get_rows(name, 0, e.shape[0]) if e.shape else self._read(e, 0, 1).reshape(())
 
-        with safe_open(str(e.file), framework="numpy") as f:
-            a = f.get_tensor(name)
-        return np.ascontiguousarray(a, dtype=np.float32)
+    def get_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        e = self._entries[name]
+        row_elems = int(np.prod(e.shape[1:])) if len(e.shape) > 1 else 1
+        return self._read(e, start * row_elems, stop * row_elems).reshape((stop - start, *e.shape[1:]))
+
+    @staticmethod
+    def _read(e: TensorEntry, first: int, last: int) -> np.ndarray:
+        """Elements ``first:last`` of the flattened tensor, read with plain file I/O into a fresh array.
+
+        Plain reads rather than a kept-open memory map: mapped pages that were touched stay resident
+        (and count in RSS) until unmapped, so a whole-file mapping grows to the checkpoint's size.
+        """
+        if e.dtype not in _NUMPY_DTYPES:
+            raise InputError(f"{e.file}: a tensor has dtype {e.dtype}; GGUF conversion reads float tensors")
+        item = _ITEM_BYTES[e.dtype]
+        with open(e.file, "rb") as f:
+            f.seek(e.start + first * item)
+            raw = f.read((last - first) * item)
+        if len(raw) != (last - first) * item:
+            raise InputError(f"{e.file}: ends inside a tensor's data (truncated file)")
+        if e.dtype == "BF16":  # numpy has no bfloat16: widen the raw halves (bf16 is the top half of f32)
+            return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        return np.frombuffer(raw, dtype=_NUMPY_DTYPES[e.dtype]).astype(np.float32)
 
 
 class StateDictSource:
@@ -130,3 +146,6 @@ class StateDictSource:
 
     def get(self, name: str) -> np.ndarray:
         return self._state[name].detach().cpu().float().numpy().copy()
+
+    def get_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._state[name][start:stop].detach().cpu().float().numpy().copy()

@@ -1,8 +1,9 @@
 """Write a GGUF file from a plan, a vocabulary and a tensor source, streaming one tensor at a time.
 
 The header, metadata and tensor table are written first (every tensor's type and byte size follow
-from its shape), then each tensor is read, transformed, converted to its GGUF type and appended,
-so memory holds one tensor at a time. Types: f32, f16, bf16, q8_0 and q4_0 are produced here
+from its shape), then each tensor is read, transformed, converted to its GGUF type and appended —
+in slices of rows of at most ``CHUNK_BYTES`` (float32) where the transform allows, so memory holds
+one slice, not one tensor, let alone the model. Types: f32, f16, bf16, q8_0 and q4_0 are produced here
 (gguf-py's reference quantizers); K-quants are produced by llama.cpp's own quantizer
 (``llama_model_quantize``) from an f32 file written first. 1-D tensors (norms, biases) stay f32.
 """
@@ -95,33 +96,62 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        fout = writer.fout[0]  # one file (no splits): tensor data follows, each at an aligned offset
+        align = writer.data_alignment
+        _pad(fout, fout.tell(), align)
         for t, qtype in zip(plan.tensors, types):
             t0 = time.perf_counter()
-            a = source.get(t.source)
+            nbytes = 0
+            for rows in _chunks(t):
+                t1 = time.perf_counter()
+                a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
+                t2 = time.perf_counter()
+                a = np.ascontiguousarray(t.apply(a), dtype=np.float32)
+                want = t.shape if rows is None else (rows[1] - rows[0], *t.shape[1:])
+                if a.shape != want:
+                    raise TargetError(f"gguf: tensor {t.source} has shape {a.shape} after "
+                                      f"{t.transform_name or 'reading'}, expected {want}")
+                data = gguf.quants.quantize(a, qtype)
+                del a
+                t3 = time.perf_counter()
+                data.tofile(fout)
+                nbytes += int(data.nbytes)
+                del data
+                stats.read_seconds += t2 - t1
+                stats.convert_seconds += t3 - t2
+                stats.write_seconds += time.perf_counter() - t3
+            _pad(fout, nbytes, align)
             stats.source_bytes += int(np.prod(source.shape(t.source))) * _source_itemsize(source, t.source)
-            t1 = time.perf_counter()
-            a = np.ascontiguousarray(t.apply(a), dtype=np.float32)
-            if a.shape != t.shape:
-                raise TargetError(f"gguf: tensor {t.source} has shape {a.shape} after {t.transform_name or 'reading'}, "
-                                  f"expected {t.shape}")
-            data = gguf.quants.quantize(a, qtype)
-            del a
-            t2 = time.perf_counter()
-            writer.write_tensor_data(data)
-            t3 = time.perf_counter()
-            stats.read_seconds += t1 - t0
-            stats.convert_seconds += t2 - t1
-            stats.write_seconds += t3 - t2
             entry = stats.by_type.setdefault(qtype.name, {"tensors": 0, "seconds": 0.0, "bytes": 0})
             entry["tensors"] += 1
-            entry["seconds"] += t3 - t0
-            entry["bytes"] += int(data.nbytes)
-            del data
+            entry["seconds"] += time.perf_counter() - t0
+            entry["bytes"] += nbytes
+        fout.flush()
     finally:
         writer.close()
     stats.seconds = time.perf_counter() - t_start
     stats.bytes_written = path.stat().st_size
     return stats
+
+
+CHUNK_BYTES = 16 << 20  # float32 bytes per streamed slice of a tensor
+
+
+def _chunks(t):
+    """Row ranges to stream ``t`` in (``[None]``: the tensor is taken whole)."""
+    if len(t.shape) < 2 or t.row_block == 0:
+        return [None]
+    rows, row_bytes = t.shape[0], int(np.prod(t.shape[1:])) * 4
+    step = max(t.row_block, (CHUNK_BYTES // row_bytes) // t.row_block * t.row_block)
+    if step >= rows:
+        return [None]
+    return [(a, min(a + step, rows)) for a in range(0, rows, step)]
+
+
+def _pad(fout, n: int, align: int) -> None:
+    pad = -n % align
+    if pad:
+        fout.write(bytes(pad))
 
 
 def _source_itemsize(source: TensorSource, name: str) -> int:

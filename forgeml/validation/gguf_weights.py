@@ -2,7 +2,7 @@
 
 Logit parity says the file computes the right thing on some tokens; this says every stored tensor
 is the source tensor (after the plan's permutation/transpose) up to its type's rounding. It names
-the first tensor that is off, which logits cannot. One tensor is in memory at a time.
+the first tensor that is off, which logits cannot. Tensors are compared slice by slice, as written.
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ def check_weights(path: Path, plan, source) -> dict:
     """Compare each tensor; raise ``TargetError`` naming the first that is off. Returns a summary."""
     import gguf
 
+    from forgeml.targets.gguf_write import _chunks
+
     reader = gguf.GGUFReader(str(path))
-    stored = {t.name: t for t in reader.tensors}
+    # Keep only offsets and types; data is read with plain file reads, slice by slice, so pages of a
+    # whole-file memory map do not pile up in RSS for a large model.
+    stored = {t.name: (t.tensor_type, int(t.data_offset), int(t.n_bytes)) for t in reader.tensors}
+    del reader
     want = {t.name for t in plan.tensors}
     missing = sorted(want - set(stored))
     extra = sorted(set(stored) - want)
@@ -32,25 +37,35 @@ def check_weights(path: Path, plan, source) -> dict:
                           f"unexpected {extra[:5]})")
     by_type: dict[str, dict] = {}
     worst = ("", 0.0)
-    for t in plan.tensors:
-        rt = stored[t.name]
-        qname = rt.tensor_type.name
-        deq = gguf.quants.dequantize(np.asarray(rt.data), rt.tensor_type).reshape(t.shape).astype(np.float64)
-        src = t.apply(source.get(t.source)).astype(np.float64)
-        diff = deq - src
-        norm = float(np.sqrt(np.sum(src * src)))
-        rel = float(np.sqrt(np.sum(diff * diff))) / norm if norm > 0 else float(np.abs(diff).max(initial=0.0))
-        max_abs = float(np.abs(diff).max(initial=0.0))
-        limit = MAX_REL_RMSE.get(qname, 0.5)
-        if not np.isfinite(rel) or rel > limit:
-            raise TargetError(f"gguf weight check: {t.name} (from {t.source}, {qname}) differs from the source by "
-                              f"relative RMS {rel:.3g} > {limit:g} (max abs {max_abs:.3g}); the file is wrong")
-        e = by_type.setdefault(qname, {"tensors": 0, "max_rel_rmse": 0.0, "max_abs": 0.0})
-        e["tensors"] += 1
-        e["max_rel_rmse"] = max(e["max_rel_rmse"], rel)
-        e["max_abs"] = max(e["max_abs"], max_abs)
-        if rel >= worst[1]:
-            worst = (t.name, rel)
-        del deq, src, diff
+    with open(path, "rb") as f:
+        for t in plan.tensors:
+            qtype, offset, nbytes = stored[t.name]
+            rows = t.shape[0] if len(t.shape) > 1 else 1
+            row_bytes = nbytes // rows
+            err_sq = src_sq = max_abs = 0.0
+            for chunk in _chunks(t):
+                a, b = (0, rows) if chunk is None else chunk
+                f.seek(offset + a * row_bytes)
+                raw = np.frombuffer(f.read((b - a) * row_bytes), dtype=np.uint8)
+                want_shape = t.shape if chunk is None else (b - a, *t.shape[1:])
+                deq = gguf.quants.dequantize(raw, qtype).reshape(want_shape)
+                src = t.apply(source.get(t.source) if chunk is None else source.get_rows(t.source, a, b))
+                diff = deq.astype(np.float64) - src
+                err_sq += float(np.sum(diff * diff))
+                src_sq += float(np.sum(np.square(src, dtype=np.float64)))
+                max_abs = max(max_abs, float(np.abs(diff).max(initial=0.0)))
+                del raw, deq, src, diff
+            qname = qtype.name
+            rel = (err_sq ** 0.5) / (src_sq ** 0.5) if src_sq > 0 else max_abs
+            limit = MAX_REL_RMSE.get(qname, 0.5)
+            if not np.isfinite(rel) or rel > limit:
+                raise TargetError(f"gguf weight check: {t.name} (from {t.source}, {qname}) differs from the source "
+                                  f"by relative RMS {rel:.3g} > {limit:g} (max abs {max_abs:.3g}); the file is wrong")
+            e = by_type.setdefault(qname, {"tensors": 0, "max_rel_rmse": 0.0, "max_abs": 0.0})
+            e["tensors"] += 1
+            e["max_rel_rmse"] = max(e["max_rel_rmse"], rel)
+            e["max_abs"] = max(e["max_abs"], max_abs)
+            if rel >= worst[1]:
+                worst = (t.name, rel)
     return {"tensors": len(plan.tensors), "passed": True, "worst": {"tensor": worst[0], "rel_rmse": worst[1]},
             "by_type": by_type}

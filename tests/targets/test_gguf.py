@@ -272,3 +272,32 @@ def test_pipeline_writes_manifest_rows(tmp_path):
     assert stage["metadata"]["weight_check"]["passed"]
     assert manifest["artifacts"]["gguf"]["path"] == "model.gguf"
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.gguf", "report.md"]
+
+
+def test_chunked_streaming_writes_the_same_bytes(sources, tmp_path, monkeypatch):
+    """Tensors streamed in row slices (the Q/K permutation per whole heads) give the identical file."""
+    from forgeml.targets import gguf_write
+
+    _, src = sources["tiny-llama"]
+    ctx, ir = _ctx(src, "q8_0")
+    (tmp_path / "a").mkdir()
+    whole = TARGETS["gguf"].build(ir, tmp_path / "a", ctx)
+    monkeypatch.setattr(gguf_write, "CHUNK_BYTES", 1024)  # 4 rows of 64 floats; q/k in 16-row heads
+    (tmp_path / "b").mkdir()
+    chunked = TARGETS["gguf"].build(ir, tmp_path / "b", ctx)
+    assert whole.path.read_bytes() == chunked.path.read_bytes()
+
+
+def test_bf16_and_f16_checkpoints_read_exactly(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from forgeml.targets.gguf_tensors import SafetensorsSource
+
+    g = torch.Generator().manual_seed(0)
+    t = {"a": torch.randn(40, 8, generator=g).to(torch.bfloat16), "b": torch.randn(8, generator=g).half()}
+    save_file(t, str(tmp_path / "m.safetensors"))
+    src = SafetensorsSource([tmp_path / "m.safetensors"])
+    np.testing.assert_array_equal(src.get("a"), t["a"].float().numpy())
+    np.testing.assert_array_equal(src.get_rows("a", 3, 17), t["a"][3:17].float().numpy())
+    np.testing.assert_array_equal(src.get("b"), t["b"].float().numpy())

@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=args, prog_name="forgeml", standalone_mode=False)
-        return 0
+        rc = app(args=args, prog_name="forgeml", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0  # click returns typer.Exit's code when not standalone
     except typer.Exit as e:
         return e.exit_code
     except ForgeError as e:

@@ -301,3 +301,11 @@ def test_bf16_and_f16_checkpoints_read_exactly(tmp_path):
     np.testing.assert_array_equal(src.get("a"), t["a"].float().numpy())
     np.testing.assert_array_equal(src.get_rows("a", 3, 17), t["a"][3:17].float().numpy())
     np.testing.assert_array_equal(src.get("b"), t["b"].float().numpy())
+
+
+def test_non_llm_source_fails_the_gguf_target_with_exit_2(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", "zoo:mlp", "--to", "gguf", "--passes", "", "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "needs a Hugging Face decoder checkpoint" in captured.out + captured.err
+    assert not (out / "model.gguf").exists() and not any(p.name.startswith(".model.gguf") for p in out.iterdir())

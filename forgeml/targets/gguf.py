@@ -89,43 +89,12 @@ class GgufTarget:
             require("llama_cpp", "gguf")
         except InputError as e:
             raise TargetError(f"gguf: {e}") from e
-        from forgeml.converters.hf import safetensors_files
-        from forgeml.targets import gguf_arch
-        from forgeml.targets.gguf_tensors import SafetensorsSource, StateDictSource
-        from forgeml.targets.gguf_vocab import read_vocab
-        from forgeml.targets.gguf_write import write_gguf
-        from forgeml.validation.gguf_weights import check_weights
-
         cfg = self._config(ctx)
         src = hf_source(ctx, ir.provenance.kind)
-        if src.config.get("model_type") not in gguf_arch.SUPPORTED:
-            raise gguf_arch.unsupported(str(src.config.get("model_type")))
-        try:
-            tensors = SafetensorsSource(safetensors_files(src.checkpoint)) if src.checkpoint else StateDictSource(src.model)
-        except InputError as e:
-            raise TargetError(f"gguf: {e}") from e
-        plan = gguf_arch.plan(src.config, tensors.names(), tensors.shape, src.name)
-        vocab = read_vocab(src.tokenizer_dir, src.config, plan.vocab_size)
         extra = {"forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
                  "forgeml.source_sha256": ir.provenance.sha256}
         path = out_dir / self.filename
-        tmp = out_dir / f".{self.filename}.tmp-{os.getpid()}"
-        try:
-            stats = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra)
-            weights = check_weights(tmp, plan, tensors) if cfg.check_weights else {"skipped": True}
-            os.replace(tmp, path)
-        except (OSError, ValueError) as e:
-            raise TargetError(f"gguf: writing {self.filename} failed: {e}") from e
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        meta = {"gguf_type": cfg.type, "architecture": plan.arch, "source_architecture": plan.hf_type,
-                "tensors": len(plan.tensors), "tokenizer": vocab.summary(), "write": stats.to_json(),
-                "weight_check": weights, "profile": PRECISION[cfg.type]}
-        if plan.notes:
-            meta["notes"] = plan.notes
-        for note in plan.notes:
-            log.warning("gguf: %s", note)
+        meta = write_file(src, path, cfg, extra)
         return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta)
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
@@ -135,6 +104,64 @@ class GgufTarget:
         longest = max((s["input_ids"].shape[-1] for s in ctx.input_sets if "input_ids" in s), default=64)
         n_ctx = max(32, int(longest))
         return llama_runner(artifact.path, n_ctx=n_ctx), PRECISION[cfg.type]
+
+
+def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | None = None) -> dict:
+    """Write ``path`` atomically from ``src`` (weight check included); returns what the manifest records.
+
+    Nothing here loads the model: with a checkpoint directory, tensors stream from its safetensors
+    files, so this also converts checkpoints larger than memory (see ``write_checkpoint``).
+    """
+    from forgeml.converters.hf import safetensors_files
+    from forgeml.targets import gguf_arch
+    from forgeml.targets.gguf_tensors import SafetensorsSource, StateDictSource
+    from forgeml.targets.gguf_vocab import read_vocab
+    from forgeml.targets.gguf_write import write_gguf
+    from forgeml.validation.gguf_weights import check_weights
+
+    if src.config.get("model_type") not in gguf_arch.SUPPORTED:
+        raise gguf_arch.unsupported(str(src.config.get("model_type")))
+    try:
+        tensors = SafetensorsSource(safetensors_files(src.checkpoint)) if src.checkpoint else StateDictSource(src.model)
+    except InputError as e:
+        raise TargetError(f"gguf: {e}") from e
+    plan = gguf_arch.plan(src.config, tensors.names(), tensors.shape, src.name)
+    vocab = read_vocab(src.tokenizer_dir, src.config, plan.vocab_size)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        stats = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra or {})
+        weights = check_weights(tmp, plan, tensors) if cfg.check_weights else {"skipped": True}
+        os.replace(tmp, path)
+    except (OSError, ValueError) as e:
+        raise TargetError(f"gguf: writing {path.name} failed: {e}") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    meta = {"gguf_type": cfg.type, "architecture": plan.arch, "source_architecture": plan.hf_type,
+            "tensors": len(plan.tensors), "tokenizer": vocab.summary(), "write": stats.to_json(),
+            "weight_check": weights, "profile": PRECISION[cfg.type]}
+    if plan.notes:
+        meta["notes"] = plan.notes
+    for note in plan.notes:
+        log.warning("gguf: %s", note)
+    return meta
+
+
+def write_checkpoint(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16", *,
+                     check_weights: bool = True) -> dict:
+    """Checkpoint dir -> GGUF file without loading the model (no logit parity: the pipeline does that).
+
+    For checkpoints too large to load next to the reference model; memory stays near one slice of
+    one tensor. The file still gets the weight-level check against the source tensors.
+    """
+    from forgeml.converters.hf import check_checkpoint
+
+    ckpt = Path(checkpoint)
+    if not ckpt.is_dir():
+        raise InputError(f"{ckpt}: not a checkpoint directory")
+    cfg = check_checkpoint(ckpt)
+    src = HFSource(None, ckpt, cfg, ckpt, ckpt.name)
+    return write_file(src, Path(out), Config(type=gguf_type, check_weights=check_weights))
 
 
 def _runtime() -> str:

@@ -309,3 +309,18 @@ def test_non_llm_source_fails_the_gguf_target_with_exit_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "needs a Hugging Face decoder checkpoint" in captured.out + captured.err
     assert not (out / "model.gguf").exists() and not any(p.name.startswith(".model.gguf") for p in out.iterdir())
+
+
+def test_write_checkpoint_streams_without_the_model(sources, tmp_path):
+    """The public writer for checkpoints too big to load: same file as the target writes."""
+    from forgeml.targets.gguf import write_checkpoint
+
+    path, src = sources["tiny-qwen2"]
+    meta = write_checkpoint(path, tmp_path / "direct.gguf", "q8_0")
+    assert meta["weight_check"]["passed"] and meta["tokenizer"]["pre"] == "qwen2"
+    assert meta["tokenizer"]["chat_template"]
+    from forgeml.validation.llama_runner import llama_runner
+
+    logits = llama_runner(tmp_path / "direct.gguf", n_ctx=64)(src.example)["logits"]
+    ref = src.reference(src.example)["logits"]
+    assert (logits.argmax(-1) == ref.argmax(-1)).mean() >= 0.95

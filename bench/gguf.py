@@ -43,6 +43,7 @@ if mode == "naive":
         def shape(self, n): return everything[n].shape
         def get(self, n): return everything[n].astype(np.float32)
         def get_rows(self, n, a, b): return everything[n][a:b].astype(np.float32)
+        def nbytes(self, n): return everything[n].nbytes
     src = Loaded()
 plan = gguf_arch.plan(cfg, src.names(), src.shape, ckpt.name)
 vocab = read_vocab(ckpt, cfg, plan.vocab_size)

@@ -83,6 +83,9 @@ class TensorSource(Protocol):
     def get_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (first axis) as float32, reading only those rows."""
 
+    def nbytes(self, name: str) -> int:
+        """The tensor's size in the source (for throughput figures)."""
+
 
 class SafetensorsSource:
     def __init__(self, files: list[Path]):
@@ -99,6 +102,9 @@ class SafetensorsSource:
 
     def source_bytes(self) -> int:
         return sum(e.nbytes for e in self._entries.values())
+
+    def nbytes(self, name: str) -> int:
+        return self._entries[name].nbytes
 
     def get(self, name: str) -> np.ndarray:
         e = self._entries[name]
@@ -143,6 +149,9 @@ class StateDictSource:
 
     def source_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._state.values())
+
+    def nbytes(self, name: str) -> int:
+        return self._state[name].numel() * self._state[name].element_size()
 
     def get(self, name: str) -> np.ndarray:
         return self._state[name].detach().cpu().float().numpy().copy()

@@ -121,7 +121,7 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
                 stats.convert_seconds += t3 - t2
                 stats.write_seconds += time.perf_counter() - t3
             _pad(fout, nbytes, align)
-            stats.source_bytes += int(np.prod(source.shape(t.source))) * _source_itemsize(source, t.source)
+            stats.source_bytes += source.nbytes(t.source)
             entry = stats.by_type.setdefault(qtype.name, {"tensors": 0, "seconds": 0.0, "bytes": 0})
             entry["tensors"] += 1
             entry["seconds"] += time.perf_counter() - t0
@@ -152,13 +152,6 @@ def _pad(fout, n: int, align: int) -> None:
     pad = -n % align
     if pad:
         fout.write(bytes(pad))
-
-
-def _source_itemsize(source: TensorSource, name: str) -> int:
-    entries = getattr(source, "_entries", None)
-    if entries is not None:
-        return {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}.get(entries[name].dtype, 4)
-    return 4
 
 
 def _metadata(writer, plan: ArchPlan, vocab: Vocab, gguf_type: str, extra: dict[str, str]) -> None:

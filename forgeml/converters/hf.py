@@ -161,7 +161,7 @@ class HFConverter:
         if not any(m.startswith("transformers.") for m in mods) or not hasattr(obj, "config"):
             return False
         name = type(obj).__name__
-        return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
+        return name.endswith(("ForCausalLM", "LMHeadModel"))
 
     def convert(self, source, example_inputs: InputSet | None, ref: str, options: ImportOptions) -> ConvertResult:
         src = load_source(source, example_inputs)

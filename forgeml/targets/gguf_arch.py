@@ -8,8 +8,8 @@ Nothing here reads tensor data; the writer streams it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

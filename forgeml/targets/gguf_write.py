@@ -51,7 +51,8 @@ class WriteStats:
 
 def tensor_type(gguf_type: str, shape: tuple[int, ...]):
     """The GGML type a tensor of ``shape`` gets in a ``gguf_type`` file (1-D and odd rows stay wider)."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
+    from gguf import GGML_QUANT_SIZES
+    from gguf import GGMLQuantizationType as Q
 
     if len(shape) == 1 or gguf_type == "f32":
         return Q.F32
@@ -88,11 +89,12 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
             qtype = tensor_type(gguf_type, t.shape)
             types.append(qtype)
             if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-                dtype = np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16
-                writer.add_tensor_info(t.name, t.shape, np.dtype(dtype), int(np.prod(t.shape)) * np.dtype(dtype).itemsize)
+                dtype = np.dtype(np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16)
+                writer.add_tensor_info(t.name, t.shape, dtype, int(np.prod(t.shape)) * dtype.itemsize)
             else:
                 byte_shape = gguf.quant_shape_to_byte_shape(t.shape, qtype)
-                writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
+                writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)),
+                                       raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()

@@ -76,7 +76,7 @@ def _run(src, gguf_type: str, out_dir: Path, checkpoint=True):
 @pytest.mark.parametrize("name", ARCHS)
 @pytest.mark.parametrize("gguf_type", ["f16", "q8_0", "q4_0"])
 def test_llama_cpp_logits_match_transformers(sources, tmp_path, name, gguf_type):
-    path, src = sources[name]
+    _, src = sources[name]
     artifact, parity = _run(src, gguf_type, tmp_path)
     row = parity.rows[0]
     assert parity.passed, row

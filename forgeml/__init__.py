@@ -24,7 +24,7 @@ from forgeml.errors import (  # noqa: F401  (public API)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from forgeml.pipeline import Conversion, StageEvent
+    from forgeml.pipeline import Conversion
 
 
 def convert(
@@ -43,6 +43,7 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     trust_pickle: bool = False,
+    signature: str | None = None,
     command: str = "",
     on_event=None,
     target_configs: dict | None = None,
@@ -51,8 +52,7 @@ def convert(
 
     ``example_inputs``: a tensor/array, a tuple of them, or a dict by input name. ``inputs``: extra
     input dicts to check parity on. ``target_configs``: target name -> that target's Config instance
-    (e.g. ``{"gguf": forgeml.targets.gguf.Config(type="q8_0")}``).
-    Returns a ``Conversion``: ``.ok`` is False when any stage misses
+    (e.g. ``{"tensorrt": TensorRTConfig(...)}``). Returns a ``Conversion``: ``.ok`` is False when any stage misses
     its tolerance (the artifacts and manifest are still written, so the failure can be read).
     Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
     """
@@ -68,12 +68,13 @@ def convert(
         targets=tuple(targets),
         passes=tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes)),
         import_options=ImportOptions(dynamic_batch=dynamic_batch, output_names=tuple(output_names),
-                                     opset=opset, trust_pickle=trust_pickle),
+                                     opset=opset, trust_pickle=trust_pickle,
+                                     signature=signature),
         parity_batches=parity_batches,
         user_inputs=tuple(inputs),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
-        command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
         target_configs=dict(target_configs or {}),
+        command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
     )
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="forgeml-"))
@@ -85,3 +86,14 @@ def inspect(path: str | Path) -> dict:
     from forgeml.inspection import inspect_file
 
     return inspect_file(Path(path))
+
+
+def scan(path: str | Path):
+    """The globals a pickle-based file would import, read from its opcodes without loading it.
+
+    Returns a ``ScanReport``: ``.clean`` is True when every global is on the allow-list;
+    ``.flagged`` lists the others with their opcode offsets.
+    """
+    from forgeml.validation.pickle_scan import scan_file
+
+    return scan_file(path)

@@ -38,14 +38,22 @@ def _out():
     return Console(highlight=False)
 
 
+def _escape(text: str) -> str:
+    """Messages carry square brackets (pip extras like forgeml[torch]) that rich would take for markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _split(values: Optional[List[str]]) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
 @app.command()
 def convert(
+    ctx: typer.Context,
     src: str = typer.Argument(..., help="model file, zoo:NAME, or python:module:function"),
-    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors"),
+    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors,tensorrt,torch-aoti"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
     passes: Optional[str] = typer.Option(None, "--passes", help="passes in order, comma-separated "
                                          "(default: check,simplify,cleanup; '' for none)"),
@@ -61,20 +69,28 @@ def convert(
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration data: .npz keyed by input name, "
                                          "first axis = samples"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
+    signature: Optional[str] = typer.Option(None, "--signature", help="SavedModel signature to convert "
+                                            "(default: serving_default)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
+    trt_profile: Optional[List[str]] = typer.Option(None, "--trt-profile", help="TensorRT shapes for a dynamic "
+                                                    "input: name:MIN:OPT:MAX, e.g. x:1x3x32x32:8x3x32x32:32x3x32x32"),
+    trt_workspace: Optional[int] = typer.Option(None, "--trt-workspace", help="TensorRT builder workspace, MiB"),
+    trt_timing_cache: Optional[Path] = typer.Option(None, "--trt-timing-cache", help="TensorRT timing cache file, "
+                                                    "reused between builds (default: ~/.cache/forgeml/tensorrt/)"),
+    trt_plugin: Optional[List[str]] = typer.Option(None, "--trt-plugin", help="custom ops you load TensorRT "
+                                                   "plugins for"),
     gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="gguf target weights: f32 | f16 | bf16 | "
                                             "q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
-    import forgeml
+    from forgeml.fileio import check_out_dir
     from forgeml.passes import DEFAULT_PASSES, make_pass
     from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
     from forgeml.converters import ImportOptions
     from forgeml.sources import resolve
-    from forgeml.validation.inputs import load_calibration, parse_input_spec
+    from forgeml.validation.inputs import load_calibration, parse_input_spec, read_npz
 
-    del forgeml
     err = _err()
     targets = _split(to)
     pass_names = list(DEFAULT_PASSES) if passes is None else _split([passes])
@@ -84,29 +100,26 @@ def convert(
 
         raise InputError("--quantize is not available yet")
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not force:
-        from forgeml.errors import InputError
-
-        raise InputError(f"output directory {out} already exists and is not empty; pass --force to replace it")
+    check_out_dir(out, force)  # before the (slow) import, so a wrong -o fails at once
     with err.status(f"loading {src} …"):
         resolved = resolve(src)
     user_inputs = ()
-    if inputs:
-        # Checked against the signature after import; loaded here so a bad file fails before export.
-        user_inputs = tuple(_load_npz_unchecked(p) for p in inputs)
-    target_configs = {}
+    if inputs:  # checked against the signature after import; read now so a bad file fails at once
+        user_inputs = tuple(read_npz(p) for p in inputs)
+    target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin)
     if gguf_type:
         from forgeml.targets.gguf import Config as GgufConfig
 
         target_configs["gguf"] = GgufConfig(type=gguf_type)
     config = PipelineConfig(
-        targets=tuple(targets), passes=pass_objs, target_configs=target_configs,
+        targets=tuple(targets), passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
-                                     trust_pickle=trust_pickle),
+                                     trust_pickle=trust_pickle, signature=signature),
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
-        command=" ".join(shlex.quote(a) for a in ["forgeml", *sys.argv[1:]]),
+        target_configs=target_configs,
+        command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
     )
     status = err.status("")
     status.start()
@@ -116,7 +129,7 @@ def convert(
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{e.message}[/]")
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
             return
         mark = "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
@@ -131,20 +144,11 @@ def convert(
     raise typer.Exit(result.exit_code)
 
 
-def _load_npz_unchecked(path: Path) -> dict:
-    import zipfile
+def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin) -> dict:
+    from forgeml.targets.tensorrt import config_from_cli
 
-    import numpy as np
-
-    from forgeml.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"--inputs {path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"--inputs {path}: not a readable .npz file ({e})") from e
+    trt = config_from_cli(_split(trt_profile), trt_workspace, trt_timing_cache, _split(trt_plugin))
+    return {"tensorrt": trt} if trt is not None else {}
 
 
 def _print_summary(result) -> None:
@@ -163,8 +167,11 @@ def _print_summary(result) -> None:
                           f"{top1:.3f}" if top1 is not None else "–",
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
+    route = result.manifest["source"].get("route", "")
+    if route.startswith("torchscript"):
+        out.print(f"[yellow]note:[/] exported with the TorchScript exporter: {route[len('torchscript'):].strip(' ()')}")
     for name, why in result.errors.items():
-        out.print(f"[red]target {name} failed:[/] {why}")
+        out.print(f"[red]target {name} failed:[/] {_escape(why)}")
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     out.print(f"{verdict}  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
               f"(manifest.json, report.md)")
@@ -200,6 +207,58 @@ def inspect(file: Path = typer.Argument(..., help=".onnx or .safetensors file"),
         out.print(f"  … {len(info['tensor_table']) - 50} more tensors (--json for all)")
 
 
+@app.command("check-trt")
+def check_trt(file: Path = typer.Argument(..., help=".onnx model to check"),
+              tensorrt: str = typer.Option("10.1", "--tensorrt", help="support table: 10.1 or 8.5"),
+              plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="custom ops you have TensorRT "
+                                                         "plugins for (comma-separated or repeated)"),
+              as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """Static TensorRT readiness (no GPU, no TensorRT needed). Exit 0 ready, 1 blocking findings, 2 bad input."""
+    from rich.markup import escape
+
+    from forgeml.validation.trt_readiness import check_file
+
+    result = check_file(file, tensorrt=tensorrt, plugins=tuple(_split(plugin)))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        out = _out()
+        colour = {"error": "red", "warning": "yellow", "info": "dim"}
+        for f in result.findings:
+            out.print(f"[{colour[f.severity]}]{escape(f.line())}[/]", soft_wrap=True)
+        out.print(("[green]" if result.ready else "[red]") + escape(f"{file}: {result.summary()}") + "[/]  "
+                  f"(support table: {escape(result.source)})", soft_wrap=True)
+    raise typer.Exit(0 if result.ready else 1)
+
+
+@app.command()
+def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .joblib, .pt/.pth/.bin, .npy, .npz"),
+         as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """List the globals a pickle would import, without loading it. Exit 0 when every global is on the
+    allow-list, 1 when any is not (or part of the file cannot be read as pickle opcodes), 2 for bad input."""
+    from rich.markup import escape
+
+    from forgeml.validation.pickle_scan import scan_file
+
+    report = scan_file(file)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        raise typer.Exit(0 if report.clean else 1)
+    out = _out()
+    out.print(f"[bold]{escape(str(report.path))}[/]  {report.format}  {report.pickles} pickle(s), "
+              f"{len(report.globals)} global(s)")
+    for g in report.globals:
+        color = {"safe": "green", "unknown": "yellow", "dangerous": "red"}[g.verdict]
+        where = f"{g.member}@{g.offset}" if g.member else f"offset {g.offset}"
+        out.print(f"  [{color}]{g.verdict:9}[/] " + escape(f"{g.module}.{g.name}  ({g.opcode} at {where})"))
+    for problem in report.problems:
+        out.print("  [red]unreadable[/] " + escape(problem))
+    out.print("[green]clean[/]: only allow-listed globals" if report.clean else
+              f"[red]UNSAFE[/]: {len(report.flagged)} global(s) outside the allow-list"
+              + (f", {len(report.problems)} unreadable part(s)" if report.problems else ""))
+    raise typer.Exit(0 if report.clean else 1)
+
+
 @zoo_app.command("list")
 def zoo_list():
     """The built-in models."""
@@ -208,6 +267,28 @@ def zoo_list():
     out = _out()
     for m in ZOO.values():
         out.print(f"zoo:{m.name:14} {m.kind:10} {m.description}")
+
+
+@zoo_app.command("export")
+def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
+               out: Path = typer.Option(None, "--out", "-o", help="file stem (default: ./NAME)"),
+               force: bool = typer.Option(False, "--force")):
+    """Write a zoo model in its framework's own format (torch: .pt2) plus NAME.inputs.npz."""
+    from forgeml.errors import InputError, require
+    from models_zoo import ZOO
+    from models_zoo.export import SAVERS, export
+
+    if name not in ZOO:
+        raise InputError(f"unknown zoo model {name!r}; `forgeml zoo list` shows: {', '.join(ZOO)}")
+    kind = ZOO[name].kind
+    if kind not in SAVERS:
+        raise InputError(f"zoo:{name} is a {kind} model; `zoo export` writes {', '.join(SAVERS)} models")
+    require(kind, kind)
+    stem = out or Path(name)
+    if not force and any(p.exists() for p in stem.parent.glob(stem.name + ".*")):
+        raise InputError(f"{stem}.* already exists; pass --force to replace it")
+    path, npz = export(name, stem)
+    _out().print(f"wrote {path} and {npz}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        rc = app(args=args, prog_name="forgeml", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0  # click returns typer.Exit's code when not standalone
+        rv = app(args=args, prog_name="forgeml", standalone_mode=False, obj={"argv": args})
+        return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
     except typer.Exit as e:
         return e.exit_code
     except ForgeError as e:
@@ -229,24 +310,19 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        _err().print(f"[red]forgeml: error:[/] {e}", soft_wrap=True)
+        _err().print(f"[red]forgeml: error:[/] {_escape(str(e))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         _err().print("forgeml: interrupted")
         return 130
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        if isinstance(e, click.exceptions.ClickException):
+        # typer vendors its own click, so match the exception's shape rather than its class.
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
+        if type(e).__name__ == "Abort":
+            return 1
         raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

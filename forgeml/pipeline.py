@@ -22,7 +22,7 @@ from forgeml.passes import ForgePass
 from forgeml.targets import TARGETS, Artifact, TargetContext
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs, parity_inputs
-from forgeml.validation.ort_runner import ort_runner
+from forgeml.validation.ort_runner import ort_runner_for_ir
 from forgeml.validation.parity import ParityReport, StageParity, measure
 from forgeml.validation.tolerances import Tolerance, profile_for
 
@@ -143,7 +143,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         return measure(reference_outputs, candidate, input_sets, tol, reference=converted.reference_name,
                        output_names=output_names)
 
-    parity = check(ort_runner(ir.to_proto().SerializeToString()), ir.precision)
+    parity = check(ort_runner_for_ir(ir.model), ir.precision)
     report.add(stage_name, parity)
     seconds = time.perf_counter() - t0
     stages.append({"name": stage_name, "kind": "converter", "route": ir.provenance.route,
@@ -168,7 +168,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if ir.precision == "fp32":
             float_ir = ir
         after = ir.stats()
-        parity = check(ort_runner(ir.to_proto().SerializeToString()), ir.precision)
+        parity = check(ort_runner_for_ir(ir.model), ir.precision)
         report.add(p.name, parity)
         seconds = time.perf_counter() - t0
         stages.append({"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),

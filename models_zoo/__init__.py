@@ -39,11 +39,11 @@ def _torch(builder: str) -> Callable[[], ZooBuild]:
     return build
 
 
-def _hf(name: str) -> Callable[[], ZooBuild]:
+def _from(module: str, builder: str) -> Callable[[], ZooBuild]:
     def build() -> ZooBuild:
-        from models_zoo import hf_models
+        import importlib
 
-        return hf_models.build_zoo(name)
+        return getattr(importlib.import_module(f"models_zoo.{module}"), builder)()
 
     return build
 
@@ -57,13 +57,25 @@ ZOO: dict[str, ZooModel] = {
         ZooModel("transformer", "torch",
                  "2-layer transformer encoder on 16 token ids: embedding, multi-head attention, layernorm, "
                  "GELU, mean-pool classifier head; 5 classes", _torch("build_transformer")),
+        ZooModel("keras_cnn", "tensorflow", "Keras Sequential CNN on 32x32x3 NHWC images: conv, batchnorm, "
+                 "pooling, dropout, dense; 10 classes", _from("keras_models", "build_cnn")),
+        ZooModel("keras_two_inputs", "tensorflow", "Keras functional model, two inputs (features, sequence) "
+                 "and two heads (scores, value)", _from("keras_models", "build_two_inputs")),
+        ZooModel("sk_iris", "sklearn", "StandardScaler + LogisticRegression trained on iris; label + "
+                 "probabilities", _from("sklearn_models", "build_iris")),
+        ZooModel("sk_digits", "sklearn", "StandardScaler + PCA + MLPClassifier trained on digits (8x8 images); "
+                 "label + probabilities", _from("sklearn_models", "build_digits")),
+        ZooModel("sk_breast_cancer", "sklearn", "ColumnTransformer (numeric + string column) + RandomForest "
+                 "trained on breast_cancer", _from("sklearn_models", "build_breast_cancer")),
+        ZooModel("sk_diabetes", "sklearn", "StandardScaler + Ridge regression trained on diabetes",
+                 _from("sklearn_models", "build_diabetes")),
         ZooModel("tiny-llama", "hf", "Llama checkpoint dir (2 layers, GQA 4/2 heads, SentencePiece BPE tokenizer), "
-                 "briefly trained on stdlib text", _hf("tiny-llama")),
+                 "briefly trained on stdlib text", _from("hf_models", "build_tiny_llama")),
         ZooModel("tiny-mistral", "hf", "Mistral checkpoint dir, same shape and tokenizer as tiny-llama",
-                 _hf("tiny-mistral")),
+                 _from("hf_models", "build_tiny_mistral")),
         ZooModel("tiny-qwen2", "hf", "Qwen2 checkpoint dir (q/k/v biases, byte-level BPE with qwen2's "
-                 "pre-tokenizer)", _hf("tiny-qwen2")),
+                 "pre-tokenizer)", _from("hf_models", "build_tiny_qwen2")),
         ZooModel("tiny-gpt2", "hf", "GPT-2 checkpoint dir (byte-level BPE with gpt2's pre-tokenizer)",
-                 _hf("tiny-gpt2")),
+                 _from("hf_models", "build_tiny_gpt2")),
     ]
 }

@@ -319,3 +319,19 @@ def _write_big(spec: BigSpec, out: Path) -> None:
         t[p + "mlp.up_proj.weight"] = w(spec.ffn, spec.hidden)
         t[p + "mlp.down_proj.weight"] = w(spec.hidden, spec.ffn)
     save_file(t, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def build_tiny_llama():
+    return build_zoo("tiny-llama")
+
+
+def build_tiny_mistral():
+    return build_zoo("tiny-mistral")
+
+
+def build_tiny_qwen2():
+    return build_zoo("tiny-qwen2")
+
+
+def build_tiny_gpt2():
+    return build_zoo("tiny-gpt2")

@@ -28,6 +28,7 @@ class ImportOptions:
     output_names: tuple[str, ...] = ()  # names for the source model's outputs, in order
     opset: int | None = None
     trust_pickle: bool = False
+    signature: str | None = None  # SavedModel serving signature to convert (default: serving_default)
 
 
 class SourceWeights(Protocol):
@@ -71,10 +72,13 @@ class Converter(Protocol):
 def _table() -> dict[str, Converter]:
     from forgeml.converters.onnx import OnnxConverter
     from forgeml.converters.hf import HFConverter
+    from forgeml.converters.sklearn import SklearnConverter
+    from forgeml.converters.tensorflow import TensorflowConverter
     from forgeml.converters.torch import TorchConverter
 
     # hf before torch: a transformers causal LM is also a torch module, and in-memory models go to the first taker.
-    return {c.name: c for c in (HFConverter(), TorchConverter(), OnnxConverter())}
+    return {c.name: c for c in (HFConverter(), TorchConverter(), OnnxConverter(), TensorflowConverter(),
+                                SklearnConverter())}
 
 
 CONVERTERS: dict[str, Converter] = _table()

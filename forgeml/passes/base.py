@@ -8,6 +8,8 @@ from typing import ClassVar
 import onnx_ir
 from onnx_ir.passes import FunctionalPass, PassResult
 
+__all__ = ["ForgePass", "PassResult", "from_proto", "to_proto"]
+
 
 class ForgePass(FunctionalPass):
     """Base of forgeml's passes: a name for the CLI and manifest, and a typed config dataclass."""

@@ -283,7 +283,9 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
     kind = ZOO[name].kind
     if kind not in SAVERS:
         raise InputError(f"zoo:{name} is a {kind} model; `zoo export` writes {', '.join(SAVERS)} models")
-    require(kind, kind)
+    from forgeml.sources import FRAMEWORKS
+
+    require(*FRAMEWORKS.get(kind, (kind, kind)))
     stem = out or Path(name)
     if not force and any(p.exists() for p in stem.parent.glob(stem.name + ".*")):
         raise InputError(f"{stem}.* already exists; pass --force to replace it")

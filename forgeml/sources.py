@@ -44,7 +44,7 @@ def _from_object(obj: object, ref: str, example_inputs) -> ResolvedSource:
 
 
 # Converter kinds whose framework module or extra is not named like the kind itself.
-_FRAMEWORKS = {"hf": ("transformers", "gguf")}
+FRAMEWORKS = {"hf": ("transformers", "gguf")}
 
 
 def _from_zoo(name: str) -> ResolvedSource:
@@ -59,7 +59,7 @@ def _from_zoo(name: str) -> ResolvedSource:
 
     # A missing framework says which extra installs it. Only looked up, not imported: the builder
     # imports it (TensorFlow's start-up logging is silenced there).
-    module, extra = _FRAMEWORKS.get(entry.kind, (entry.kind, entry.kind))
+    module, extra = FRAMEWORKS.get(entry.kind, (entry.kind, entry.kind))
     if importlib.util.find_spec(module) is None:
         raise missing_extra(module, extra)
     built = entry.build()

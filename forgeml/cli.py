@@ -88,6 +88,8 @@ def convert(
                                                     "reused between builds (default: ~/.cache/forgeml/tensorrt/)"),
     trt_plugin: Optional[List[str]] = typer.Option(None, "--trt-plugin", help="custom ops you load TensorRT "
                                                    "plugins for"),
+    gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="gguf target weights: f32 | f16 | bf16 | "
+                                            "q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     from forgeml.fileio import check_out_dir
@@ -113,6 +115,11 @@ def convert(
     user_inputs = ()
     if inputs:  # checked against the signature after import; read now so a bad file fails at once
         user_inputs = tuple(read_npz(p) for p in inputs)
+    target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin)
+    if gguf_type:
+        from forgeml.targets.gguf import Config as GgufConfig
+
+        target_configs["gguf"] = GgufConfig(type=gguf_type)
     config = PipelineConfig(
         targets=tuple(targets), passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
@@ -120,7 +127,7 @@ def convert(
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
-        target_configs=_target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin),
+        target_configs=target_configs,
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
         localize="always" if localize else "auto",
     )
@@ -420,7 +427,9 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
     kind = ZOO[name].kind
     if kind not in SAVERS:
         raise InputError(f"zoo:{name} is a {kind} model; `zoo export` writes {', '.join(SAVERS)} models")
-    require(kind, kind)
+    from forgeml.sources import FRAMEWORKS
+
+    require(*FRAMEWORKS.get(kind, (kind, kind)))
     stem = out or Path(name)
     if not force and any(p.exists() for p in stem.parent.glob(stem.name + ".*")):
         raise InputError(f"{stem}.* already exists; pass --force to replace it")

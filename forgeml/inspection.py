@@ -92,7 +92,14 @@ def inspect_safetensors(path: Path) -> dict:
             "parameters": params, "dtypes": dict(dtypes), "metadata": metadata, "tensor_table": tensors}
 
 
+def inspect_gguf(path: Path) -> dict:
+    from forgeml.targets.gguf_inspect import inspect_gguf as read
+
+    return read(path)
+
+
 INSPECTORS = {".onnx": inspect_onnx, ".safetensors": inspect_safetensors}
+INSPECTORS[".gguf"] = inspect_gguf
 
 
 def inspect_file(path: Path) -> dict:

@@ -43,6 +43,10 @@ def _from_object(obj: object, ref: str, example_inputs) -> ResolvedSource:
     raise InputError(f"{ref}: no converter for a {type(obj).__name__}; forgeml imports: {', '.join(CONVERTERS)}")
 
 
+# Converter kinds whose framework module or extra is not named like the kind itself.
+FRAMEWORKS = {"hf": ("transformers", "gguf")}
+
+
 def _from_zoo(name: str) -> ResolvedSource:
     from models_zoo import ZOO
 
@@ -55,8 +59,9 @@ def _from_zoo(name: str) -> ResolvedSource:
 
     # A missing framework says which extra installs it. Only looked up, not imported: the builder
     # imports it (TensorFlow's start-up logging is silenced there).
-    if importlib.util.find_spec(entry.kind) is None:
-        raise missing_extra(entry.kind, entry.kind)
+    module, extra = FRAMEWORKS.get(entry.kind, (entry.kind, entry.kind))
+    if importlib.util.find_spec(module) is None:
+        raise missing_extra(module, extra)
     built = entry.build()
     return ResolvedSource(CONVERTERS[entry.kind], built.model, f"zoo:{name}", built.example_inputs,
                           tuple(built.output_names), built.dynamic_batch)
@@ -111,6 +116,8 @@ def _from_path(path: Path, example_inputs) -> ResolvedSource:
             raise InputError(f"{path}: cannot read it ({e.strerror})") from e
     if path.is_dir() and any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
         return ResolvedSource(CONVERTERS["tensorflow"], path, str(path), example_inputs)
+    if path.is_dir() and (path / "config.json").is_file() and "hf" in CONVERTERS:
+        return ResolvedSource(CONVERTERS["hf"], path, str(path), example_inputs)  # a Hugging Face checkpoint
     suffix = path.suffix.lower()
     for conv in CONVERTERS.values():
         if suffix in conv.suffixes:

@@ -69,5 +69,13 @@ ZOO: dict[str, ZooModel] = {
                  "trained on breast_cancer", _from("sklearn_models", "build_breast_cancer")),
         ZooModel("sk_diabetes", "sklearn", "StandardScaler + Ridge regression trained on diabetes",
                  _from("sklearn_models", "build_diabetes")),
+        ZooModel("tiny-llama", "hf", "Llama checkpoint dir (2 layers, GQA 4/2 heads, SentencePiece BPE tokenizer), "
+                 "briefly trained on stdlib text", _from("hf_models", "build_tiny_llama")),
+        ZooModel("tiny-mistral", "hf", "Mistral checkpoint dir, same shape and tokenizer as tiny-llama",
+                 _from("hf_models", "build_tiny_mistral")),
+        ZooModel("tiny-qwen2", "hf", "Qwen2 checkpoint dir (q/k/v biases, byte-level BPE with qwen2's "
+                 "pre-tokenizer)", _from("hf_models", "build_tiny_qwen2")),
+        ZooModel("tiny-gpt2", "hf", "GPT-2 checkpoint dir (byte-level BPE with gpt2's pre-tokenizer)",
+                 _from("hf_models", "build_tiny_gpt2")),
     ]
 }

@@ -33,7 +33,16 @@ def _save_sklearn(build: ZooBuild, out: Path) -> Path:
     return path
 
 
+def _save_hf(build: ZooBuild, out: Path) -> Path:
+    import shutil
+
+    path = out.with_suffix("")  # a Hugging Face checkpoint directory: config, tokenizer, safetensors
+    shutil.copytree(build.model, path, dirs_exist_ok=True)
+    return path
+
+
 SAVERS = {"torch": _save_torch, "tensorflow": _save_keras, "sklearn": _save_sklearn}
+SAVERS["hf"] = _save_hf
 
 
 def export(name: str, out: Path) -> tuple[Path, Path]:

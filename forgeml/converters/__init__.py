@@ -7,6 +7,7 @@ A converter module imports its framework lazily, inside its functions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -52,6 +53,7 @@ class ConvertResult:
     example_inputs: InputSet
     weights: SourceWeights | None = None
     source_model: object | None = None  # the original in-memory model (torch module, …), when there is one
+    checkpoint: Path | None = None  # the source checkpoint on disk (hf dirs), for targets that stream from it
     notes: list[str] = field(default_factory=list)
 
 
@@ -69,11 +71,14 @@ class Converter(Protocol):
 
 def _table() -> dict[str, Converter]:
     from forgeml.converters.onnx import OnnxConverter
+    from forgeml.converters.hf import HFConverter
     from forgeml.converters.sklearn import SklearnConverter
     from forgeml.converters.tensorflow import TensorflowConverter
     from forgeml.converters.torch import TorchConverter
 
-    return {c.name: c for c in (TorchConverter(), OnnxConverter(), TensorflowConverter(), SklearnConverter())}
+    # hf before torch: a transformers causal LM is also a torch module, and in-memory models go to the first taker.
+    return {c.name: c for c in (HFConverter(), TorchConverter(), OnnxConverter(), TensorflowConverter(),
+                                SklearnConverter())}
 
 
 CONVERTERS: dict[str, Converter] = _table()

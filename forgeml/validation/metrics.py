@@ -41,6 +41,9 @@ class OutputAccumulator:
     top1_total: int = 0
     exact_hits: int = 0
     exact_total: int = 0
+    sum_sq: float = 0.0
+    top1_gaps: list = field(default_factory=list)  # reference top-1 minus top-2, per position
+    top1_agree: list = field(default_factory=list)  # candidate's top-1 == reference's, per position
 
     def add(self, ref: np.ndarray, cand: np.ndarray, rtol: float) -> None:
         ref, cand = np.asarray(ref), np.asarray(cand)
@@ -87,9 +90,27 @@ class OutputAccumulator:
             self.cref_sq += float(np.sum(rc * rc))
             self.ccand_sq += float(np.sum(cc * cc))
             self.centered_batches += 1
+        self.sum_sq += float(np.sum(d * d))
         if looks_like_scores(ref):
             self.top1_hits += int(np.sum(ref.argmax(-1) == cand.argmax(-1)))
             self.top1_total += int(np.prod(ref.shape[:-1]))
+            top2 = np.partition(r, -2, axis=-1)
+            self.top1_gaps.append((top2[..., -1] - top2[..., -2]).ravel())
+            self.top1_agree.append((ref.argmax(-1) == cand.argmax(-1)).ravel())
+
+    def _top1_margin(self) -> dict:
+        """Top-1 agreement where the reference's lead is beyond the stage's noise.
+
+        A position whose top-1/top-2 gap is within the error this stage makes anyway can flip by
+        tie-breaking; counting only gaps > 4x the RMS logit error measures the artifact, not ties.
+        """
+        gaps, agree = np.concatenate(self.top1_gaps), np.concatenate(self.top1_agree)
+        noise = (self.sum_sq / max(self.n, 1)) ** 0.5
+        decided = gaps > 4 * noise
+        out = {"top1_decided_fraction": float(decided.mean()) if decided.size else 0.0}
+        if decided.any():
+            out["top1_margin"] = float(agree[decided].mean())
+        return out
 
     @staticmethod
     def _cos(dot: float, a: float, b: float) -> float:
@@ -121,6 +142,7 @@ class OutputAccumulator:
             row["centered_cosine"] = self._cos(self.cdot, self.cref_sq, self.ccand_sq)
         if self.top1_total:
             row["top1"] = self.top1_hits / self.top1_total
+            row.update(self._top1_margin())
         row["atol_needed"] = self.atol_needed
         failures = list(row.get("problem", "").split("; ")) if self.problems else []
         if tol.atol is not None and self.atol_needed > tol.atol:

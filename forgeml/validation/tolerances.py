@@ -50,6 +50,13 @@ PROFILES: dict[str, Tolerance] = {
                       min_top1=0.9),
     "int4": Tolerance("int4", atol=None, rtol=0.2, min_cosine=0.98, min_centered_cosine=0.85,
                       min_top1=0.85),
+    # GGUF files run in llama.cpp (f32 KV cache) vs transformers; logits of (batch, tokens, vocab).
+    # f32: elementwise, with room for ggml's f16 GELU table in gpt2 (1e-3..4e-3 at logit scale ~8).
+    "gguf-f32": Tolerance("gguf-f32", atol=5e-3, rtol=1e-3, min_cosine=0.99999, min_top1=0.99),
+    "gguf-f16": Tolerance("gguf-f16", atol=None, rtol=1e-2, min_cosine=0.999, min_top1=0.98),
+    "gguf-bf16": Tolerance("gguf-bf16", atol=None, rtol=5e-2, min_cosine=0.995, min_top1=0.95),
+    "gguf-q8_0": Tolerance("gguf-q8_0", atol=None, rtol=0.1, min_cosine=0.99, min_top1=0.95),
+    "gguf-q4": Tolerance("gguf-q4", atol=None, rtol=0.2, min_cosine=0.95, min_top1=0.8),
 }
 
 

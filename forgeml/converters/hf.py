@@ -1,0 +1,288 @@
+"""Hugging Face decoder LLMs → ONNX IR: a local checkpoint directory or an in-memory ``transformers`` model.
+
+A checkpoint directory holds ``config.json``, tokenizer files and safetensors weights. It is checked
+before anything is loaded (config readable, tokenizer present, every safetensors header sound, no
+pickled weights), then loaded with ``transformers`` in float32. The IR is the decoder's logits forward
+(``input_ids -> logits``, no KV cache) exported with the dynamo exporter, batch and sequence dynamic;
+the reference runner is the transformers model itself in torch eager.
+
+The converter keeps the checkpoint path on the result so targets that write from the source (GGUF)
+stream the original tensors instead of the exported graph's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.converters import ConvertResult, ImportOptions
+from forgeml.converters._quiet import quiet
+from forgeml.errors import ConversionError, InputError, require
+from forgeml.ir import IRModel, Provenance, sha256_arrays, signature_of
+from forgeml.validation import InputSet
+from forgeml.validation.inputs import check_inputs
+from forgeml.validation.torch_runner import torch_runner
+
+_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch._export", "onnxscript", "torch.fx",
+            "transformers")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# Fixed text for the default example inputs when the caller gives none.
+EXAMPLE_TEXT = ("The quick brown fox jumps over the lazy dog. A model conversion is only as good as the "
+                "numbers it keeps: every stage is compared with the source framework on the same tokens, "
+                "and a file that drifts is reported with the stage, the output and the size of the error. "
+                "def convert(model, inputs):\n    return [layer(x) for x in inputs]\n")
+
+
+def _torch():
+    return require("torch", "torch")
+
+
+def _transformers():
+    return require("transformers", "gguf")
+
+
+# --- checking a checkpoint directory -------------------------------------------------------------
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def read_config(path: Path) -> dict:
+    cfg_path = path / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{cfg_path}: not a readable JSON config ({e})") from e
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise InputError(f"{cfg_path}: has no 'model_type'; is this a Hugging Face checkpoint directory?")
+    return cfg
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The checkpoint's safetensors files (sharded via model.safetensors.index.json or single)."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise InputError(f"{index}: not a readable safetensors index ({e})") from e
+        files = [path / f for f in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise InputError(f"{path}: the safetensors index names shards that are missing: {missing}")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        if pickled:
+            raise InputError(f"{path}: weights are only in pickle files ({', '.join(pickled)}); forgeml reads "
+                             "safetensors checkpoints. Re-save with save_pretrained(..., safe_serialization=True) "
+                             "from a process you trust")
+        raise InputError(f"{path}: no *.safetensors weights in the checkpoint directory")
+    return files
+
+
+def check_checkpoint(path: Path) -> dict:
+    """Everything that can be checked without loading weights; returns config.json's contents."""
+    from forgeml.targets.gguf_tensors import read_header
+
+    cfg = read_config(path)
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"{path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); save the "
+                         "tokenizer beside the model with tokenizer.save_pretrained(dir)")
+    for f in safetensors_files(path):
+        read_header(f)  # raises InputError on a corrupt or truncated header
+    return cfg
+
+
+def local_tokenizer_dir(model) -> Path | None:
+    """Where an in-memory model's tokenizer files are: its ``name_or_path``, when that is a local dir."""
+    name = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
+    if name:
+        p = Path(name)
+        if p.is_dir() and any((p / f).is_file() for f in TOKENIZER_FILES):
+            return p
+    return None
+
+
+# --- the converter ---------------------------------------------------------------------------------
+
+class LogitsOnly:
+    """Factory for a torch module wrapping a causal LM: ``input_ids -> logits`` without a KV cache."""
+
+    @staticmethod
+    def wrap(model):
+        torch = _torch()
+
+        class _Logits(torch.nn.Module):
+            def __init__(self, lm):
+                super().__init__()
+                self.lm = lm
+
+            def forward(self, input_ids):
+                return self.lm(input_ids=input_ids, use_cache=False).logits
+
+        return _Logits(model).eval()
+
+
+class HFWeights:
+    """The transformers model's own state dict; ``runner_with`` loads other weights into a copy."""
+
+    def __init__(self, model):
+        torch = _torch()
+        self.framework = f"transformers {_transformers().__version__} (torch {torch.__version__.split('+')[0]})"
+        self._model = model
+
+    def named(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().float().numpy() for k, v in self._model.state_dict().items()}
+
+    def runner_with(self, weights: dict[str, np.ndarray]):
+        torch = _torch()
+        clone = copy.deepcopy(self._model)
+        try:
+            clone.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()},
+                                  strict=True)
+        except RuntimeError as e:
+            raise ConversionError(f"the weights do not fit the source model: {str(e).splitlines()[0]}") from e
+        return torch_runner(LogitsOnly.wrap(clone), ["input_ids"], ["logits"])
+
+
+class HFConverter:
+    name = "hf"
+    suffixes: tuple[str, ...] = ()  # checkpoint *directories*; forgeml.sources detects them
+
+    def accepts(self, obj: object) -> bool:
+        """In-memory causal LMs from transformers (other transformers models stay with the torch converter)."""
+        mods = [c.__module__ for c in type(obj).__mro__]
+        if not any(m.startswith("transformers.") for m in mods) or not hasattr(obj, "config"):
+            return False
+        name = type(obj).__name__
+        return name.endswith(("ForCausalLM", "LMHeadModel"))
+
+    def convert(self, source, example_inputs: InputSet | None, ref: str, options: ImportOptions) -> ConvertResult:
+        src = load_source(source, example_inputs)
+        onnx_model = _export(src.wrapper, src.example, options)
+        sig = signature_of(onnx_model)
+        if sig.input_names != ["input_ids"] or sig.output_names != ["logits"]:
+            raise ConversionError(f"hf->onnx: the exported graph has {sig.input_names} -> {sig.output_names}, "
+                                  "expected ['input_ids'] -> ['logits']")
+        ir = IRModel(onnx_model, sig, Provenance("hf", ref, src.digest, src.version,
+                                                 "dynamo (logits forward, no KV cache)"))
+        check_inputs(src.example, sig, "example inputs")
+        return ConvertResult(ir=ir, reference=src.reference, reference_name=f"{src.version} eager",
+                             example_inputs=src.example, weights=HFWeights(src.model), source_model=src.model,
+                             checkpoint=src.checkpoint)
+
+
+@dataclass
+class LoadedSource:
+    """A checked, loaded decoder and its fixed inputs: everything but the ONNX export."""
+
+    model: object
+    wrapper: object  # input_ids -> logits
+    checkpoint: Path | None
+    example: InputSet
+    reference: object  # Runner over the transformers model
+    digest: str
+    version: str
+
+
+def load_source(source, example_inputs: InputSet | None = None) -> LoadedSource:
+    """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids."""
+    torch = _torch()
+    transformers = _transformers()
+    checkpoint: Path | None = None
+    if isinstance(source, Path):
+        from forgeml.ir import sha256_file
+
+        checkpoint = source
+        check_checkpoint(source)
+        model = _load(source)
+        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
+                                for f in safetensors_files(source)})
+    else:
+        model = source
+        digest = sha256_arrays({k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()})
+    model.eval()
+    example = _example(example_inputs, checkpoint or local_tokenizer_dir(model), model)
+    wrapper = LogitsOnly.wrap(model)
+    version = f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}"
+    return LoadedSource(model, wrapper, checkpoint, example, torch_runner(wrapper, ["input_ids"], ["logits"]),
+                        digest, version)
+
+
+def _load(path: Path):
+    transformers = _transformers()
+    torch = _torch()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # the CLI draws its own progress
+    try:
+        with quiet(*_LOGGERS):
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=torch.float32, use_safetensors=True, local_files_only=True,
+                output_loading_info=True)
+    except (ValueError, KeyError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: transformers could not load this checkpoint as a causal LM: {first}") from e
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(f"{path}: the checkpoint is missing tensors the model needs: {shown}")
+    mismatched = info.get("mismatched_keys") or []
+    if mismatched:
+        raise InputError(f"{path}: tensors with the wrong shape for config.json: {list(mismatched)[:5]}")
+    return model
+
+
+def _example(example_inputs, tok_dir: Path | None, model) -> InputSet:
+    """The caller's input ids, or two 32-token windows of a fixed text (64 fixed positions)."""
+    torch = _torch()
+    if example_inputs is not None:
+        if isinstance(example_inputs, dict):
+            ids = example_inputs.get("input_ids")
+            if ids is None:
+                raise InputError(f"example inputs for a decoder LLM need 'input_ids', got {sorted(example_inputs)}")
+        else:
+            ids = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+        if isinstance(ids, torch.Tensor):
+            ids = ids.detach().cpu().numpy()
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu" or ids.ndim != 2:
+            raise InputError(f"input_ids must be a 2-D integer array (batch, tokens), got {ids.dtype} {ids.shape}")
+        return {"input_ids": ids.astype(np.int64)}
+    vocab = int(model.config.vocab_size)
+    if tok_dir is not None:
+        tok = _transformers().AutoTokenizer.from_pretrained(str(tok_dir))
+        ids = tok(EXAMPLE_TEXT * 4, add_special_tokens=False)["input_ids"]
+    else:  # no tokenizer: fixed pseudo-random ids are still fixed token sequences
+        ids = np.random.default_rng(0).integers(0, vocab, size=64).tolist()
+    ids = [i for i in ids if i < vocab][:64]
+    while len(ids) < 64:
+        ids = ids + ids
+    return {"input_ids": np.asarray(ids[:64], dtype=np.int64).reshape(2, 32)}
+
+
+def _export(wrapper, example: InputSet, options: ImportOptions):
+    torch = _torch()
+    ids = torch.from_numpy(example["input_ids"])
+    ctx = int(getattr(wrapper.lm.config, "max_position_embeddings", 0) or
+              getattr(wrapper.lm.config, "n_positions", 0) or 2048)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("tokens", min=1, max=max(ctx, ids.shape[1]))}
+    try:
+        with quiet(*_LOGGERS), torch.inference_mode(False):
+            program = torch.onnx.export(wrapper, (ids,), dynamo=True, input_names=["input_ids"],
+                                        output_names=["logits"], dynamic_shapes=(dims,),
+                                        opset_version=options.opset, optimize=True, external_data=False,
+                                        verbose=False)
+    except Exception as e:  # the exporter raises many types
+        text = str(e).strip()
+        first = f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+        raise ConversionError(f"hf->onnx: the dynamo exporter failed on {type(wrapper.lm).__name__}: {first}") from e
+    return program.model

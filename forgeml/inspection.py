@@ -92,7 +92,14 @@ def inspect_safetensors(path: Path) -> dict:
             "parameters": params, "dtypes": dict(dtypes), "metadata": metadata, "tensor_table": tensors}
 
 
-INSPECTORS = {".onnx": inspect_onnx, ".safetensors": inspect_safetensors}
+def inspect_tflite(path: Path) -> dict:
+    """Signature, tensors, ops, and the source↔TFLite name/layout map forgeml stores in the file."""
+    from forgeml.targets.tflite_io import describe
+
+    return describe(path)
+
+
+INSPECTORS = {".onnx": inspect_onnx, ".safetensors": inspect_safetensors, ".tflite": inspect_tflite}
 
 
 def inspect_file(path: Path) -> dict:

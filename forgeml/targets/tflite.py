@@ -75,6 +75,8 @@ class TFLiteTarget:
     Config = TFLiteConfig
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
+        from importlib.metadata import version
+
         from forgeml.targets import tflite_convert, tflite_onnx2tf
         from forgeml.targets.tflite_io import embed
 
@@ -95,9 +97,7 @@ class TFLiteTarget:
                                                                     keep_layout=config.keep_layout)
             built = tflite_convert.convert(model, ins, outs, variant, calibration=ctx.calibration,
                                            int8_io=config.int8_io, float_fallback=config.float_fallback)
-        import tensorflow as tf
-
-        route = f"onnx2tf {o2t_version} → tf_keras → TFLiteConverter (tensorflow {tf.__version__})"
+        route = f"onnx2tf {o2t_version} → tf_keras → TFLiteConverter (tensorflow {version('tensorflow')})"
         info = {"variant": variant, "why": why, "route": route, "source": source.provenance.ref,
                 "source_sha256": source.provenance.sha256, "producer": f"forgeml {ctx.forgeml_version}"}
         iomap = IOMap(tuple(built.inputs), tuple(built.outputs), info=info)

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from forgeml._native_quiet import native_stderr_to_log
 from forgeml.converters._quiet import quiet
 from forgeml.errors import TargetError
 from forgeml.targets.tflite_io import TensorMap
@@ -74,7 +75,7 @@ def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant:
         y = y if isinstance(y, (list, tuple)) else [y]
         return {m.key: t for m, t in zip(outs, y)}
 
-    with quiet("tensorflow", "absl"):
+    with quiet("tensorflow", "absl"), native_stderr_to_log():
         fn = serve.get_concrete_function()
     notes: dict = {}
 
@@ -139,7 +140,7 @@ def representative(ins: Sequence[TensorMap], model, calibration: Sequence[InputS
 
 def _run(c, variant: str) -> bytes:
     try:
-        with quiet("tensorflow", "absl"):
+        with quiet("tensorflow", "absl"), native_stderr_to_log():
             return c.convert()
     except Exception as e:  # ConverterError and friends carry the MLIR diagnostics in their text
         text = str(e)

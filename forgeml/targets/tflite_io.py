@@ -226,6 +226,9 @@ def describe(path: Path) -> dict:
     if iomap is not None:
         info["metadata"][METADATA_NAME] = "the source ↔ TFLite map (see mapping)"
         info["forgeml_io"] = iomap.to_json()
+        for k in ("variant", "why", "route"):
+            if k in iomap.info:
+                info[k] = iomap.info[k]
         info["mapping"] = [
             f"{kind} {t.source} {list(t.source_shape)} {t.source_dtype} ↔ signature '{t.key}' "
             f"{list(t.tflite_shape)} {t.tflite_dtype} ({t.layout})"

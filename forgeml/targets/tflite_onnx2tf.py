@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from forgeml._native_quiet import native_stderr_to_log
 from forgeml.converters._quiet import quiet
 from forgeml.errors import TargetError, require
 from forgeml.targets.tflite_io import TensorMap
@@ -79,8 +80,9 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
     ``samples`` are source-layout input sets (at least one); they replace onnx2tf's downloaded
     sample images and prove the layout map.
     """
-    require("onnx2tf", "tflite")
-    require("tensorflow", "tflite")
+    with native_stderr_to_log():
+        require("tensorflow", "tflite")
+        require("onnx2tf", "tflite")
     bad = unsupported_ops(proto)
     if bad:
         raise TargetError("tflite: onnx2tf cannot lower " + "; ".join(bad[:5])
@@ -90,7 +92,8 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
 
     names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     outputs = [o.name for o in proto.graph.output]
-    with quiet("onnx2tf", "tensorflow", "absl"), _hermetic(_sample_images(samples, names, keep_layout)):
+    with quiet("onnx2tf", "tensorflow", "absl"), native_stderr_to_log(), \
+            _hermetic(_sample_images(samples, names, keep_layout)):
         import onnx2tf
 
         try:
@@ -137,7 +140,12 @@ def _sanitized(name: str) -> str:
 def _hermetic(images: np.ndarray):
     """Give onnx2tf our sample images instead of its download, for the duration only."""
     mod = importlib.import_module("onnx2tf.onnx2tf")
-    saved = mod.download_test_image_data
+    saved = getattr(mod, "download_test_image_data", None)
+    if saved is None:  # the hook moved: this onnx2tf might download, so refuse rather than risk it
+        from importlib.metadata import version
+
+        raise TargetError(f"tflite: onnx2tf {version('onnx2tf')} is not a version forgeml can run offline; "
+                          "install the pinned one: pip install 'onnx2tf==1.28.8'")
 
     def ours() -> np.ndarray:
         log.debug("onnx2tf asked for sample images; gave it %s from the run's own inputs", images.shape)
@@ -225,7 +233,7 @@ def _output_maps(proto, outputs, model, ins: list[TensorMap], sample: InputSet) 
     got = None
     if any(len(c) != 1 for c in candidates):
         feeds = [np.asarray(m.to_tflite(sample[m.source])).astype(m.tflite_dtype) for m in ins]
-        with quiet("tensorflow"):
+        with quiet("tensorflow"), native_stderr_to_log():
             got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
         got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
         ref = ort_runner(proto.SerializeToString())(sample)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forgeml._native_quiet import native_stderr_to_log
 from forgeml.errors import TargetError, require
 from forgeml.targets.tflite_io import IOMap, TensorMap, read
 from forgeml.validation import InputSet, Runner
@@ -29,8 +30,10 @@ def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None =
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     try:
         iomap = read(data)
-        interp = Interpreter(model_content=data, num_threads=num_threads)
-        sigs = interp.get_signature_list()
+        with native_stderr_to_log():
+            interp = Interpreter(model_content=data, num_threads=num_threads)
+            interp.allocate_tensors()  # applies the default (XNNPACK) delegate, which logs natively
+            sigs = interp.get_signature_list()
     except Exception as e:
         raise TargetError(f"TFLite interpreter could not load the model: {str(e).strip().splitlines()[0]}") from e
     if iomap is None:

@@ -93,8 +93,9 @@ class TFLiteTarget:
         if not samples:
             raise TargetError("tflite: no sample inputs to prove the layout map with")
         with tempfile.TemporaryDirectory(prefix="forgeml-onnx2tf-") as scratch:
+            layers = tflite_onnx2tf.node_layers(ctx.converted.ir.model) if ctx.converted is not None else {}
             model, ins, outs, o2t_version = tflite_onnx2tf.to_keras(proto, samples, Path(scratch),
-                                                                    keep_layout=config.keep_layout)
+                                                                    keep_layout=config.keep_layout, layers=layers)
             built = tflite_convert.convert(model, ins, outs, variant, calibration=ctx.calibration,
                                            int8_io=config.int8_io, float_fallback=config.float_fallback)
         route = f"onnx2tf {o2t_version} → tf_keras → TFLiteConverter (tensorflow {version('tensorflow')})"

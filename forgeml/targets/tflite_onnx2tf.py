@@ -36,58 +36,95 @@ from forgeml.validation import InputSet
 log = logging.getLogger(__name__)
 
 _ONNX2TF_IMAGE_ROWS = 20  # onnx2tf slices its sample images to the model's batch (<= 20)
-_SOURCE_LAYER_KEYS = ("pkg.torch.onnx.name_scopes", "namespace", "pkg.torch.onnx.class_hierarchy",
-                      "pkg.torch.onnx.stack_trace")
+_SCOPES, _CLASSES, _TRACE = ("pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy",
+                             "pkg.torch.onnx.stack_trace")
 
 
-def unsupported_ops(proto) -> list[str]:
+def unsupported_ops(proto, layers: dict[str, str] | None = None) -> list[str]:
     """One line per ONNX node onnx2tf has no lowering for: op, node, and source layer if known."""
+    spec = importlib.util.find_spec("onnx2tf")  # finds the package without importing it (and TensorFlow)
+    ops_dir = Path(next(iter(spec.submodule_search_locations))) / "ops" if spec else None
     out = []
     have: dict[str, bool] = {}
     for node in proto.graph.node:
         key = (node.domain or "") + "::" + node.op_type
         if key not in have:
-            have[key] = node.domain in ("", "ai.onnx") and \
-                importlib.util.find_spec(f"onnx2tf.ops.{node.op_type}") is not None
+            have[key] = node.domain in ("", "ai.onnx") and ops_dir is not None and \
+                (ops_dir / f"{node.op_type}.py").is_file()
         if not have[key]:
-            out.append(_describe_node(node))
+            out.append(_describe_node(node, layers))
     return out
 
 
-def _describe_node(node) -> str:
+def _describe_node(node, layers: dict[str, str] | None) -> str:
     op = (node.domain + "::" if node.domain not in ("", "ai.onnx") else "") + node.op_type
     text = f"op {op} (node {node.name or '<unnamed>'!r}"
-    layer = source_layer(node)
+    layer = (layers or {}).get(node.name) or source_layer({p.key: p.value for p in node.metadata_props})
     if layer:
         text += f", source layer {layer}"
     return text + ")"
 
 
-def source_layer(node) -> str:
-    """The source framework's layer a node came from, when the exporter recorded it."""
-    props = {p.key: p.value for p in node.metadata_props}
-    for k in _SOURCE_LAYER_KEYS:
-        v = props.get(k, "").strip()
-        if v:
-            v = v.strip("[]").replace("'", "").replace('"', "")
-            return v.split(",")[-1].strip() if k != "pkg.torch.onnx.stack_trace" else v.splitlines()[-1].strip()
-    return ""
+def node_layers(model) -> dict[str, str]:
+    """node name → source layer, from an ``onnx_ir.Model`` whose nodes still carry the exporter's
+    metadata (the converter's IR: onnxsim in the simplify pass drops it, but keeps node names)."""
+    out = {}
+    for node in model.graph:
+        layer = source_layer(dict(node.metadata_props))
+        if node.name and layer:
+            out[node.name] = layer
+    return out
 
 
-def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: bool):
+def source_layer(props: dict[str, str]) -> str:
+    """``bn1 (torch.nn.modules.batchnorm.BatchNorm2d) at torch_models.py:52`` from the torch
+    exporter's node metadata; empty when the node carries none."""
+    scopes, classes = _as_list(props.get(_SCOPES)), _as_list(props.get(_CLASSES))
+    text = ""
+    if scopes or classes:
+        path = ".".join(s for s in scopes[1:-1] if s)  # module path; the last scope is the op itself
+        if path:
+            text = f"{path} ({classes[-2]})" if len(classes) >= 2 else path
+        elif classes:
+            text = f"{classes[0]}.forward ({classes[-1]})" if len(classes) >= 2 else classes[0]
+    elif props.get("namespace"):
+        text = props["namespace"].strip(" :")
+    frames = re.findall(r'File "([^"]+)", line (\d+)', props.get(_TRACE, ""))
+    if text and frames:  # the innermost frame: the line in the layer's own forward
+        text += f" at {Path(frames[-1][0]).name}:{frames[-1][1]}"
+    return text
+
+
+def _as_list(text: str | None) -> list[str]:
+    import ast
+
+    if not text:
+        return []
+    try:
+        v = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else []
+
+
+def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: bool,
+             layers: dict[str, str] | None = None):
     """Convert with onnx2tf; returns ``(keras_model, input_maps, output_maps, onnx2tf_version)``.
 
     ``samples`` are source-layout input sets (at least one); they replace onnx2tf's downloaded
-    sample images and prove the layout map.
+    sample images and prove the layout map. ``layers`` (node name → source layer) names the
+    source layer in errors.
     """
-    with native_stderr_to_log():
-        require("tensorflow", "tflite")
+    if importlib.util.find_spec("onnx2tf") is None:
         require("onnx2tf", "tflite")
-    bad = unsupported_ops(proto)
+    bad = unsupported_ops(proto, layers)
     if bad:
         raise TargetError("tflite: onnx2tf cannot lower " + "; ".join(bad[:5])
                           + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                           + ". Remove or replace that layer, or convert to another target")
+    with native_stderr_to_log():
+        require("tensorflow", "tflite")
+        require("onnx2tf", "tflite")
     from importlib.metadata import version
 
     names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
@@ -110,7 +147,7 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
             raise TargetError(f"tflite: onnx2tf gave up on the model (exit {e.code}); run with --debug to see "
                               "its log") from e
         except Exception as e:
-            raise TargetError(_failure(proto, e)) from e
+            raise TargetError(_failure(proto, e, layers)) from e
     if model is None:
         raise TargetError("tflite: onnx2tf returned no model; run with --debug to see its log")
     ins = _input_maps(proto, names, model, keep_layout)
@@ -118,13 +155,13 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
     return model, ins, outs, version("onnx2tf")
 
 
-def _failure(proto, e: Exception) -> str:
+def _failure(proto, e: Exception, layers: dict[str, str] | None) -> str:
     node_name = getattr(e, "onnx_op_name", None)
     where = ""
     if node_name:
         for node in proto.graph.node:
             if node.name == node_name or _sanitized(node.name) == node_name:
-                where = " at " + _describe_node(node)
+                where = " at " + _describe_node(node, layers)
                 break
         else:
             where = f" at node {node_name!r}"

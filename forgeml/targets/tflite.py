@@ -1,7 +1,13 @@
 """tflite: a .tflite for phones and microcontrollers, checked in the real TFLite interpreter.
 
-Route: the last fp32 IR (``ctx.float_ir``) → onnx2tf (hermetic, see ``tflite_onnx2tf``) → a tf_keras
-model → TensorFlow's TFLiteConverter, which does its own quantization from the float graph.
+Routes (the manifest's ``route`` says which ran; ``TFLiteConfig.route`` can force one):
+
+- any source: the last fp32 IR (``ctx.float_ir``) → onnx2tf (hermetic, see ``tflite_onnx2tf``) → a
+  tf_keras model → TensorFlow's TFLiteConverter;
+- Keras sources (the converter handed over the Keras model): TensorFlow's converter straight from
+  the Keras model (``tflite_keras``), no ONNX round trip, layouts unchanged.
+
+Either way TensorFlow's converter does the quantization itself, from the float graph.
 One run writes one variant, chosen by ``--quantize`` (or ``Config.variant``):
 
     --quantize     variant        file                         judged as
@@ -41,10 +47,11 @@ _FILES = {"fp32": "model.tflite", "fp16": "model_fp16.tflite", "int8": "model_in
 @dataclass(frozen=True)
 class TFLiteConfig:
     variant: str | None = None  # fp32 | fp16 | int8 | int8-dynamic; None: follow --quantize
-    keep_layout: bool = False  # keep the source's channel-first inputs instead of onnx2tf's NHWC
+    keep_layout: bool = False  # onnx2tf route: keep the source's channel-first inputs instead of NHWC
     int8_io: bool = False  # full-integer int8: int8 input/output tensors (accelerator style), not float
     float_fallback: bool = True  # full-integer int8: let ops without an int8 kernel stay float (listed)
     num_threads: int | None = None  # interpreter threads for the parity run (None: TFLite's default)
+    route: str = "auto"  # auto | onnx2tf | keras: auto takes the Keras route for Keras sources
 
 
 def variant_for(quantize: str | None, has_calibration: bool, config: TFLiteConfig) -> tuple[str, str]:
@@ -77,7 +84,7 @@ class TFLiteTarget:
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
         from importlib.metadata import version
 
-        from forgeml.targets import tflite_convert, tflite_onnx2tf
+        from forgeml.targets import tflite_convert, tflite_keras, tflite_onnx2tf
         from forgeml.targets.tflite_io import embed
 
         config = ctx.config if isinstance(ctx.config, TFLiteConfig) else TFLiteConfig()
@@ -86,23 +93,33 @@ class TFLiteTarget:
         if source.precision != "fp32":
             raise TargetError(f"tflite: needs the float graph, but the IR is {source.precision} and no fp32 stage "
                               "was kept; run without the quantization passes")
-        proto = source.to_proto()
         # The first sample (the example inputs) proves the layout map; all feed onnx2tf's shape checks.
         samples = list(ctx.input_sets) or ([ctx.converted.example_inputs] if ctx.converted is not None else [])
         samples += list(ctx.calibration)
         if not samples:
             raise TargetError("tflite: no sample inputs to prove the layout map with")
-        with tempfile.TemporaryDirectory(prefix="forgeml-onnx2tf-") as scratch:
-            layers = tflite_onnx2tf.node_layers(ctx.converted.ir.model) if ctx.converted is not None else {}
-            model, ins, outs, o2t_version = tflite_onnx2tf.to_keras(proto, samples, Path(scratch),
-                                                                    keep_layout=config.keep_layout, layers=layers)
-            built = tflite_convert.convert(model, ins, outs, variant, calibration=ctx.calibration,
-                                           int8_io=config.int8_io, float_fallback=config.float_fallback)
-        route = f"onnx2tf {o2t_version} → tf_keras → TFLiteConverter (tensorflow {version('tensorflow')})"
+        keras_model = self._keras_source(ctx, source, config)
+        if keras_model is not None:
+            ins, outs = tflite_keras.maps(keras_model, source.signature)
+            keras3 = tflite_keras.is_keras3(keras_model)
+            built = tflite_convert.convert(keras_model, ins, outs, variant, calibration=ctx.calibration,
+                                           int8_io=config.int8_io, float_fallback=config.float_fallback,
+                                           keras3=keras3)
+            route = (f"Keras source → TFLiteConverter.{'from_keras_model' if keras3 else 'from_concrete_functions'} "
+                     f"({'keras ' + version('keras') if keras3 else 'tf-keras ' + version('tf-keras')}, "
+                     f"tensorflow {version('tensorflow')})")
+        else:
+            with tempfile.TemporaryDirectory(prefix="forgeml-onnx2tf-") as scratch:
+                layers = tflite_onnx2tf.node_layers(ctx.converted.ir.model) if ctx.converted is not None else {}
+                model, ins, outs, o2t_version = tflite_onnx2tf.to_keras(
+                    source.to_proto(), samples, Path(scratch), keep_layout=config.keep_layout, layers=layers)
+                built = tflite_convert.convert(model, ins, outs, variant, calibration=ctx.calibration,
+                                               int8_io=config.int8_io, float_fallback=config.float_fallback)
+            route = f"onnx2tf {o2t_version} → tf_keras → TFLiteConverter (tensorflow {version('tensorflow')})"
         info = {"variant": variant, "why": why, "route": route, "source": source.provenance.ref,
                 "source_sha256": source.provenance.sha256, "producer": f"forgeml {ctx.forgeml_version}"}
         iomap = IOMap(tuple(built.inputs), tuple(built.outputs), info=info)
-        data = embed(built.data, iomap)
+        data = embed(built.data, iomap, built.renames)
         path = out_dir / _FILES[variant]
         write_bytes_atomic(path, data)
         metadata = {"variant": variant, "why": why, "route": route,
@@ -113,6 +130,22 @@ class TFLiteTarget:
         if config != TFLiteConfig():
             metadata["config"] = asdict(config)
         return Artifact(self.name, path, [path], runtime=_litert_version(), metadata=metadata)
+
+    @staticmethod
+    def _keras_source(ctx: TargetContext, source, config: TFLiteConfig):
+        """The source Keras model when the Keras route applies, else None (the onnx2tf route)."""
+        from forgeml.targets import tflite_keras
+
+        model = ctx.converted.source_model if ctx.converted is not None else None
+        if config.route not in ("auto", "onnx2tf", "keras"):
+            raise TargetError(f"tflite: unknown route {config.route!r}; choose auto, onnx2tf or keras")
+        if config.route == "onnx2tf":
+            return None
+        if not tflite_keras.is_keras(model):
+            if config.route == "keras":
+                raise TargetError("tflite: route 'keras' needs a Keras source model")
+            return None
+        return model
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
         from forgeml.validation.tflite_runner import tflite_runner

@@ -40,6 +40,7 @@ class Built:
     inputs: list[TensorMap]  # with their final signature keys and TFLite dtypes
     outputs: list[TensorMap]
     notes: dict = field(default_factory=dict)
+    renames: dict = field(default_factory=dict)  # signature entry → its key, for ``tflite_io.embed``
 
 
 def signature_keys(names: Sequence[str]) -> list[str]:
@@ -59,30 +60,46 @@ def signature_keys(names: Sequence[str]) -> list[str]:
 
 
 def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant: str, *,
-            calibration: Sequence[InputSet] = (), int8_io: bool = False, float_fallback: bool = True) -> Built:
-    """``model`` is a callable TensorFlow model (tf_keras) taking a list of inputs in ``ins`` order."""
+            calibration: Sequence[InputSet] = (), int8_io: bool = False, float_fallback: bool = True,
+            keras3: bool = False) -> Built:
+    """``model`` is a TensorFlow model taking a list of inputs in ``ins`` order: a tf_keras model
+    (onnx2tf's), traced into a serving function whose signature carries the source names, or with
+    ``keras3`` a Keras 3 model, given to ``from_keras_model`` (a traced Keras 3 model converts to a
+    .tflite that computes NaN) and its signature entries renamed afterwards."""
     if variant not in VARIANTS:
         raise TargetError(f"tflite: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     import tensorflow as tf
 
     ins = [replace(m, key=k) for m, k in zip(ins, signature_keys([m.source for m in ins]))]
     outs = [replace(m, key=k) for m, k in zip(outs, signature_keys([m.source for m in outs]))]
-    specs = [tf.TensorSpec(k.shape, k.dtype, name=m.key) for m, k in zip(ins, model.inputs)]
+    renames: dict[str, str] = {}
+    if keras3:
+        # from_keras_model names inputs after the Keras input layers and outputs output_0, output_1, …
+        renames = {t.name: m.key for t, m in zip(model.inputs, ins)}
+        renames.update({f"output_{i}": m.key for i, m in enumerate(outs)})
 
-    @tf.function(input_signature=specs, autograph=False)
-    def serve(*args):
-        y = model(list(args), training=False)
-        y = y if isinstance(y, (list, tuple)) else [y]
-        return {m.key: t for m, t in zip(outs, y)}
+        def converter():
+            c = tf.lite.TFLiteConverter.from_keras_model(model)
+            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            return c
+    else:
+        specs = [tf.TensorSpec(k.shape, k.dtype, name=m.key) for m, k in zip(ins, model.inputs)]
 
-    with quiet("tensorflow", "absl"), native_stderr_to_log():
-        fn = serve.get_concrete_function()
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(*args):
+            y = model(list(args), training=False)
+            y = y if isinstance(y, (list, tuple)) else [y]
+            return {m.key: t for m, t in zip(outs, y)}
+
+        with quiet("tensorflow", "absl"), native_stderr_to_log():
+            fn = serve.get_concrete_function()
+
+        def converter():
+            c = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            return c
+
     notes: dict = {}
-
-    def converter():
-        c = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return c
 
     c = converter()
     if variant == "fp16":
@@ -111,7 +128,7 @@ def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant:
     if int8_io and variant == "int8":
         ins = [replace(m, tflite_dtype="int8") if m.tflite_dtype.startswith("float") else m for m in ins]
         outs = [replace(m, tflite_dtype="int8") if m.tflite_dtype.startswith("float") else m for m in outs]
-    return Built(bytes(data), ins, outs, notes)
+    return Built(bytes(data), ins, outs, notes, renames)
 
 
 def _full_integer(c, ins: Sequence[TensorMap], model, calibration: Sequence[InputSet], int8_io: bool):

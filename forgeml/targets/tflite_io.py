@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, TargetError
 
 METADATA_NAME = "forgeml.io"
 SIGNATURE_KEY = "serving_default"
@@ -83,9 +83,10 @@ class IOMap:
                    d.get("signature_key", SIGNATURE_KEY), d.get("info", {}))
 
 
-def embed(model: bytes, iomap: IOMap) -> bytes:
+def embed(model: bytes, iomap: IOMap, renames: dict[str, str] | None = None) -> bytes:
     """The model with ``iomap`` in its metadata (replacing an older one) and its signature's I/O
-    tensors renamed to the source names, so tools that show tensor names show the source's."""
+    tensors renamed to the source names, so tools that show tensor names show the source's.
+    ``renames`` first renames signature entries (converters that pick their own entry names)."""
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -99,6 +100,12 @@ def embed(model: bytes, iomap: IOMap) -> bytes:
     for sig in m.signatureDefs or []:
         if _s(sig.signatureKey) != iomap.signature_key:
             continue
+        for tm in [*sig.inputs, *sig.outputs]:
+            tm.name = (renames or {}).get(_s(tm.name), _s(tm.name))
+        keys = {_s(tm.name) for tm in [*sig.inputs, *sig.outputs]}
+        missing = [t.key for t in (*iomap.inputs, *iomap.outputs) if t.key not in keys]
+        if missing:
+            raise TargetError(f"tflite: the converter's signature has no entries {missing} (it has {sorted(keys)})")
         sub = m.subgraphs[sig.subgraphIndex]
         by_key = {t.key: t.source for t in (*iomap.inputs, *iomap.outputs)}
         names = [_s(t.name) for t in sub.tensors]

@@ -254,6 +254,38 @@ def test_op_that_cannot_be_lowered(tmp_path, capsys):
     assert not list(out.glob("*.tflite"))
 
 
+@pytest.mark.slow
+def test_keras_route_names_and_numbers():
+    """Keras 3 model → TFLiteConverter directly: signature keyed by the source names, fp32 and int8 numbers."""
+    keras = pytest.importorskip("keras")
+    from forgeml.ir import Signature, TensorSpec
+    from forgeml.targets import tflite_convert, tflite_keras
+    from forgeml.targets.tflite_io import IOMap, embed
+    from forgeml.validation.tflite_runner import tflite_runner
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="pixels")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    out = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    sig = Signature((TensorSpec("image", (None, 16, 16, 3), "float32"),),
+                    (TensorSpec("scores", (None, 4), "float32"),))
+    ins, outs = tflite_keras.maps(model, sig)
+    assert tflite_keras.is_keras(model) and tflite_keras.is_keras3(model)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 16, 16, 3)).astype(np.float32)
+    ref = model.predict(x, verbose=0)
+    cal = [{"image": rng.normal(size=(1, 16, 16, 3)).astype(np.float32)} for _ in range(8)]
+    for variant, tol in (("fp32", 1e-4), ("int8", 0.2)):
+        built = tflite_convert.convert(model, ins, outs, variant, calibration=cal, keras3=True)
+        run = tflite_runner(embed(built.data, IOMap(tuple(built.inputs), tuple(built.outputs)), built.renames))
+        assert run.interpreter.get_signature_list()["serving_default"] == {"inputs": ["image"],
+                                                                            "outputs": ["scores"]}
+        got = run({"image": x})["scores"]
+        assert np.isfinite(got).all() and np.abs(got - ref).max() < tol * max(1.0, np.abs(ref).max())
+
+
 def test_variant_follows_quantize():
     cfg = TFLiteConfig()
     assert variant_for(None, False, cfg)[0] == "fp32"

@@ -270,8 +270,12 @@ def _output_maps(proto, outputs, model, ins: list[TensorMap], sample: InputSet) 
     got = None
     if any(len(c) != 1 for c in candidates):
         feeds = [np.asarray(m.to_tflite(sample[m.source])).astype(m.tflite_dtype) for m in ins]
-        with quiet("tensorflow"), native_stderr_to_log():
-            got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
+        try:
+            with quiet("tensorflow"), native_stderr_to_log():
+                got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
+        except Exception as e:
+            raise TargetError(f"tflite: the model onnx2tf made fails on the example inputs: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}") from e
         got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
         ref = ort_runner(proto.SerializeToString())(sample)
     maps = []

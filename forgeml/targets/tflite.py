@@ -98,9 +98,16 @@ class TFLiteTarget:
         samples += list(ctx.calibration)
         if not samples:
             raise TargetError("tflite: no sample inputs to prove the layout map with")
-        keras_model = self._keras_source(ctx, source, config)
+        keras_model = self._keras_source(ctx, config)
+        skipped = None
         if keras_model is not None:
-            ins, outs = tflite_keras.maps(keras_model, source.signature)
+            try:
+                ins, outs = tflite_keras.maps(keras_model, source.signature)
+            except TargetError as e:
+                if config.route == "keras":
+                    raise
+                keras_model, skipped = None, str(e)  # auto: the onnx2tf route from the IR still applies
+        if keras_model is not None:
             keras3 = tflite_keras.is_keras3(keras_model)
             built = tflite_convert.convert(keras_model, ins, outs, variant, calibration=ctx.calibration,
                                            int8_io=config.int8_io, float_fallback=config.float_fallback,
@@ -127,12 +134,14 @@ class TFLiteTarget:
                                           "tflite_shape": list(t.tflite_shape), "tflite_dtype": t.tflite_dtype}
                                for t in (*iomap.inputs, *iomap.outputs)},
                     **built.notes}
+        if skipped:
+            metadata["keras_route_skipped"] = skipped
         if config != TFLiteConfig():
             metadata["config"] = asdict(config)
         return Artifact(self.name, path, [path], runtime=_litert_version(), metadata=metadata)
 
     @staticmethod
-    def _keras_source(ctx: TargetContext, source, config: TFLiteConfig):
+    def _keras_source(ctx: TargetContext, config: TFLiteConfig):
         """The source Keras model when the Keras route applies, else None (the onnx2tf route)."""
         from forgeml.targets import tflite_keras
 

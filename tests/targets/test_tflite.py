@@ -208,6 +208,25 @@ def test_transformer(transformer_runs, variant):
         assert row["centered_cosine"] > 0.9 and st["metadata"]["float_ops"] == {}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize,calib,variant", [(None, False, "fp32"), ("int8", True, "int8")])
+def test_zoo_keras_cnn_takes_the_keras_route(tmp_path, quantize, calib, variant):
+    from models_zoo import ZOO
+
+    if "keras_cnn" not in ZOO:
+        pytest.skip("needs the Keras zoo and converter (zoo:keras_cnn), which this checkout lacks")
+    pytest.importorskip("keras")
+    cal = _calibration(tmp_path, "keras_cnn") if calib else ()
+    result = _pipeline("zoo:keras_cnn", quantize=quantize, calibration=cal, dynamic_batch=True, out=tmp_path / "o")
+    st = _stage(result)
+    assert result.ok, (result.errors, st.get("parity"))
+    meta = st["metadata"]
+    assert meta["variant"] == variant and meta["route"].startswith("Keras source → TFLiteConverter")
+    assert all(v["layout"] == "same" for v in meta["layout"].values())  # Keras is channel-last already
+    row = st["parity"]["rows"][0]
+    assert row["max_abs"] < 1e-4 if variant == "fp32" else row["centered_cosine"] > 0.9
+
+
 _UNLOWERABLE = '''
 import numpy as np
 import torch

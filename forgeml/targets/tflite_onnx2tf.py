@@ -165,7 +165,9 @@ def _failure(proto, e: Exception, layers: dict[str, str] | None) -> str:
                 break
         else:
             where = f" at node {node_name!r}"
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # Keras wraps the real reason in "Exception encountered when calling layer …": skip that line.
+    first = next((ln for ln in lines if not ln.startswith("Exception encountered")), lines[0] if lines else "")
     return f"tflite: onnx2tf failed{where}: {type(e).__name__}: {first[:300]}"
 
 

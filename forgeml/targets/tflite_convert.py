@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from forgeml._native_quiet import native_stderr_to_log
 from forgeml.converters._quiet import quiet
+from forgeml.converters.tensorflow import native_quiet
 from forgeml.errors import TargetError
 from forgeml.targets.tflite_io import TensorMap
 from forgeml.validation import InputSet
@@ -91,7 +91,7 @@ def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant:
             y = y if isinstance(y, (list, tuple)) else [y]
             return {m.key: t for m, t in zip(outs, y)}
 
-        with quiet("tensorflow", "absl"), native_stderr_to_log():
+        with quiet("tensorflow", "absl"), native_quiet():
             fn = serve.get_concrete_function()
 
         def converter():
@@ -157,7 +157,7 @@ def representative(ins: Sequence[TensorMap], model, calibration: Sequence[InputS
 
 def _run(c, variant: str) -> bytes:
     try:
-        with quiet("tensorflow", "absl"), native_stderr_to_log():
+        with quiet("tensorflow", "absl"), native_quiet():
             return c.convert()
     except Exception as e:  # ConverterError and friends carry the MLIR diagnostics in their text
         text = str(e)

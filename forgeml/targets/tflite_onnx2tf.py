@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from forgeml._native_quiet import native_stderr_to_log
 from forgeml.converters._quiet import quiet
+from forgeml.converters.tensorflow import native_quiet
 from forgeml.errors import TargetError, require
 from forgeml.targets.tflite_io import TensorMap
 from forgeml.validation import InputSet
@@ -122,14 +122,14 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
         raise TargetError("tflite: onnx2tf cannot lower " + "; ".join(bad[:5])
                           + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                           + ". Remove or replace that layer, or convert to another target")
-    with native_stderr_to_log():
+    with native_quiet():
         require("tensorflow", "tflite")
         require("onnx2tf", "tflite")
     from importlib.metadata import version
 
     names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     outputs = [o.name for o in proto.graph.output]
-    with quiet("onnx2tf", "tensorflow", "absl"), native_stderr_to_log(), \
+    with quiet("onnx2tf", "tensorflow", "absl"), native_quiet(), \
             _hermetic(_sample_images(samples, names, keep_layout)):
         import onnx2tf
 
@@ -273,7 +273,7 @@ def _output_maps(proto, outputs, model, ins: list[TensorMap], sample: InputSet) 
     if any(len(c) != 1 for c in candidates):
         feeds = [np.asarray(m.to_tflite(sample[m.source])).astype(m.tflite_dtype) for m in ins]
         try:
-            with quiet("tensorflow"), native_stderr_to_log():
+            with quiet("tensorflow"), native_quiet():
                 got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
         except Exception as e:
             raise TargetError(f"tflite: the model onnx2tf made fails on the example inputs: {type(e).__name__}: "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml._native_quiet import native_stderr_to_log
+from forgeml.converters.tensorflow import native_quiet
 from forgeml.errors import TargetError, require
 from forgeml.targets.tflite_io import IOMap, TensorMap, read
 from forgeml.validation import InputSet, Runner
@@ -30,7 +30,7 @@ def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None =
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     try:
         iomap = read(data)
-        with native_stderr_to_log():
+        with native_quiet():
             interp = Interpreter(model_content=data, num_threads=num_threads)
             interp.allocate_tensors()  # applies the default (XNNPACK) delegate, which logs natively
             sigs = interp.get_signature_list()

@@ -232,13 +232,20 @@ def inspect(file: Path = typer.Argument(..., help=".onnx or .safetensors file"),
         return
     out = _out()
     out.print(f"[bold]{info['path']}[/]  {info['format']}  {info['bytes']:,} bytes")
-    skip = {"path", "format", "bytes", "tensor_table", "inputs", "outputs", "ops", "metadata"}
+    skip = {"path", "format", "bytes", "tensor_table", "inputs", "outputs", "ops", "metadata",
+            "signatures", "mapping", "forgeml_io"}
     for k, v in info.items():
         if k not in skip:
             out.print(f"  {k}: {v}")
     for kind in ("inputs", "outputs"):
         for t in info.get(kind, []):
             out.print(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}")
+    for key, sig in (info.get("signatures") or {}).items():
+        for kind in ("inputs", "outputs"):
+            for name, t in sig[kind].items():
+                out.print(f"  signature {key} {kind[:-1]:6} {name} → tensor {t['name']!r}: {t['shape']} {t['dtype']}")
+    for line in info.get("mapping") or []:
+        out.print(f"  map {line}")
     if info.get("ops"):
         out.print("  ops: " + ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))
     for k, v in (info.get("metadata") or {}).items():

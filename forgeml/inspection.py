@@ -98,8 +98,15 @@ def inspect_gguf(path: Path) -> dict:
     return read(path)
 
 
-INSPECTORS = {".onnx": inspect_onnx, ".safetensors": inspect_safetensors}
-INSPECTORS[".gguf"] = inspect_gguf
+def inspect_tflite(path: Path) -> dict:
+    """Signature, tensors, ops, and the source↔TFLite name/layout map forgeml stores in the file."""
+    from forgeml.targets.tflite_io import describe
+
+    return describe(path)
+
+
+INSPECTORS = {".onnx": inspect_onnx, ".safetensors": inspect_safetensors, ".tflite": inspect_tflite,
+              ".gguf": inspect_gguf}
 
 
 def inspect_file(path: Path) -> dict:

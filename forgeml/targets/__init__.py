@@ -62,10 +62,11 @@ def _table() -> dict[str, Target]:
     from forgeml.targets.onnx import OnnxTarget
     from forgeml.targets.safetensors import SafetensorsTarget
     from forgeml.targets.tensorrt import TensorRTTarget
+    from forgeml.targets.tflite import TFLiteTarget
     from forgeml.targets.torch_aoti import TorchAOTITarget
 
     return {t.name: t for t in (OnnxTarget(), SafetensorsTarget(), TensorRTTarget(), TorchAOTITarget(),
-                                GgufTarget())}
+                                GgufTarget(), TFLiteTarget())}
 
 
 TARGETS: dict[str, Target] = _table()

@@ -48,5 +48,8 @@ ZOO: dict[str, ZooModel] = {
         ZooModel("transformer", "torch",
                  "2-layer transformer encoder on 16 token ids: embedding, multi-head attention, layernorm, "
                  "GELU, mean-pool classifier head; 5 classes", _torch("build_transformer")),
+        ZooModel("transformer-base", "torch",
+                 "6-layer transformer encoder, hidden 384, 6 heads, 128 token ids; 5 classes (for benchmarks: "
+                 "the MatMuls dominate)", _torch("build_transformer_base")),
     ]
 }

@@ -20,7 +20,7 @@ import numpy as np
 from forgeml.errors import PassError
 from forgeml.passes.base import DetailedPassResult, ForgePass, PassInputs, from_proto, to_proto
 from forgeml.validation import InputSet
-from forgeml.validation.tolerances import Tolerance, profile_for
+from forgeml.validation.tolerances import BUDGETS, Tolerance
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class BudgetConfig:
     min_top1: float | None = None
     fallback: bool = True  # keep costly nodes in float when the budget is missed
     max_fallback_steps: int = 10
-    budget_batches: int = 16  # input batches the budget is judged on (calibration data first)
+    budget_samples: int = 64  # samples the budget is judged on (calibration data first), in the model's batches
 
 
 class PrecisionPass(ForgePass):
@@ -77,7 +77,7 @@ class PrecisionPass(ForgePass):
         return self.precision
 
     def budget(self) -> Tolerance:
-        base = profile_for(self.precision)
+        base = BUDGETS[self.precision]
         b: BudgetConfig = self.config.budget
         return Tolerance(
             name=f"{self.name} budget", atol=None, rtol=base.rtol,
@@ -85,9 +85,17 @@ class PrecisionPass(ForgePass):
             min_centered_cosine=base.min_centered_cosine if b.min_centered_cosine is None else b.min_centered_cosine,
             min_top1=base.min_top1 if b.min_top1 is None else b.min_top1)
 
+    def budget_batches(self) -> int:
+        """Batches that hold ``budget_samples`` samples at the example's batch size (at most 64)."""
+        per = 1
+        if self._inputs is not None and self._inputs.example:
+            first = next(iter(self._inputs.example.values()))
+            per = max(1, first.shape[0]) if getattr(first, "ndim", 0) else 1
+        return max(1, min(64, -(-self.config.budget.budget_samples // per)))
+
     def budget_inputs(self, proto) -> list[InputSet]:
         """Calibration batches first, then the example and seeded random batches like it."""
-        n = max(1, self.config.budget.budget_batches)
+        n = self.budget_batches()
         if self._inputs is None:
             return synthetic_from_graph(proto, n, seed=0)
         sets = list(self._inputs.calibration[:n])

@@ -178,7 +178,7 @@ class Int8StaticPass(PrecisionPass):
         # Judge on inputs the ranges were not fitted to, so the budget measures generalisation.
         from forgeml.passes.precision import example_like
 
-        n = max(1, self.config.budget.budget_batches)
+        n = self.budget_batches()
         if self._inputs is None:
             return super().budget_inputs(proto)
         extra = list(self._inputs.calibration[self.config.max_calibration_batches:])[:n]

@@ -57,23 +57,50 @@ def test_every_mode_from_the_cli(tmp_path, mode, capsys):
     assert "## Pass details" in (out / "report.md").read_text()
 
 
-@pytest.mark.slow
-def test_forced_fallback_from_the_api(tmp_path):
-    plain = forgeml.convert("zoo:mlp", targets=["onnx"], quantize="int8", parity_batches=1,
+def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
+    """An ONNX source (reference: onnxruntime fp32) with one layer int8 hurts: --max-cosine-drop 1e-4."""
+    import onnx
+    from conftest import mlp_proto
+
+    onnx.save(mlp_proto(outlier=30.0), tmp_path / "outlier.onnx")
+    x = np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32)
+    plain = forgeml.convert(str(tmp_path / "outlier.onnx"), {"x": x}, targets=["onnx"], quantize="int8",
                             out_dir=tmp_path / "plain")
-    plain_cos = next(s for s in plain.manifest["stages"] if s["name"] == "int8-dynamic")["details"]["steps"][0]["cosine"]
-    drop = (1.0 - plain_cos) / 3  # tighter than what plain int8 reaches
-    result = forgeml.convert("zoo:mlp", targets=["onnx"], quantize="int8", max_cosine_drop=drop, parity_batches=1,
-                             out_dir=tmp_path / "tight")
+    plain_stage = next(s for s in plain.manifest["stages"] if s["name"] == "int8-dynamic")
+    assert plain.ok and plain_stage["parity"]["rows"][0]["cosine"] < 0.9999  # plain int8 misses the budget
+
+    result = forgeml.convert(str(tmp_path / "outlier.onnx"), {"x": x}, targets=["onnx"], quantize="int8",
+                             max_cosine_drop=1e-4, out_dir=tmp_path / "tight")
     stage = next(s for s in result.manifest["stages"] if s["name"] == "int8-dynamic")
     d = stage["details"]
-    assert d["kept_in_float"] and len(d["steps"]) >= 2
-    assert not d["steps"][0]["passed"] and d["steps"][-1]["passed"]
-    assert d["steps"][-1]["cosine"] >= 1.0 - drop
-    assert stage["parity"]["tolerance"]["min_cosine"] == pytest.approx(1.0 - drop)  # the pipeline judges by it too
+    assert d["kept_in_float"] == ["fc2"]
+    assert [s["passed"] for s in d["steps"]] == [False, True] and d["steps"][1]["added_nodes"] == ["fc2"]
+    assert d["steps"][1]["cosine_gain"] > 0
+    # The pipeline judges the stage and the artifact by the same budget, on its own inputs.
     assert result.ok
-    report = (result.out_dir / "report.md").read_text()
-    assert all(f"`{n}`" in report for n in d["kept_in_float"])
+    for st in result.manifest["stages"][-2:]:
+        assert st["parity"]["tolerance"]["min_cosine"] == pytest.approx(0.9999)
+        assert st["parity"]["rows"][0]["cosine"] >= 0.9999
+    assert "`fc2`" in (result.out_dir / "report.md").read_text()
+
+    out = tmp_path / "cli"
+    code = main(["convert", str(tmp_path / "outlier.onnx"), "--input", "x:8x16:float32", "-o", str(out),
+                 "--quantize", "int8", "--max-cosine-drop", "1e-4"])
+    assert code == 0, capsys.readouterr().err
+    m = json.loads((out / "manifest.json").read_text())
+    assert next(s for s in m["stages"] if s["name"] == "int8-dynamic")["details"]["kept_in_float"] == ["fc2"]
+
+
+def test_unreachable_budget_exits_2(tmp_path, capsys):
+    import onnx
+    from conftest import mlp_proto
+
+    onnx.save(mlp_proto(outlier=30.0), tmp_path / "outlier.onnx")
+    code = main(["convert", str(tmp_path / "outlier.onnx"), "--input", "x:8x16:float32", "-o", str(tmp_path / "o"),
+                 "--quantize", "int8", "--max-cosine-drop", "1e-12"])
+    err = capsys.readouterr().err
+    assert code == 2 and "budget" in err and "is not met" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_int8_static_without_calibration_is_refused(capsys):

@@ -1,6 +1,6 @@
 """fp16: weights and compute in float16, model inputs and outputs kept float32 by default.
 
-Uses onnxconverter-common's converter: float initializers become float16, Cast nodes are inserted
+Uses onnxruntime's float16 converter (``onnxruntime.transformers.float16``, no extra dependency): float initializers become float16, Cast nodes are inserted
 at the graph's edges (``keep_io_types``) and around ops that must stay float32 (its default block
 list, e.g. range/shape-sensitive ops). Judged against the float model with the fp16 profile; nodes
 that cost the most accuracy go on the converter's node block list until the budget holds.
@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgeml.errors import PassError, require
+from forgeml.errors import PassError
 from forgeml.passes.precision import BudgetConfig, PrecisionPass
 
 # Ops that carry no float arithmetic worth a block-list entry when ranking accuracy costs.
@@ -48,14 +48,14 @@ class Fp16Pass(PrecisionPass):
         return {"keep_io_types": self.config.keep_io_types}
 
     def build(self, proto, exclude: frozenset, scratch: Path):
-        float16 = require("onnxconverter_common.float16", "all")
+        from onnxruntime.transformers import float16
         kwargs = {"keep_io_types": self.config.keep_io_types, "node_block_list": sorted(exclude) or None,
                   "disable_shape_infer": False}
         if self.config.op_block_list is not None:
             kwargs["op_block_list"] = list(self.config.op_block_list)
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "number truncated to 1e-07" for every tiny weight
+                warnings.simplefilter("ignore")  # one "truncated" warning per tiny weight
                 return float16.convert_float_to_float16(proto, **kwargs)
         except Exception as e:
             raise PassError(f"fp16: the float16 converter failed: {type(e).__name__}: {e}") from e

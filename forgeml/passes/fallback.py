@@ -104,7 +104,8 @@ def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inp
             continue
         in_err = [e for e in (rel(t) for t in ins) if e is not None]
         added = max(out_err) - (max(in_err) if in_err else 0.0)
-        ranking.append({"node": n, "added_error": round(float(added), 6), "output_error": round(float(max(out_err)), 6)})
+        ranking.append({"node": n, "added_error": round(float(added), 6),
+                        "output_error": round(float(max(out_err)), 6)})
     ranking.sort(key=lambda r: r["added_error"], reverse=True)
     return ranking
 

@@ -1,9 +1,10 @@
 """fp16: weights and compute in float16, model inputs and outputs kept float32 by default.
 
-Uses onnxruntime's float16 converter (``onnxruntime.transformers.float16``, no extra dependency): float initializers become float16, Cast nodes are inserted
-at the graph's edges (``keep_io_types``) and around ops that must stay float32 (its default block
-list, e.g. range/shape-sensitive ops). Judged against the float model with the fp16 profile; nodes
-that cost the most accuracy go on the converter's node block list until the budget holds.
+Uses onnxruntime's float16 converter (``onnxruntime.transformers.float16``, no extra dependency):
+float initializers become float16, Cast nodes are inserted at the graph's edges (``keep_io_types``)
+and around ops that must stay float32 (its default block list, e.g. range/shape-sensitive ops).
+Judged against the float model with the fp16 budget; nodes that cost the most accuracy go on the
+converter's node block list until the budget holds.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from forgeml.errors import (  # noqa: F401  (public API)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from forgeml.pipeline import Conversion, StageEvent
+    from forgeml.pipeline import Conversion
 
 
 def convert(
@@ -48,18 +48,24 @@ def convert(
     calib_synthetic: bool = False,
     max_cosine_drop: float | None = None,
     min_top1: float | None = None,
+    signature: str | None = None,
     command: str = "",
     on_event=None,
+    target_configs: dict | None = None,
+    localize: str = "auto",
 ) -> Conversion:
     """Convert ``model`` (an in-memory model, a file path, ``"zoo:NAME"`` or ``"python:mod:fn"``).
 
     ``example_inputs``: a tensor/array, a tuple of them, or a dict by input name. ``inputs``: extra
     input dicts to check parity on. ``quantize``: "fp16" | "int8" | "int8-static" | "int4" (passes
     appended after the default ones); ``calibration``: input dicts (first axis = samples) for
-    int8-static; ``max_cosine_drop``/``min_top1``: the quantized stage's accuracy budget. Returns a
-    ``Conversion``: ``.ok`` is False when any stage misses
+    int8-static; ``max_cosine_drop``/``min_top1``: the quantized stage's accuracy budget.
+    ``target_configs``: target name -> that target's Config instance
+    (e.g. ``{"tensorrt": TensorRTConfig(...)}``). Returns a ``Conversion``: ``.ok`` is False when any stage misses
     its tolerance (the artifacts and manifest are still written, so the failure can be read).
     Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
+    ``localize``: find the first diverging node of a failing stage: "auto" (graphs of moderate size),
+    "always", or "never".
     """
     import tempfile
 
@@ -81,14 +87,17 @@ def convert(
         targets=tuple(targets),
         passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, output_names=tuple(output_names),
-                                     opset=opset, trust_pickle=trust_pickle),
+                                     opset=opset, trust_pickle=trust_pickle,
+                                     signature=signature),
         parity_batches=parity_batches,
         user_inputs=tuple(inputs),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
             min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
         quantize=quantize,
         calibration=calibration,
+        target_configs=dict(target_configs or {}),
         command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
+        localize=localize,
     )
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="forgeml-"))
@@ -100,3 +109,14 @@ def inspect(path: str | Path) -> dict:
     from forgeml.inspection import inspect_file
 
     return inspect_file(Path(path))
+
+
+def scan(path: str | Path):
+    """The globals a pickle-based file would import, read from its opcodes without loading it.
+
+    Returns a ``ScanReport``: ``.clean`` is True when every global is on the allow-list;
+    ``.flagged`` lists the others with their opcode offsets.
+    """
+    from forgeml.validation.pickle_scan import scan_file
+
+    return scan_file(path)

@@ -1,7 +1,8 @@
 """The ``forgeml`` command: parses, calls the API, prints. Nothing here converts anything.
 
-Exit codes: 0 every stage within tolerance; 1 a parity failure (report still written);
-2 bad input or usage, or a target that could not be built. ``--debug`` anywhere shows tracebacks.
+Exit codes: 0 every stage within tolerance; 1 a parity failure (report still written), or with
+``--fail-on warn`` a warning; 2 bad input or usage, or a target that could not be built.
+``--json`` prints one JSON summary on stdout for CI. ``--debug`` anywhere shows tracebacks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(help="The built-in models (zoo:NAME sources).", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+report_app = typer.Typer(help="Work with parity reports and manifests.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 
 def _err():
@@ -38,14 +41,22 @@ def _out():
     return Console(highlight=False)
 
 
+def _escape(text: str) -> str:
+    """Messages carry square brackets (pip extras like forgeml[torch]) that rich would take for markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _split(values: Optional[List[str]]) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
 @app.command()
 def convert(
+    ctx: typer.Context,
     src: str = typer.Argument(..., help="model file, zoo:NAME, or python:module:function"),
-    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors"),
+    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors,tensorrt,torch-aoti"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
     passes: Optional[str] = typer.Option(None, "--passes", help="passes in order, comma-separated "
                                          "(default: check,simplify,cleanup; '' for none)"),
@@ -68,18 +79,31 @@ def convert(
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="accuracy budget of the --quantize stage: "
                                              "top-1 agreement with the float model (default: the profile's)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
+    signature: Optional[str] = typer.Option(None, "--signature", help="SavedModel signature to convert "
+                                            "(default: serving_default)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
-    report: Optional[Path] = typer.Option(None, "--report", help="also write the markdown report here"),
+    report: Optional[Path] = typer.Option(None, "--report", help="also write the report here: .html for HTML, "
+                                          "anything else markdown (report.md and report.html are always in OUT)"),
+    localize: bool = typer.Option(False, "--localize", help="when a stage fails, find its first diverging node "
+                                  "whatever the model's size (done automatically for small graphs)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="exit 1 on: fail (a parity failure) | warn (also warnings)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout instead of the table"),
+    trt_profile: Optional[List[str]] = typer.Option(None, "--trt-profile", help="TensorRT shapes for a dynamic "
+                                                    "input: name:MIN:OPT:MAX, e.g. x:1x3x32x32:8x3x32x32:32x3x32x32"),
+    trt_workspace: Optional[int] = typer.Option(None, "--trt-workspace", help="TensorRT builder workspace, MiB"),
+    trt_timing_cache: Optional[Path] = typer.Option(None, "--trt-timing-cache", help="TensorRT timing cache file, "
+                                                    "reused between builds (default: ~/.cache/forgeml/tensorrt/)"),
+    trt_plugin: Optional[List[str]] = typer.Option(None, "--trt-plugin", help="custom ops you load TensorRT "
+                                                   "plugins for"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
-    import forgeml
+    from forgeml.fileio import check_out_dir
     from forgeml.passes import DEFAULT_PASSES, make_pass
     from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
     from forgeml.converters import ImportOptions
     from forgeml.sources import resolve
-    from forgeml.validation.inputs import load_calibration, parse_input_spec
+    from forgeml.validation.inputs import load_calibration, parse_input_spec, read_npz
 
-    del forgeml
     err = _err()
     targets = _split(to)
     pass_names = list(DEFAULT_PASSES) if passes is None else _split([passes])
@@ -95,26 +119,25 @@ def convert(
 
         raise InputError("--calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
                          "--quantize fp16|int8|int8-static|int4")
+    _check_fail_on(fail_on)
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not force:
-        from forgeml.errors import InputError
-
-        raise InputError(f"output directory {out} already exists and is not empty; pass --force to replace it")
+    check_out_dir(out, force)  # before the (slow) import, so a wrong -o fails at once
     with err.status(f"loading {src} …"):
         resolved = resolve(src)
     user_inputs = ()
-    if inputs:
-        # Checked against the signature after import; loaded here so a bad file fails before export.
-        user_inputs = tuple(_load_npz_unchecked(p) for p in inputs)
+    if inputs:  # checked against the signature after import; read now so a bad file fails at once
+        user_inputs = tuple(read_npz(p) for p in inputs)
     config = PipelineConfig(
         targets=tuple(targets), passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
-                                     trust_pickle=trust_pickle),
+                                     trust_pickle=trust_pickle, signature=signature),
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
         tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
             min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
-        command=" ".join(shlex.quote(a) for a in ["forgeml", *sys.argv[1:]]),
+        target_configs=_target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin),
+        command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+        localize="always" if localize else "auto",
     )
     status = err.status("")
     status.start()
@@ -124,7 +147,7 @@ def convert(
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{e.message}[/]")
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
             return
         mark = "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
@@ -135,24 +158,48 @@ def convert(
         status.stop()
     if report:
         result.save_report(report)
-    _print_summary(result)
-    raise typer.Exit(result.exit_code)
+    from forgeml.validation.gating import exit_code, summary
+
+    code = exit_code(result.manifest, fail_on)
+    if as_json:
+        print(json.dumps(summary(result.manifest, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
+    else:
+        _print_summary(result)
+        _print_divergence(result.manifest)
+    raise typer.Exit(code)
 
 
-def _load_npz_unchecked(path: Path) -> dict:
-    import zipfile
-
-    import numpy as np
-
+def _check_fail_on(fail_on: str) -> None:
     from forgeml.errors import InputError
+    from forgeml.validation.gating import FAIL_ON
 
-    if not path.is_file():
-        raise InputError(f"--inputs {path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"--inputs {path}: not a readable .npz file ({e})") from e
+    if fail_on not in FAIL_ON:
+        raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
+
+
+def _print_divergence(manifest: dict) -> None:
+    err = _err()
+    for st in manifest.get("stages", []):
+        d = st.get("divergence")
+        if not d:
+            continue
+        if d.get("found"):
+            mod = f", module {d['module']}" + (f" ({d['module_class']})" if d.get("module_class") else "") \
+                if d.get("module") else ""
+            err.print(f"[red]first divergence[/] in {_escape(st['name'])}: node {_escape(d['node'])} "
+                      f"({_escape(d['op'])}){_escape(mod)}", soft_wrap=True)
+            if d.get("source_line"):
+                err.print(f"  {d['source_line']}", soft_wrap=True, markup=False)
+        else:
+            err.print(f"first divergence in {st['name']} not localized: {d.get('note', '')}", soft_wrap=True,
+                      markup=False)
+
+
+def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin) -> dict:
+    from forgeml.targets.tensorrt import config_from_cli
+
+    trt = config_from_cli(_split(trt_profile), trt_workspace, trt_timing_cache, _split(trt_plugin))
+    return {"tensorrt": trt} if trt is not None else {}
 
 
 def _print_summary(result) -> None:
@@ -171,11 +218,14 @@ def _print_summary(result) -> None:
                           f"{top1:.3f}" if top1 is not None else "–",
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
+    route = result.manifest["source"].get("route", "")
+    if route.startswith("torchscript"):
+        out.print(f"[yellow]note:[/] exported with the TorchScript exporter: {route[len('torchscript'):].strip(' ()')}")
     for name, why in result.errors.items():
-        out.print(f"[red]target {name} failed:[/] {why}")
+        out.print(f"[red]target {name} failed:[/] {_escape(why)}")
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     out.print(f"{verdict}  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
-              f"(manifest.json, report.md)")
+              f"(manifest.json, report.md, report.html)")
 
 
 @app.command()
@@ -208,6 +258,159 @@ def inspect(file: Path = typer.Argument(..., help=".onnx or .safetensors file"),
         out.print(f"  … {len(info['tensor_table']) - 50} more tensors (--json for all)")
 
 
+@app.command()
+def parity(
+    ctx: typer.Context,
+    a: str = typer.Argument(..., help="the reference: a model file, an artifact, zoo:NAME or python:module:function"),
+    b: str = typer.Argument(..., help="the candidate judged against A (same kinds as A)"),
+    inputs: Optional[List[Path]] = typer.Option(None, "--inputs", help=".npz keyed by input name; one batch per "
+                                                "file (default: A's example plus seeded random batches)"),
+    model: Optional[str] = typer.Option(None, "--model", help="the model a .safetensors side's weights belong to"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="tolerance profile fp32|fp16|int8|int4 "
+                                          "(default: B's recorded precision, else fp32)"),
+    batches: int = typer.Option(3, "--batches", help="seeded random batches besides the example"),
+    atol: Optional[float] = typer.Option(None, "--atol"),
+    rtol: Optional[float] = typer.Option(None, "--rtol"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the report here (.html or .md)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="exit 1 on: fail | warn"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout"),
+):
+    """Compare any two models or artifacts on the same inputs, with convert's metrics and exit codes."""
+    from forgeml.compare import compare
+    from forgeml.validation.gating import exit_code, summary
+
+    _check_fail_on(fail_on)
+    from forgeml.validation.inputs import read_npz
+
+    user = [read_npz(p) for p in inputs or []]
+    with _err().status(f"running {a} and {b} …"):
+        m = compare(a, b, inputs=user, model=model, profile=profile, batches=batches, atol=atol, rtol=rtol,
+                    command=" ".join(shlex.quote(x) for x in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]))
+    if report:
+        from forgeml.validation.report_html import save_report
+
+        save_report(m, report)
+    code = exit_code(m, fail_on)
+    if as_json:
+        print(json.dumps(summary(m, fail_on=fail_on), indent=2))
+        raise typer.Exit(code)
+    from rich.table import Table
+
+    st = m["stages"][0]
+    par = st["parity"]
+    table = Table(title=f"{b} vs {a} ({par['profile']})", title_justify="left")
+    for col in ("output", "max abs", "cosine", "top-1", "verdict"):
+        table.add_column(col)
+    for row in par["rows"]:
+        top1 = row.get("top1")
+        table.add_row(row["output"], f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
+                      f"{row['cosine']:.6f}" if "cosine" in row else "–", f"{top1:.3f}" if top1 is not None else "–",
+                      "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {_escape(row.get('problem', ''))}")
+    out = _out()
+    out.print(table)
+    for note in st.get("notes", []):
+        out.print(f"note: {note}")
+    out.print(f"A: {m['source']['framework']} {st['reference_latency']['median_ms']:.3g} ms · "
+              f"B: {st['runtime']} {st['latency']['median_ms']:.3g} ms (median, example batch)")
+    out.print("[green]PASS[/]" if m["ok"] else "[red]FAIL[/]")
+    raise typer.Exit(code)
+
+
+@report_app.command("diff")
+def report_diff(old: Path = typer.Argument(..., help="the earlier release's manifest.json (or its directory)"),
+                new: Path = typer.Argument(..., help="this release's manifest.json (or its directory)"),
+                as_json: bool = typer.Option(False, "--json", help="print the diff as JSON")):
+    """What changed between two releases: verdict, metrics, sizes, latency, passes, tools."""
+    from forgeml.validation.diff import diff, render_md
+
+    manifests = []
+    for p in (old, new):
+        path = p / "manifest.json" if p.is_dir() else p
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            from forgeml.errors import InputError
+
+            raise InputError(f"report diff: cannot read {path}: {e}") from e
+    d = diff(*manifests)
+    print(json.dumps(d, indent=2) if as_json else render_md(d, str(old), str(new)), end="" if not as_json else "\n")
+    raise typer.Exit(0 if manifests[1].get("ok") else 1)
+
+
+@app.command()
+def reproduce(manifest: Path = typer.Argument(..., help="OUT/manifest.json of the run to repeat"),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to rerun (default: OUT-reproduced)"),
+              force: bool = typer.Option(False, "--force", help="replace the rerun directory if it exists"),
+              as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
+    """Rerun a recorded conversion into a new directory and check its artifacts are byte-identical."""
+    from forgeml.reproduce import reproduce as run_again
+
+    with _err().status("rerunning …"):
+        r = run_again(manifest, out, force=force)
+    if as_json:
+        print(json.dumps(r, indent=2))
+    else:
+        o = _out()
+        o.print(f"reran from the {r['how']} into {r['new_dir']}")
+        for name, a in r["artifacts"].items():
+            extra = f" (max abs {a['max_abs']:.3g} between the two files' outputs)" if "max_abs" in a else ""
+            o.print(f"  {name:12} {a['status']}{extra}{' — ' + a['note'] if a.get('note') else ''}")
+        if "calibration" in r:
+            o.print(f"  calibration data: {'same' if r['calibration']['same'] else 'DIFFERENT'} (by sha256)")
+        o.print("[green]REPRODUCED[/]" if r["ok"] else "[red]NOT REPRODUCED[/]")
+    raise typer.Exit(0 if r["ok"] else 1)
+@app.command("check-trt")
+def check_trt(file: Path = typer.Argument(..., help=".onnx model to check"),
+              tensorrt: str = typer.Option("10.1", "--tensorrt", help="support table: 10.1 or 8.5"),
+              plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="custom ops you have TensorRT "
+                                                         "plugins for (comma-separated or repeated)"),
+              as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """Static TensorRT readiness (no GPU, no TensorRT needed). Exit 0 ready, 1 blocking findings, 2 bad input."""
+    from rich.markup import escape
+
+    from forgeml.validation.trt_readiness import check_file
+
+    result = check_file(file, tensorrt=tensorrt, plugins=tuple(_split(plugin)))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        out = _out()
+        colour = {"error": "red", "warning": "yellow", "info": "dim"}
+        for f in result.findings:
+            out.print(f"[{colour[f.severity]}]{escape(f.line())}[/]", soft_wrap=True)
+        out.print(("[green]" if result.ready else "[red]") + escape(f"{file}: {result.summary()}") + "[/]  "
+                  f"(support table: {escape(result.source)})", soft_wrap=True)
+    raise typer.Exit(0 if result.ready else 1)
+
+
+@app.command()
+def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .joblib, .pt/.pth/.bin, .npy, .npz"),
+         as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """List the globals a pickle would import, without loading it. Exit 0 when every global is on the
+    allow-list, 1 when any is not (or part of the file cannot be read as pickle opcodes), 2 for bad input."""
+    from rich.markup import escape
+
+    from forgeml.validation.pickle_scan import scan_file
+
+    report = scan_file(file)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        raise typer.Exit(0 if report.clean else 1)
+    out = _out()
+    out.print(f"[bold]{escape(str(report.path))}[/]  {report.format}  {report.pickles} pickle(s), "
+              f"{len(report.globals)} global(s)")
+    for g in report.globals:
+        color = {"safe": "green", "unknown": "yellow", "dangerous": "red"}[g.verdict]
+        where = f"{g.member}@{g.offset}" if g.member else f"offset {g.offset}"
+        out.print(f"  [{color}]{g.verdict:9}[/] " + escape(f"{g.module}.{g.name}  ({g.opcode} at {where})"))
+    for problem in report.problems:
+        out.print("  [red]unreadable[/] " + escape(problem))
+    out.print("[green]clean[/]: only allow-listed globals" if report.clean else
+              f"[red]UNSAFE[/]: {len(report.flagged)} global(s) outside the allow-list"
+              + (f", {len(report.problems)} unreadable part(s)" if report.problems else ""))
+    raise typer.Exit(0 if report.clean else 1)
+
+
 @zoo_app.command("list")
 def zoo_list():
     """The built-in models."""
@@ -216,6 +419,28 @@ def zoo_list():
     out = _out()
     for m in ZOO.values():
         out.print(f"zoo:{m.name:14} {m.kind:10} {m.description}")
+
+
+@zoo_app.command("export")
+def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
+               out: Path = typer.Option(None, "--out", "-o", help="file stem (default: ./NAME)"),
+               force: bool = typer.Option(False, "--force")):
+    """Write a zoo model in its framework's own format (torch: .pt2) plus NAME.inputs.npz."""
+    from forgeml.errors import InputError, require
+    from models_zoo import ZOO
+    from models_zoo.export import SAVERS, export
+
+    if name not in ZOO:
+        raise InputError(f"unknown zoo model {name!r}; `forgeml zoo list` shows: {', '.join(ZOO)}")
+    kind = ZOO[name].kind
+    if kind not in SAVERS:
+        raise InputError(f"zoo:{name} is a {kind} model; `zoo export` writes {', '.join(SAVERS)} models")
+    require(kind, kind)
+    stem = out or Path(name)
+    if not force and any(p.exists() for p in stem.parent.glob(stem.name + ".*")):
+        raise InputError(f"{stem}.* already exists; pass --force to replace it")
+    path, npz = export(name, stem)
+    _out().print(f"wrote {path} and {npz}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=args, prog_name="forgeml", standalone_mode=False)
-        return 0
+        rv = app(args=args, prog_name="forgeml", standalone_mode=False, obj={"argv": args})
+        return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
     except typer.Exit as e:
         return e.exit_code
     except ForgeError as e:
@@ -237,24 +462,19 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        _err().print(f"[red]forgeml: error:[/] {e}", soft_wrap=True)
+        _err().print(f"[red]forgeml: error:[/] {_escape(str(e))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         _err().print("forgeml: interrupted")
         return 130
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        if isinstance(e, click.exceptions.ClickException):
+        # typer vendors its own click, so match the exception's shape rather than its class.
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
+        if type(e).__name__ == "Abort":
+            return 1
         raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -106,8 +106,14 @@ class IRModel:
         return onnx_ir.serde.deserialize_model(proto)
 
     def stats(self) -> dict[str, int]:
-        """Node count and serialized size: what every pass reports before and after."""
-        return {"nodes": count_nodes(self.model), "bytes": self.to_proto().ByteSize()}
+        """Node count and size (weights plus graph structure): what every pass reports before and after."""
+        from forgeml.validation.ort_runner import weight_bytes
+
+        weights = weight_bytes(self.model)
+        graph_only = self.to_proto()
+        for t in graph_only.graph.initializer:
+            t.ClearField("raw_data")
+        return {"nodes": count_nodes(self.model), "bytes": weights + graph_only.ByteSize()}
 
 
 def count_nodes(model: onnx_ir.Model) -> int:

@@ -22,7 +22,7 @@ from forgeml.passes import ForgePass, PassInputs
 from forgeml.targets import TARGETS, Artifact, TargetContext
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs, fit_calibration, parity_inputs
-from forgeml.validation.ort_runner import ort_runner
+from forgeml.validation.ort_runner import ort_runner_for_ir
 from forgeml.validation.parity import ParityReport, StageParity, measure
 from forgeml.validation.tolerances import Tolerance, profile_for
 
@@ -58,6 +58,8 @@ class PipelineConfig:
     calibration: tuple[InputSet, ...] = ()  # --calib: representative inputs, checked against the signature
     target_configs: Mapping[str, object] = field(default_factory=dict)  # target name → its Config instance
     command: str = ""
+    localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
+    latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
 
 
 @dataclass
@@ -91,11 +93,10 @@ class Conversion:
         return 0 if self.ok else 1
 
     def save_report(self, path: str | Path) -> Path:
-        from forgeml.validation.report_md import render
+        """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""
+        from forgeml.validation.report_html import save_report
 
-        path = Path(path)
-        write_bytes_atomic(path, render(self.manifest).encode())
-        return path
+        return save_report(self.manifest, Path(path))
 
 
 def _forgeml_version() -> str:
@@ -112,6 +113,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         raise InputError(f"unknown target(s) {unknown}; known targets: {', '.join(TARGETS)}")
     if not config.targets:
         raise InputError("no target given; choose from: " + ", ".join(TARGETS))
+    if config.localize not in ("auto", "always", "never"):
+        raise InputError(f"localize={config.localize!r}: choose auto, always or never")
     check_out_dir(out_dir, force)
 
     stages: list[dict] = []
@@ -146,11 +149,17 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         return measure(reference_outputs, candidate, input_sets, tol, reference=converted.reference_name,
                        output_names=output_names)
 
-    parity = check(ort_runner(ir.to_proto().SerializeToString()), ir.precision)
+    parity = check(ort_runner_for_ir(ir.model), ir.precision)
     report.add(stage_name, parity)
     seconds = time.perf_counter() - t0
     stages.append({"name": stage_name, "kind": "converter", "route": ir.provenance.route,
                    "seconds": round(seconds, 3), "parity": parity.to_json()})
+    converter_ir = ir  # the pre-pass graph: what localization compares later stages with, by tensor name
+    first_failure = None if parity.passed else (0, ir.model)
+    if config.latency:
+        from forgeml.validation.latency import measure_latency
+
+        stages[-1]["reference_latency"] = measure_latency(converted.reference, input_sets[0])
     on_event(StageEvent(stage_name, "converter", "done", seconds, parity.passed))
 
     # --- passes ---
@@ -174,7 +183,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if ir.precision == "fp32":
             float_ir = ir
         after = ir.stats()
-        parity = check(ort_runner(ir.to_proto().SerializeToString()), ir.precision)
+        parity = check(ort_runner_for_ir(ir.model), ir.precision)
         report.add(p.name, parity)
         seconds = time.perf_counter() - t0
         stages.append({"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
@@ -186,6 +195,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if details:
             stages[-1]["details"] = details
             warnings += details.get("warnings", [])
+        if not parity.passed and first_failure is None:
+            first_failure = (len(stages) - 1, ir.model)
         on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
         ran.append(p.name)
 
@@ -220,17 +231,36 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
                          parity=parity.to_json())
             if artifact.metadata:
                 entry["metadata"] = artifact.metadata
+            if config.latency:
+                from forgeml.validation.latency import artifact_latency
+
+                entry["latency"] = artifact_latency(runner, input_sets[0])
             stages.append(entry)
+            if not parity.passed and first_failure is None and artifact.path.suffix == ".onnx":
+                first_failure = (len(stages) - 1, artifact.path)
             on_event(StageEvent(name, "target", "done", seconds, parity.passed))
 
         ok = report.passed and not errors
+        if first_failure is not None and config.localize != "never":
+            from forgeml.validation.localize import localize_stage
+
+            idx, candidate = first_failure
+            tol = config.tolerance.apply(profile_for(stages[idx]["parity"]["profile"]))  # as the stage was judged
+            stages[idx]["divergence"] = localize_stage(candidate, converted, converter_ir, input_sets[0], tol,
+                                                       always=config.localize == "always")
         manifest = _manifest(ok, ir, stages, artifacts, staged.path, config, errors)
         if warnings:
             manifest["warnings"] = warnings
+        from forgeml.validation.provenance import run_record
+
+        manifest.update(run_record(resolved.ref, config))
         write_json_atomic(staged.path / "manifest.json", manifest)
         from forgeml.validation.report_md import render
 
         write_bytes_atomic(staged.path / "report.md", render(manifest).encode())
+        from forgeml.validation.report_html import render as render_html
+
+        write_bytes_atomic(staged.path / "report.html", render_html(manifest).encode())
         final = staged.commit()
     except BaseException:
         staged.discard()

@@ -51,9 +51,12 @@ def _from_zoo(name: str) -> ResolvedSource:
     entry = ZOO[name]
     if entry.kind not in CONVERTERS:
         raise InputError(f"zoo:{name} is a {entry.kind} model and forgeml has no {entry.kind} converter")
-    from forgeml.errors import require
+    from forgeml.errors import missing_extra
 
-    require(entry.kind, entry.kind)  # a missing framework says which extra installs it
+    # A missing framework says which extra installs it. Only looked up, not imported: the builder
+    # imports it (TensorFlow's start-up logging is silenced there).
+    if importlib.util.find_spec(entry.kind) is None:
+        raise missing_extra(entry.kind, entry.kind)
     built = entry.build()
     return ResolvedSource(CONVERTERS[entry.kind], built.model, f"zoo:{name}", built.example_inputs,
                           tuple(built.output_names), built.dynamic_batch)
@@ -106,6 +109,8 @@ def _from_path(path: Path, example_inputs) -> ResolvedSource:
                 f.read(1)
         except OSError as e:
             raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    if path.is_dir() and any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
+        return ResolvedSource(CONVERTERS["tensorflow"], path, str(path), example_inputs)
     suffix = path.suffix.lower()
     for conv in CONVERTERS.values():
         if suffix in conv.suffixes:

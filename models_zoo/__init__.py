@@ -39,6 +39,15 @@ def _torch(builder: str) -> Callable[[], ZooBuild]:
     return build
 
 
+def _from(module: str, builder: str) -> Callable[[], ZooBuild]:
+    def build() -> ZooBuild:
+        import importlib
+
+        return getattr(importlib.import_module(f"models_zoo.{module}"), builder)()
+
+    return build
+
+
 ZOO: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -48,6 +57,18 @@ ZOO: dict[str, ZooModel] = {
         ZooModel("transformer", "torch",
                  "2-layer transformer encoder on 16 token ids: embedding, multi-head attention, layernorm, "
                  "GELU, mean-pool classifier head; 5 classes", _torch("build_transformer")),
+        ZooModel("keras_cnn", "tensorflow", "Keras Sequential CNN on 32x32x3 NHWC images: conv, batchnorm, "
+                 "pooling, dropout, dense; 10 classes", _from("keras_models", "build_cnn")),
+        ZooModel("keras_two_inputs", "tensorflow", "Keras functional model, two inputs (features, sequence) "
+                 "and two heads (scores, value)", _from("keras_models", "build_two_inputs")),
+        ZooModel("sk_iris", "sklearn", "StandardScaler + LogisticRegression trained on iris; label + "
+                 "probabilities", _from("sklearn_models", "build_iris")),
+        ZooModel("sk_digits", "sklearn", "StandardScaler + PCA + MLPClassifier trained on digits (8x8 images); "
+                 "label + probabilities", _from("sklearn_models", "build_digits")),
+        ZooModel("sk_breast_cancer", "sklearn", "ColumnTransformer (numeric + string column) + RandomForest "
+                 "trained on breast_cancer", _from("sklearn_models", "build_breast_cancer")),
+        ZooModel("sk_diabetes", "sklearn", "StandardScaler + Ridge regression trained on diabetes",
+                 _from("sklearn_models", "build_diabetes")),
         ZooModel("transformer-base", "torch",
                  "6-layer transformer encoder, hidden 384, 6 heads, 128 token ids; 5 classes (for benchmarks: "
                  "the MatMuls dominate)", _torch("build_transformer_base")),

@@ -13,6 +13,11 @@ fi
 stamp="$venv/.forgeml-setup"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$venv/bin/python" -m pip install -q -c constraints.txt -e ".[$extras]"
+  echo "forgeml setup: installing .[$extras] into $venv (log: $venv/setup.log)" >&2
+  if ! "$venv/bin/python" -m pip install -c constraints.txt -e ".[$extras]" > "$venv/setup.log" 2>&1; then
+    grep -v "^WARNING: Location" "$venv/setup.log" | tail -40 >&2
+    echo "forgeml setup: pip install failed (full log: $venv/setup.log)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

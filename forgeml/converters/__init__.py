@@ -27,6 +27,7 @@ class ImportOptions:
     output_names: tuple[str, ...] = ()  # names for the source model's outputs, in order
     opset: int | None = None
     trust_pickle: bool = False
+    signature: str | None = None  # SavedModel serving signature to convert (default: serving_default)
 
 
 class SourceWeights(Protocol):
@@ -68,9 +69,11 @@ class Converter(Protocol):
 
 def _table() -> dict[str, Converter]:
     from forgeml.converters.onnx import OnnxConverter
+    from forgeml.converters.sklearn import SklearnConverter
+    from forgeml.converters.tensorflow import TensorflowConverter
     from forgeml.converters.torch import TorchConverter
 
-    return {c.name: c for c in (TorchConverter(), OnnxConverter())}
+    return {c.name: c for c in (TorchConverter(), OnnxConverter(), TensorflowConverter(), SklearnConverter())}
 
 
 CONVERTERS: dict[str, Converter] = _table()

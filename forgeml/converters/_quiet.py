@@ -10,7 +10,7 @@ import warnings
 
 @contextlib.contextmanager
 def quiet(*logger_names: str):
-    """Silence the named loggers, Python warnings and stdout for the duration; restore after.
+    """Silence the named loggers, Python warnings, stdout and stderr for the duration; restore after.
 
     What was printed is logged at DEBUG so ``--debug`` still shows it.
     """
@@ -20,7 +20,7 @@ def quiet(*logger_names: str):
         logging.getLogger(n).setLevel(logging.ERROR)
     buf = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -8,9 +8,9 @@ import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.errors import InputError
-from forgeml.ir import IRModel, Provenance, TensorSpec, sha256_arrays, sha256_file, signature_of
+from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
 from forgeml.validation import InputSet
-from forgeml.validation.inputs import check_inputs
+from forgeml.validation.inputs import check_inputs, example_from_spec
 from forgeml.validation.ort_runner import ort_runner
 
 
@@ -57,15 +57,6 @@ class OnnxWeights:
         return ort_runner(proto.SerializeToString())
 
 
-def _spec_example(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    shape = [d if isinstance(d, int) else 2 for d in spec.shape]
-    if spec.dtype.startswith("float"):
-        return rng.normal(size=shape).astype(spec.dtype)
-    if spec.dtype == "bool":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    return rng.integers(0, 2, size=shape).astype(spec.dtype)
-
-
 class OnnxConverter:
     name = "onnx"
     suffixes = (".onnx",)
@@ -96,7 +87,7 @@ class OnnxConverter:
         if example_inputs is None:
             specs = {s.name: s for s in options.input_specs}
             rng = np.random.default_rng(0)
-            example_inputs = {s.name: _spec_example(specs.get(s.name, s), rng) for s in sig.inputs}
+            example_inputs = {s.name: example_from_spec(specs.get(s.name, s), rng) for s in sig.inputs}
         check_inputs(example_inputs, sig, "example inputs")
         provenance = Provenance("onnx", ref, digest, f"onnx {onnx.__version__}", "onnx")
         return ConvertResult(

@@ -18,10 +18,10 @@ import numpy as np
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.converters._quiet import quiet
 from forgeml.errors import ConversionError, InputError, require
-from forgeml.ir import IRModel, Provenance, Signature, TensorSpec, sha256_arrays, sha256_file, signature_of
+from forgeml.ir import IRModel, Provenance, Signature, sha256_arrays, sha256_file, signature_of
 from forgeml.validation import InputSet
-from forgeml.validation.inputs import check_inputs
-from forgeml.validation.torch_runner import flatten_outputs, torch_runner
+from forgeml.validation.inputs import check_inputs, example_from_spec
+from forgeml.validation.torch_runner import torch_runner
 
 _LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch._export", "onnxscript", "torch.fx")
 
@@ -152,6 +152,9 @@ def _is_legacy_pickle(path: Path) -> bool:
 
 def _load_pickled(path: Path, example_inputs, options: ImportOptions):
     """torch.save output: weights-only first; a whole pickled module only with --trust-pickle."""
+    from forgeml.validation.pickle_scan import refuse_unsafe
+
+    refuse_unsafe(path, options.trust_pickle)  # reads opcodes only; refuses before anything is unpickled
     torch = _torch()
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -197,7 +200,8 @@ def _example_arrays(example_inputs, input_names: list[str], options: ImportOptio
         if not options.input_specs:
             raise InputError("no example inputs: pass them to forgeml.convert(), or give --input name:DIMS:dtype "
                              "for every model input")
-        return {s.name: _zeros_like_spec(s) for s in options.input_specs}
+        rng = np.random.default_rng(0)
+        return {s.name: example_from_spec(s, rng) for s in options.input_specs}
     if isinstance(example_inputs, dict):
         values = list(example_inputs.values())
     elif isinstance(example_inputs, (tuple, list)):
@@ -212,15 +216,6 @@ def _example_arrays(example_inputs, input_names: list[str], options: ImportOptio
             raise InputError(f"example input {name!r} is a {type(v).__name__}; give a numpy array or torch tensor")
         out[name] = v
     return out
-
-
-def _zeros_like_spec(spec: TensorSpec) -> np.ndarray:
-    """A deterministic example from --input: random normal floats, small ids for integer inputs."""
-    shape = [d if isinstance(d, int) else 2 for d in spec.shape]
-    rng = np.random.default_rng(0)
-    if spec.dtype.startswith("float"):
-        return rng.normal(size=shape).astype(spec.dtype)
-    return rng.integers(0, 2, size=shape).astype(spec.dtype)
 
 
 def _output_names(module, example: InputSet, input_names: list[str], options: ImportOptions) -> list[str]:
@@ -296,5 +291,10 @@ def _export(model, args, input_names, output_names, options: ImportOptions, *, t
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    """The root cause's first line, without terminal colour codes (the exporter wraps causes)."""
+    import re
+
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__

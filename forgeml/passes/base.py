@@ -32,6 +32,9 @@ class DetailedPassResult(PassResult):
     details: dict = field(default_factory=dict)
 
 
+__all__ = ["ForgePass", "PassInputs", "DetailedPassResult", "PassResult", "from_proto", "to_proto"]
+
+
 class ForgePass(FunctionalPass):
     """Base of forgeml's passes: a name for the CLI and manifest, and a typed config dataclass."""
 

@@ -67,4 +67,6 @@ class OptimizePass(ForgePass):
         changed = {op: [before.get(op, 0), after.get(op, 0)] for op in sorted(set(before) | set(after))
                    if before.get(op, 0) != after.get(op, 0)}
         modified = out.SerializeToString() != proto.SerializeToString()
-        return DetailedPassResult(from_proto(out), modified, {"fusions": fused, "op_counts_changed": changed})
+        result = from_proto(out)
+        result.graph.sort()
+        return DetailedPassResult(result, modified, {"fusions": fused, "op_counts_changed": changed})

@@ -122,7 +122,9 @@ class PrecisionPass(ForgePass):
             details["sensitivity"] = res.ranking[:10]
         if self.warnings():
             details["warnings"] = self.warnings()
-        return DetailedPassResult(from_proto(res.proto), True, details)
+        out = from_proto(res.proto)
+        out.graph.sort()  # converters append Casts/Q-DQ nodes at the end; keep the graph in topological order
+        return DetailedPassResult(out, True, details)
 
 
 def example_like(inputs: PassInputs, n: int, *, seed_offset: int) -> list[InputSet]:

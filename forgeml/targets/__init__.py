@@ -60,8 +60,10 @@ class Target(Protocol):
 def _table() -> dict[str, Target]:
     from forgeml.targets.onnx import OnnxTarget
     from forgeml.targets.safetensors import SafetensorsTarget
+    from forgeml.targets.tensorrt import TensorRTTarget
+    from forgeml.targets.torch_aoti import TorchAOTITarget
 
-    return {t.name: t for t in (OnnxTarget(), SafetensorsTarget())}
+    return {t.name: t for t in (OnnxTarget(), SafetensorsTarget(), TensorRTTarget(), TorchAOTITarget())}
 
 
 TARGETS: dict[str, Target] = _table()

@@ -2,16 +2,58 @@
 
 Parity for this target loads the file back into the *source* model (in its own framework) and
 compares its outputs with the original's, so a wrong name, dtype or transposition is caught.
+
+The file is written by our own streaming writer rather than ``safetensors.numpy.save``: that one
+orders the metadata through a hash map, so the same weights gave different bytes on every run,
+and it builds the whole file in memory. The safetensors library still reads every file back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
+import numpy as np
+
 from forgeml.errors import TargetError
-from forgeml.fileio import write_bytes_atomic
 from forgeml.targets import Artifact, TargetContext
+
+_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+           "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32", "uint64": "U64",
+           "bool": "BOOL"}
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """Deterministic, streaming safetensors writer: tensors in name order, metadata keys sorted,
+    header padded to 8 bytes; written to a temp file and renamed into place."""
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    offset = 0
+    for name in sorted(tensors):
+        a = tensors[name]
+        code = _DTYPES.get(a.dtype.name)
+        if code is None:
+            raise TargetError(f"safetensors: tensor {name!r} has dtype {a.dtype}, which safetensors cannot hold")
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(len(blob).to_bytes(8, "little"))
+            f.write(blob)
+            for name in sorted(tensors):
+                a = tensors[name]
+                a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+                f.write(np.ascontiguousarray(a).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 class SafetensorsTarget:
@@ -20,8 +62,6 @@ class SafetensorsTarget:
     filename = "model.safetensors"
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
-        from safetensors.numpy import save
-
         if ctx.weights is None:
             raise TargetError(f"safetensors: the {ir.provenance.kind} source has no named weights to write")
         tensors = ctx.weights.named()
@@ -37,12 +77,8 @@ class SafetensorsTarget:
             "shapes": json.dumps({k: list(v.shape) for k, v in sorted(tensors.items())}, separators=(",", ":")),
             "producer": f"forgeml {ctx.forgeml_version}",
         }
-        try:
-            data = save({k: v for k, v in tensors.items()}, metadata=metadata)
-        except Exception as e:
-            raise TargetError(f"safetensors: could not serialize the weights: {e}") from e
         path = out_dir / self.filename
-        write_bytes_atomic(path, data)
+        write_safetensors(path, tensors, metadata)
         params = int(sum(a.size for a in tensors.values()))
         return Artifact(self.name, path, [path], runtime=f"{ctx.weights.framework} (weights loaded back)",
                         metadata={"tensors": len(tensors), "parameters": params})

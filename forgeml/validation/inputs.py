@@ -52,18 +52,26 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def load_npz(path: str | Path, signature: Signature) -> InputSet:
-    """A user's inputs: one array per model input, keyed by input name."""
+def read_npz(path: str | Path, flag: str = "--inputs") -> InputSet:
+    """Arrays from an .npz by name, never unpickling; not yet checked against a signature."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"--inputs {p}: no such file")
+        raise InputError(f"{flag} {p}: no such file")
     try:
         with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"--inputs {p}: not a readable .npz file ({e})") from e
-    check_inputs(arrays, signature, f"--inputs {p.name}")
-    return arrays
+        raise InputError(f"{flag} {p}: not a readable .npz file ({e})") from e
+
+
+def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int = 2) -> np.ndarray:
+    """A seeded example for an input known only by its spec (symbolic dims become ``dynamic``)."""
+    shape = [d if isinstance(d, int) else dynamic for d in spec.shape]
+    if spec.dtype.startswith(("float", "bfloat")):
+        return rng.normal(size=shape).astype(spec.dtype)
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.integers(0, 2, size=shape).astype(spec.dtype)
 
 
 def load_calibration(path: str | Path) -> list[InputSet]:
@@ -72,13 +80,7 @@ def load_calibration(path: str | Path) -> list[InputSet]:
     Checked against the model's signature by the pipeline once the model is imported.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--calib {p}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"--calib {p}: not a readable .npz file ({e})") from e
+    arrays = read_npz(p, "--calib")
     if not arrays:
         raise InputError(f"--calib {p}: holds no arrays; save one array per model input, keyed by input name "
                          "(np.savez(path, **{name: samples}))")

@@ -47,6 +47,12 @@ class OutputAccumulator:
         if ref.shape != cand.shape:
             self.problems.append(f"shape {tuple(cand.shape)} != reference {tuple(ref.shape)}")
             return
+        if ref.dtype.kind in "OUS" or cand.dtype.kind in "OUS":
+            # Text outputs (class labels of a classifier trained on strings): exact agreement only.
+            self.exact_hits += int(np.sum(ref.astype(str) == cand.astype(str)))
+            self.exact_total += ref.size
+            self.n += ref.size
+            return
         if ref.dtype.kind in "iub" or cand.dtype.kind in "iub":
             if ref.dtype.kind == "f" or cand.dtype.kind == "f":
                 self.problems.append(f"dtype {cand.dtype} != reference {ref.dtype}")

@@ -47,3 +47,28 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
 
     run.session = session  # for inspection and benchmarks
     return run
+
+
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def weight_bytes(model) -> int:
+    """Bytes of an ``onnx_ir.Model``'s initializers: decides whether it fits one protobuf."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def ort_runner_for_ir(model) -> Runner:
+    """onnxruntime over an ``onnx_ir.Model``: in memory when it fits a protobuf, else through a
+    scratch directory with external data (kept alive as long as the runner)."""
+    import tempfile
+
+    import onnx_ir
+
+    if weight_bytes(model) < PROTOBUF_LIMIT - (64 << 20):
+        return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
+    scratch = tempfile.TemporaryDirectory(prefix="forgeml-ort-")
+    path = Path(scratch.name) / "model.onnx"
+    onnx_ir.save(model, path, external_data="model.onnx.data")
+    run = ort_runner(path)
+    run.scratch = scratch  # removed when the runner is garbage-collected
+    return run

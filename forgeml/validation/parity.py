@@ -21,10 +21,14 @@ class StageParity:
     profile: Tolerance
     rows: list[dict]
     batches: int
+    sketches: dict[str, dict] = field(default_factory=dict)  # output → error histogram + value sample
 
     def to_json(self) -> dict:
-        return {"passed": self.passed, "reference": self.reference, "profile": self.profile.name,
-                "tolerance": self.profile.to_json(), "batches": self.batches, "rows": self.rows}
+        out = {"passed": self.passed, "reference": self.reference, "profile": self.profile.name,
+               "tolerance": self.profile.to_json(), "batches": self.batches, "rows": self.rows}
+        if self.sketches:
+            out["sketches"] = self.sketches
+        return out
 
     def failing_outputs(self) -> list[str]:
         return [r["output"] for r in self.rows if not r["passed"]]
@@ -37,7 +41,11 @@ def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runne
 
     Outputs are matched by the source model's names; a missing or extra output fails its row.
     """
+    from forgeml.validation.sketch import SAMPLE, ErrorSketch
+
     accs = {n: OutputAccumulator(n) for n in output_names}
+    sketches = {n: ErrorSketch() for n in output_names}
+    per_batch = max(1, SAMPLE // max(len(input_sets), 1))
     for inputs, ref in zip(input_sets, reference_outputs, strict=True):
         got = candidate(inputs)
         for name in output_names:
@@ -45,9 +53,11 @@ def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runne
                 accs[name].problems.append(f"candidate has no output named {name!r} (it has {sorted(got)})")
                 continue
             accs[name].add(ref[name], got[name], tol.rtol)
+            sketches[name].add(np.asarray(ref[name]), np.asarray(got[name]), per_batch)
     rows = [accs[n].row(tol) for n in output_names]
+    drawn = {n: j for n, s in sketches.items() if (j := s.to_json()) is not None}
     return StageParity(passed=all(r["passed"] for r in rows), reference=reference, profile=tol,
-                       rows=rows, batches=len(input_sets))
+                       rows=rows, batches=len(input_sets), sketches=drawn)
 
 
 @dataclass

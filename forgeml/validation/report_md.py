@@ -24,14 +24,25 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _cell(text: str) -> str:
+    """Table-safe text: a bare | would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
+def _header(*lead: str) -> list[str]:
+    names = [*lead, "output", *(h for _, h in _COLUMNS), "verdict"]
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+
+def _row(lead: list[str], row: dict) -> str:
+    verdict = "pass" if row["passed"] else f"**FAIL**: {_cell(row.get('problem', ''))}"
+    return "| " + " | ".join([*lead, row["output"], *(_fmt(row.get(k)) for k, _ in _COLUMNS), verdict]) + " |"
+
+
 def parity_table(stages: list[tuple[str, StageParity]]) -> str:
-    lines = ["| stage | output | " + " | ".join(h for _, h in _COLUMNS) + " | verdict |",
-             "|---|---|" + "---|" * len(_COLUMNS) + "---|"]
+    lines = _header("stage")
     for stage, parity in stages:
-        for row in parity.rows:
-            verdict = "pass" if row["passed"] else f"**FAIL**: {row.get('problem', '')}"
-            cells = " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS)
-            lines.append(f"| {stage} ({parity.profile.name}) | {row['output']} | {cells} | {verdict} |")
+        lines += [_row([f"{stage} ({parity.profile.name})"], row) for row in parity.rows]
     return "\n".join(lines)
 
 
@@ -50,24 +61,28 @@ def render(manifest: dict) -> str:
         out.append(f"- error: {manifest['error']}")
     for warning in manifest.get("warnings", []):
         out.append(f"- **WARNING: {warning}**")
+    for st in manifest["stages"]:
+        d = st.get("divergence")
+        if d and d.get("found"):
+            mod = f", module `{d['module']}`" + (f" ({d['module_class']})" if d.get("module_class") else "") \
+                if d.get("module") else ""
+            out.append(f"- first divergence in {st['name']}: node `{d['node']}` ({d['op']}){mod}")
+        elif d:
+            out.append(f"- first divergence in {st['name']}: not localized ({d.get('note', '')})")
     out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]
     for kind in ("inputs", "outputs"):
         for t in manifest["signature"][kind]:
             shape = "×".join(str(d) for d in t["shape"]) or "scalar"
             out.append(f"| {kind[:-1]} | {t['name']} | {shape} | {t['dtype']} |")
     out += ["", "## Parity per stage", ""]
-    header = "| stage | kind | output | " + " | ".join(h for _, h in _COLUMNS) + " | verdict |"
-    out += [header, "|---|---|---|" + "---|" * len(_COLUMNS) + "---|"]
+    out += _header("stage", "kind")
     for st in manifest["stages"]:
         par = st.get("parity")
         if par is None:
-            msg = st.get("error", "not checked")
+            msg = _cell(st.get("error", "not checked"))
             out.append(f"| {st['name']} | {st['kind']} | – |" + " – |" * len(_COLUMNS) + f" **{msg}** |")
             continue
-        for row in par["rows"]:
-            verdict = "pass" if row["passed"] else f"**FAIL**: {row.get('problem', '')}"
-            cells = " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS)
-            out.append(f"| {st['name']} ({par['profile']}) | {st['kind']} | {row['output']} | {cells} | {verdict} |")
+        out += [_row([f"{st['name']} ({par['profile']})", st["kind"]], row) for row in par["rows"]]
     profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in manifest["stages"] if st.get("parity")}
     if profiles:
         from forgeml.validation.tolerances import Tolerance
@@ -75,7 +90,7 @@ def render(manifest: dict) -> str:
         out += ["", "## Tolerance profiles", ""]
         for name, tol in profiles.items():
             fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
-            out.append(f"- **{name}**: {Tolerance(name=name, **fields).describe()}")
+            out.append(f"- **{name}**: {_cell(Tolerance(name=name, **fields).describe())}")
         batches = next(st["parity"]["batches"] for st in manifest["stages"] if st.get("parity"))
         out.append(f"- measured on {batches} input batches (the example inputs plus seeded random batches)")
     passes = [st for st in manifest["stages"] if st["kind"] == "pass"]

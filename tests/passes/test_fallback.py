@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import bound_inputs, cosine, mlp_proto, run_proto
+from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 
 from forgeml.errors import PassError
 from forgeml.passes import from_proto, to_proto

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from conftest import bound_inputs, cosine, mlp_proto, run_proto
+from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 
 from forgeml.passes import from_proto, to_proto
 from forgeml.passes.fp16 import Fp16Pass

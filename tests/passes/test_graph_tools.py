@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import mlp_proto, run_proto
+from tests.passes.conftest import mlp_proto, run_proto
 
 from forgeml.passes.graph_tools import gemm_to_matmul, named, weight_nodes
 

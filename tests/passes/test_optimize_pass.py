@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from conftest import run_proto
+from tests.passes.conftest import run_proto
 from onnx import TensorProto, helper, numpy_helper
 
 from forgeml.passes import from_proto, to_proto
@@ -37,7 +37,7 @@ def test_skip_layernorm_fuses_and_is_recorded():
 
 
 def test_no_pattern_no_fusion():
-    from conftest import mlp_proto
+    from tests.passes.conftest import mlp_proto
 
     result = OptimizePass()(from_proto(mlp_proto()))
     assert result.details["fusions"] == {}

@@ -60,7 +60,7 @@ def test_every_mode_from_the_cli(tmp_path, mode, capsys):
 def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
     """An ONNX source (reference: onnxruntime fp32) with one layer int8 hurts: --max-cosine-drop 1e-4."""
     import onnx
-    from conftest import mlp_proto
+    from tests.passes.conftest import mlp_proto
 
     onnx.save(mlp_proto(outlier=30.0), tmp_path / "outlier.onnx")
     x = np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32)
@@ -93,7 +93,7 @@ def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
 
 def test_unreachable_budget_exits_2(tmp_path, capsys):
     import onnx
-    from conftest import mlp_proto
+    from tests.passes.conftest import mlp_proto
 
     onnx.save(mlp_proto(outlier=30.0), tmp_path / "outlier.onnx")
     code = main(["convert", str(tmp_path / "outlier.onnx"), "--input", "x:8x16:float32", "-o", str(tmp_path / "o"),

@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import bound_inputs, cosine, mlp_proto, run_proto
+from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 
 from forgeml.errors import PassError
 from forgeml.passes import from_proto, to_proto

@@ -1,0 +1,271 @@
+"""``forgeml parity A B``: any two models or artifacts, the same inputs, the same metrics and verdicts.
+
+Each side becomes a ``Side`` (a runner, a signature, what it is). Artifact files are opened by the
+loader their suffix names in ``LOADERS`` (a target's module can add its own: ``.tflite``, ``.gguf``);
+anything else is resolved as a conversion source (``zoo:NAME``, ``python:mod:fn``, a torch/Keras/…
+file) and runs in its own framework through the converter's reference runner. A ``.safetensors``
+file has no graph: it runs inside the model named by ``--model``, with the file's weights loaded.
+A is the reference; B is judged against A with the tolerance profile of B's precision.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from forgeml.errors import InputError
+from forgeml.ir import Signature, sha256_file
+from forgeml.validation import InputSet, Runner
+
+
+@dataclass
+class Side:
+    ref: str
+    kind: str  # "onnx", "torch", "safetensors", …
+    runner: Runner
+    signature: Signature | None  # None: the file does not say; it takes the other side's names
+    runtime: str
+    sha256: str = ""
+    precision: str | None = None  # what the artifact says it computes in, when it says
+    example_inputs: InputSet | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _load_onnx(path: Path, ctx: LoadContext) -> Side:
+    import onnx
+    import onnx_ir
+    import onnxruntime
+
+    from forgeml.ir import signature_of
+    from forgeml.validation.ort_runner import ort_runner
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise InputError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+    meta = {p.key: p.value for p in proto.metadata_props}
+    sig = signature_of(onnx_ir.serde.deserialize_model(proto))
+    return Side(str(path), "onnx", ort_runner(path), sig, f"onnxruntime {onnxruntime.__version__}",
+                sha256_file(path), meta.get("forgeml.precision"))
+
+
+def _load_safetensors(path: Path, ctx: LoadContext) -> Side:
+    from safetensors.numpy import load_file
+
+    if not ctx.model:
+        raise InputError(f"{path}: a .safetensors file holds weights, not a model; name the model they belong to "
+                         "with --model SRC (zoo:NAME, python:mod:fn, or a model file)")
+    base = load_source(ctx.model, ctx)
+    converted = ctx.converted[ctx.model]
+    if converted.weights is None:
+        raise InputError(f"--model {ctx.model}: its converter cannot load other weights into it")
+    runner = converted.weights.runner_with(load_file(str(path)))
+    return Side(str(path), "safetensors", runner, base.signature, f"{converted.weights.framework} with "
+                f"{path.name}'s weights", sha256_file(path), None, base.example_inputs)
+
+
+def _sibling(module: str, what: str):
+    """A runner module that comes with a target; one clear line when this installation lacks it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("forgeml"):
+            raise InputError(f"comparing {what} files needs forgeml's {what} target ({module}), which this "
+                             "installation does not have") from e
+        raise
+
+
+def _load_tflite(path: Path, ctx: LoadContext) -> Side:
+    """A .tflite in the TFLite interpreter; forgeml's io map (when present) gives source names and layouts."""
+    from forgeml.ir import TensorSpec
+
+    runner = _sibling("forgeml.validation.tflite_runner", ".tflite").tflite_runner(path)
+    iomap = getattr(runner, "iomap", None)
+    sig = None
+    if iomap is not None and all(m.source_dtype for m in (*iomap.inputs, *iomap.outputs)):
+        sig = Signature(tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.inputs),
+                        tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.outputs))
+    return Side(str(path), "tflite", runner, sig, "TFLite interpreter (ai-edge-litert)", sha256_file(path))
+
+
+def _load_gguf(path: Path, ctx: LoadContext) -> Side:
+    """A .gguf in llama.cpp: token ids in, logits of every position out (context sized to the inputs)."""
+    mod = _sibling("forgeml.validation.llama_runner", ".gguf")
+    cache: dict[int, Runner] = {}
+
+    def run(inputs: InputSet) -> dict[str, np.ndarray]:
+        name = next(iter(inputs))
+        n_ctx = max(int(inputs[name].shape[-1]), 8)
+        if n_ctx not in cache:
+            cache[n_ctx] = mod.llama_runner(path, n_ctx=n_ctx, input_name=name)
+        return cache[n_ctx](inputs)
+
+    return Side(str(path), "gguf", run, None, mod.llama_cpp_version(), sha256_file(path))
+
+
+@dataclass
+class LoadContext:
+    model: str | None = None  # --model: the architecture a weights-only file runs in
+    converted: dict = field(default_factory=dict)  # source spec → ConvertResult, converted once
+
+
+# Suffix → loader. Targets whose artifacts are not conversion sources add a line here
+# ("module:function" strings are imported only when a file of that suffix is compared).
+LOADERS: dict[str, Callable[[Path, LoadContext], Side] | str] = {
+    ".onnx": _load_onnx,
+    ".safetensors": _load_safetensors,
+    ".tflite": _load_tflite,
+    ".gguf": _load_gguf,
+}
+
+
+def load_source(src: str, ctx: LoadContext) -> Side:
+    """A conversion source, run in its own framework (the converter's reference runner)."""
+    from forgeml.converters import ImportOptions
+    from forgeml.sources import resolve
+
+    if src not in ctx.converted:
+        resolved = resolve(src)
+        opts = ImportOptions(output_names=resolved.output_names)
+        ctx.converted[src] = resolved.converter.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
+    c = ctx.converted[src]
+    return Side(src, c.ir.provenance.kind, c.reference, c.ir.signature, c.reference_name, c.ir.provenance.sha256,
+                None, c.example_inputs)
+
+
+def load_side(spec: str, ctx: LoadContext) -> Side:
+    path = Path(spec)
+    loader = LOADERS.get(path.suffix.lower()) if not spec.startswith(("zoo:", "python:")) else None
+    if loader is not None:
+        if not path.is_file():
+            raise InputError(f"{spec}: no such file")
+        if isinstance(loader, str):
+            mod, fn = loader.split(":")
+            loader = getattr(importlib.import_module(mod), fn)
+        return loader(path, ctx)
+    return load_source(spec, ctx)
+
+
+# --- matching two signatures ----------------------------------------------------------------------
+
+def _renamed(runner: Runner, in_map: dict[str, str], out_map: dict[str, str]) -> Runner:
+    def run(inputs: InputSet) -> dict[str, np.ndarray]:
+        got = runner({in_map.get(k, k): v for k, v in inputs.items()})
+        return {out_map.get(k, k): v for k, v in got.items()}
+
+    return run
+
+
+def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
+    """B's runner speaking A's input/output names: by name, else by position when the counts agree."""
+    notes = []
+    in_map: dict[str, str] = {}
+    out_map: dict[str, str] = {}
+    a_in, b_in = a.signature.input_names, b.signature.input_names
+    if set(a_in) != set(b_in):
+        if len(a_in) != len(b_in):
+            raise InputError(f"the two models do not share a signature: A takes {a_in}, B takes {b_in}")
+        in_map = dict(zip(a_in, b_in))
+        notes.append(f"inputs matched by position: {in_map}")
+    a_out, b_out = a.signature.output_names, b.signature.output_names
+    if set(a_out) != set(b_out):
+        if len(a_out) != len(b_out):
+            raise InputError(f"the two models do not share a signature: A returns {a_out}, B returns {b_out}")
+        out_map = dict(zip(b_out, a_out))
+        notes.append(f"outputs matched by position: {out_map}")
+    return (_renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
+
+
+def synth_example(sig: Signature, seed: int = 0) -> InputSet:
+    """An example batch from a signature alone, for when neither side carries one.
+
+    Symbolic dims: 2 on the first axis (batch), 8 elsewhere (tokens, …); floats standard normal; integers
+    ids in [0, 8) so any embedding table takes them. Real data (``--inputs``) is better where it matters.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in sig.inputs:
+        shape = [d if isinstance(d, int) else (2 if i == 0 else 8) for i, d in enumerate(t.shape)]
+        if t.dtype.startswith("float"):
+            out[t.name] = rng.normal(size=shape).astype(t.dtype)
+        elif t.dtype == "bool":
+            out[t.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            out[t.name] = rng.integers(0, 8, size=shape).astype(t.dtype)
+    return out
+
+
+def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model: str | None = None,
+            profile: str | None = None, batches: int = 3, seed: int = 0, atol: float | None = None,
+            rtol: float | None = None, command: str = "") -> dict:
+    """Run both on the same inputs and judge B against A; returns a manifest-shaped dict for the reports."""
+    from forgeml.pipeline import ToleranceOverrides, tool_versions
+    from forgeml.validation.inputs import check_inputs, parity_inputs
+    from forgeml.validation.latency import measure_latency
+    from forgeml.validation.parity import measure
+    from forgeml.validation.tolerances import PROFILES, profile_for
+
+    ctx = LoadContext(model=model)
+    a = load_side(a_spec, ctx)
+    b = load_side(b_spec, ctx)
+    if a.signature is None and b.signature is None:
+        raise InputError(f"neither {a_spec} nor {b_spec} says what its inputs are; compare one of them with a "
+                         "model that does (an .onnx, or the source model)")
+    a.signature = a.signature or b.signature
+    b.signature = b.signature or a.signature
+    b_run, notes = align(a, b)
+    for s in inputs:
+        check_inputs(s, a.signature, "--inputs")
+    example = a.example_inputs or (b.example_inputs if not notes else None) or synth_example(a.signature, seed)
+    sets = list(inputs) if inputs else parity_inputs(example, a.signature, batches=batches, seed=seed,
+                                                       dynamic_batch=False)
+    precision = profile or b.precision or "fp32"
+    if precision not in PROFILES:
+        raise InputError(f"--profile {precision!r}: known profiles are {', '.join(PROFILES)}")
+    tol = ToleranceOverrides(atol=atol, rtol=rtol).apply(profile_for(precision))
+    try:
+        ref_outputs = [a.runner(s) for s in sets]
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"A ({a_spec}) failed on the inputs: {type(e).__name__}: {e}") from e
+    t0 = time.perf_counter()
+    parity = measure(ref_outputs, b_run, sets, tol, reference=f"{a.ref} ({a.runtime})",
+                     output_names=a.signature.output_names)
+    seconds = round(time.perf_counter() - t0, 3)
+    stage = {"name": f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "kind": "compare",
+             "candidate": b.ref, "runtime": b.runtime, "seconds": seconds, "parity": parity.to_json(),
+             "latency": measure_latency(b_run, sets[0]), "reference_latency": measure_latency(a.runner, sets[0])}
+    if notes:
+        stage["notes"] = notes
+    manifest = {
+        "forgeml_version": _version(),
+        "kind": "parity",
+        "ok": parity.passed,
+        "source": {"kind": a.kind, "ref": a.ref, "sha256": a.sha256, "framework": a.runtime},
+        "candidate": {"kind": b.kind, "ref": b.ref, "sha256": b.sha256, "framework": b.runtime},
+        "signature": a.signature.to_json(),
+        "stages": [stage],
+        "artifacts": {},
+        "tools": tool_versions(),
+    }
+    if inputs:
+        from forgeml.validation.provenance import data_hash
+
+        manifest["user_inputs"] = data_hash(inputs)
+    if command:
+        manifest["command"] = command
+    return manifest
+
+
+def _version() -> str:
+    from forgeml import __version__
+
+    return __version__
+
+

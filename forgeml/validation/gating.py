@@ -1,0 +1,80 @@
+"""CI gating: exit codes, warnings, and the one-object JSON summary a pipeline reads.
+
+Exit codes (the CLI's contract):
+  0  every stage within tolerance (and, with ``--fail-on warn``, no warning)
+  1  a stage failed parity, or ``--fail-on warn`` and a warning was raised (the report is still written)
+  2  bad input or usage, or a target that could not be built
+
+A *warning* is something that passed but that a reviewer should see before shipping: a metric within
+less than half of its budget's headroom, top-1 disagreement the fp32 profile reports but does not
+judge, or an import that had to fall back to another exporter.
+"""
+
+from __future__ import annotations
+
+FAIL_ON = ("fail", "warn")
+
+
+def warnings(manifest: dict) -> list[str]:
+    out = []
+    route = manifest.get("source", {}).get("route", "")
+    if "(" in route:
+        out.append(f"import fell back: {route}")
+    for st in manifest.get("stages", []):
+        par = st.get("parity")
+        if not par:
+            continue
+        tol = par.get("tolerance", {})
+        for row in par["rows"]:
+            if not row.get("passed"):
+                continue
+            where = f"{st['name']} / {row['output']}"
+            atol = tol.get("atol")
+            if atol and row.get("atol_needed", 0) > 0.5 * atol:
+                out.append(f"{where}: error uses {row['atol_needed'] / atol:.0%} of atol {atol:g}")
+            cos, min_cos = row.get("cosine"), tol.get("min_cosine")
+            if cos is not None and min_cos is not None and min_cos < 1 and (1 - cos) > 0.5 * (1 - min_cos):
+                out.append(f"{where}: cosine {cos:.6f} is within 2x of the limit {min_cos:g}")
+            if row.get("top1") is not None and tol.get("min_top1") is None and row["top1"] < 1.0:
+                out.append(f"{where}: top-1 agreement {row['top1']:.4f} (reported, not judged by {par['profile']})")
+    return out
+
+
+def exit_code(manifest: dict, fail_on: str = "fail") -> int:
+    if manifest.get("errors"):
+        return 2
+    if not manifest.get("ok"):
+        return 1
+    if fail_on == "warn" and warnings(manifest):
+        return 1
+    return 0
+
+
+def summary(manifest: dict, *, out_dir: str | None = None, fail_on: str = "fail") -> dict:
+    """The JSON a CI step parses: verdict, exit code, per-stage verdicts, artifacts, what failed and where."""
+    stages = []
+    first_failure = None
+    for st in manifest.get("stages", []):
+        par = st.get("parity")
+        entry = {"name": st["name"], "kind": st["kind"],
+                 "passed": None if par is None else par["passed"]}
+        if par:
+            entry["profile"] = par["profile"]
+            failing = [{"output": r["output"], "problem": r.get("problem", "")} for r in par["rows"] if not r["passed"]]
+            if failing:
+                entry["failing"] = failing
+                first_failure = first_failure or st["name"]
+        if st.get("error"):
+            entry["error"] = st["error"]
+        if (st.get("latency") or {}).get("median_ms") is not None:
+            entry["latency_ms"] = st["latency"]["median_ms"]
+        if st.get("divergence"):
+            entry["divergence"] = {k: st["divergence"].get(k) for k in
+                                   ("found", "node", "op", "module", "module_class", "note") if k in st["divergence"]}
+        stages.append(entry)
+    code = exit_code(manifest, fail_on)
+    return {"ok": manifest.get("ok", False), "exit_code": code, "verdict": "PASS" if manifest.get("ok") else "FAIL",
+            "fail_on": fail_on, "out_dir": out_dir, "first_failure": first_failure, "stages": stages,
+            "artifacts": {k: {"path": a["path"], "bytes": a["bytes"], "sha256": a["sha256"]}
+                          for k, a in manifest.get("artifacts", {}).items()},
+            "errors": manifest.get("errors", {}), "warnings": warnings(manifest)}

@@ -1,0 +1,66 @@
+"""torch-aoti: AOTInductor packages checked for parity in a fresh process; non-torch sources refused.
+
+Compiling takes tens of seconds on a 2-core CPU, so the compile test is marked slow and uses one model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import forgeml
+from forgeml.errors import TargetError
+from forgeml.targets.torch_aoti import run_package
+
+
+@pytest.mark.slow
+def test_zoo_cnn_compiles_and_matches_torch(tmp_path):
+    r = forgeml.convert("zoo:cnn", targets=["torch-aoti"], out_dir=tmp_path / "out", parity_batches=2)
+    assert r.ok, r.errors
+    stage = next(s for s in r.manifest["stages"] if s["name"] == "torch-aoti")
+    assert stage["parity"]["passed"] and stage["parity"]["profile"] == "fp32"
+    assert stage["parity"]["batches"] == 3
+    row = stage["parity"]["rows"][0]
+    assert row["max_abs"] < 1e-4 and row["cosine"] > 0.99999
+    import torch
+
+    assert stage["metadata"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert (tmp_path / "out" / "model.pt2").stat().st_size > 0
+    assert r.manifest["artifacts"]["torch-aoti"]["path"] == "model.pt2"
+
+
+def test_onnx_source_is_refused_and_other_targets_complete(tmp_path):
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [vi("x", TensorProto.FLOAT, [2, 3])],
+                              [vi("y", TensorProto.FLOAT, [2, 3])])
+    src = tmp_path / "relu.onnx"
+    src.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    r = forgeml.convert(str(src), targets=["onnx", "torch-aoti"], out_dir=tmp_path / "out")
+    assert r.exit_code == 2 and list(r.artifacts) == ["onnx"]
+    assert "compiles a torch source model" in r.errors["torch-aoti"] and "onnx" in r.errors["torch-aoti"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "torch-aoti" in manifest["errors"]
+
+
+@pytest.mark.slow
+def test_a_broken_package_fails_in_the_fresh_process_with_one_line(tmp_path):
+    bad = tmp_path / "model.pt2"
+    bad.write_bytes(b"not a package")
+    with pytest.raises(TargetError, match="failed to load or run in a fresh process"):
+        run_package(bad, [{"x": np.zeros((1, 3), np.float32)}], ["x"], ["y"], "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_cuda_package_matches_torch(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible: the CUDA AOTInductor path needs one")
+    r = forgeml.convert("zoo:transformer", targets=["torch-aoti"], out_dir=tmp_path / "out", parity_batches=1)
+    stage = next(s for s in r.manifest["stages"] if s["name"] == "torch-aoti")
+    assert stage["metadata"]["device"] == "cuda" and stage["metadata"]["compute_capability"]
+    assert r.ok, (r.errors, stage.get("parity"))

@@ -36,3 +36,43 @@ def pass_details(stages: list[dict]) -> list[str]:
             out.append(f"- **{w}**")
         out.append("")
     return out
+
+
+def pass_details_html(stages: list[dict], esc, table) -> str:
+    """The same facts for report.html; ``esc`` escapes text, ``table(headers, rows)`` renders rows."""
+    parts = []
+    for st in stages:
+        d = st.get("details")
+        if not d:
+            continue
+        items = []
+        if "fusions" in d:
+            fired = ", ".join(f"{op} ×{n}" for op, n in d["fusions"].items()) or "none (no fusable pattern)"
+            items.append(("fusions fired", esc(fired)))
+        if d.get("settings"):
+            items.append(("settings", esc(", ".join(f"{k}={v}" for k, v in d["settings"].items()))))
+        if "budget" in d:
+            b = d["budget"]
+            text = ", ".join(f"{k.removeprefix('min_').replace('_', ' ')} >= {b[k]:g}"
+                             for k in ("min_cosine", "min_centered_cosine", "min_top1") if b.get(k) is not None)
+            items.append(("accuracy budget", esc(f"{text} vs the float model, {d.get('budget_batches')} batches")))
+            kept = d.get("kept_in_float") or []
+            items.append(("kept in float", (", ".join(f"<code>{esc(k)}</code>" for k in kept) or "none")
+                          + esc(f" (of {d.get('candidates')} candidate nodes)")))
+        for w in d.get("warnings", []):
+            items.append(("warning", f"<strong>{esc(w)}</strong>"))
+        html = f"<h3>{esc(st['name'])}</h3><dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+        steps = d.get("steps") or []
+        if len(steps) > 1:
+            rows = [("ok" if s["passed"] else "bad",
+                     [esc(str(i)), esc(str(s["kept"])),
+                      ", ".join(f"<code>{esc(n)}</code>" for n in s.get("added_nodes", [])) or "–",
+                      *[esc(f"{s[k]:.6f}") if k in s else "–" for k in ("cosine", "centered_cosine", "top1")],
+                      "met" if s["passed"] else "missed"]) for i, s in enumerate(steps)]
+            html += table(["step", "nodes kept", "added", "cosine", "centered cos", "top-1", "budget"], rows)
+        parts.append(html)
+    return "<h2>Pass details</h2>" + "".join(parts) if parts else ""
+
+
+def warnings_html(manifest: dict, esc) -> str:
+    return "".join(f'<p class="bad"><strong>WARNING: {esc(w)}</strong></p>' for w in manifest.get("warnings", []))

@@ -39,6 +39,13 @@ def test_every_mode_from_the_api(tmp_path, name):
             assert row["passed"] and row["cosine"] > 0.98
         details = next(s for s in m["stages"] if s["name"] == LAST_PASS[mode])["details"]
         assert details["steps"][-1]["passed"] and "settings" in details
+        if mode == "int8-static":  # calibrated on synthetic inputs: flagged in bold in both reports
+            assert any("NOT representative" in w for w in m["warnings"])
+            assert "**WARNING: int8-static was calibrated on synthetic" in (result.out_dir / "report.md").read_text()
+            assert "<strong>WARNING: int8-static was calibrated on synthetic" in (
+                result.out_dir / "report.html").read_text()
+        else:
+            assert "warnings" not in m
 
 
 @pytest.mark.slow
@@ -82,6 +89,8 @@ def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
         assert st["parity"]["tolerance"]["min_cosine"] == pytest.approx(0.9999)
         assert st["parity"]["rows"][0]["cosine"] >= 0.9999
     assert "`fc2`" in (result.out_dir / "report.md").read_text()
+    html = (result.out_dir / "report.html").read_text()
+    assert "<h2>Pass details</h2>" in html and "<code>fc2</code>" in html
 
     out = tmp_path / "cli"
     code = main(["convert", str(tmp_path / "outlier.onnx"), "--input", "x:8x16:float32", "-o", str(out),

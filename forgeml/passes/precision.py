@@ -86,12 +86,16 @@ class PrecisionPass(ForgePass):
             min_top1=base.min_top1 if b.min_top1 is None else b.min_top1)
 
     def budget_batches(self) -> int:
-        """Batches that hold ``budget_samples`` samples at the example's batch size (at most 64)."""
+        """Batches that hold ``budget_samples`` samples at the example's batch size (4 to 64).
+
+        At least 4, like the pipeline's parity inputs (the example plus seeded random batches): a big
+        example batch of real data alone would judge the pass on easier inputs than the pipeline does.
+        """
         per = 1
         if self._inputs is not None and self._inputs.example:
             first = next(iter(self._inputs.example.values()))
             per = max(1, first.shape[0]) if getattr(first, "ndim", 0) else 1
-        return max(1, min(64, -(-self.config.budget.budget_samples // per)))
+        return max(4, min(64, -(-self.config.budget.budget_samples // per)))
 
     def budget_inputs(self, proto) -> list[InputSet]:
         """Calibration batches first, then the example and seeded random batches like it."""

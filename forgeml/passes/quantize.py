@@ -103,7 +103,7 @@ class Int8DynamicPass(PrecisionPass):
 
     def no_candidates(self) -> str:
         return (f"the model has no {'/'.join(self.config.op_types)} node with a constant weight to quantize "
-                "(dynamic int8 quantizes weights); try --quantize int8-static or fp16")
+                "(its compute is in other operators, e.g. ai.onnx.ml ones); --quantize fp16 may still apply")
 
     def settings(self) -> dict:
         per_channel, reduce_range, _, s = _cpu_choice(self.config.per_channel, self.config.reduce_range, None)
@@ -156,7 +156,8 @@ class Int8StaticPass(PrecisionPass):
         return weight_nodes(proto, self.config.op_types)
 
     def no_candidates(self) -> str:
-        return f"the model has no {'/'.join(self.config.op_types)} node with a constant weight to quantize"
+        return (f"the model has no {'/'.join(self.config.op_types)} node with a constant weight to quantize "
+                "(its compute is in other operators, e.g. ai.onnx.ml ones); --quantize fp16 may still apply")
 
     def calibration_batches(self) -> list:
         from forgeml.passes.precision import example_like

@@ -43,6 +43,11 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     trust_pickle: bool = False,
+    quantize: str | None = None,
+    calibration: Iterable[dict] | None = None,
+    calib_synthetic: bool = False,
+    max_cosine_drop: float | None = None,
+    min_top1: float | None = None,
     signature: str | None = None,
     command: str = "",
     on_event=None,
@@ -52,7 +57,10 @@ def convert(
     """Convert ``model`` (an in-memory model, a file path, ``"zoo:NAME"`` or ``"python:mod:fn"``).
 
     ``example_inputs``: a tensor/array, a tuple of them, or a dict by input name. ``inputs``: extra
-    input dicts to check parity on. ``target_configs``: target name -> that target's Config instance
+    input dicts to check parity on. ``quantize``: "fp16" | "int8" | "int8-static" | "int4" (passes
+    appended after the default ones); ``calibration``: input dicts (first axis = samples) for
+    int8-static; ``max_cosine_drop``/``min_top1``: the quantized stage's accuracy budget.
+    ``target_configs``: target name -> that target's Config instance
     (e.g. ``{"tensorrt": TensorRTConfig(...)}``). Returns a ``Conversion``: ``.ok`` is False when any stage misses
     its tolerance (the artifacts and manifest are still written, so the failure can be read).
     Raises ``InputError``/``ConversionError``/``PassError`` when there is nothing to write.
@@ -66,16 +74,27 @@ def convert(
     from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
     from forgeml.sources import resolve
 
+    calibration = tuple(calibration or ())
+    pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
+    if quantize:
+        from forgeml.passes.modes import quantize_pipeline
+
+        pass_objs += tuple(quantize_pipeline(quantize, has_calibration=bool(calibration),
+                                             calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop,
+                                             min_top1=min_top1))
     resolved = resolve(model, example_inputs)
     config = PipelineConfig(
         targets=tuple(targets),
-        passes=tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes)),
+        passes=pass_objs,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, output_names=tuple(output_names),
                                      opset=opset, trust_pickle=trust_pickle,
                                      signature=signature),
         parity_batches=parity_batches,
         user_inputs=tuple(inputs),
-        tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
+        tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
+            min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
+        quantize=quantize,
+        calibration=calibration,
         target_configs=dict(target_configs or {}),
         command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
         localize=localize,

@@ -71,6 +71,13 @@ def convert(
     quantize: Optional[str] = typer.Option(None, "--quantize", help="fp16 | int8 | int8-static | int4"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration data: .npz keyed by input name, "
                                          "first axis = samples"),
+    calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="int8-static without --calib: calibrate "
+                                         "on seeded random inputs (flagged in the report as not representative)"),
+    max_cosine_drop: Optional[float] = typer.Option(None, "--max-cosine-drop", help="accuracy budget of the "
+                                                    "--quantize stage: 1 - cosine vs the float model "
+                                                    "(default: the precision's profile)"),
+    min_top1: Optional[float] = typer.Option(None, "--min-top1", help="accuracy budget of the --quantize stage: "
+                                             "top-1 agreement with the float model (default: the profile's)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
     signature: Optional[str] = typer.Option(None, "--signature", help="SavedModel signature to convert "
                                             "(default: serving_default)"),
@@ -104,9 +111,16 @@ def convert(
     pass_names = list(DEFAULT_PASSES) if passes is None else _split([passes])
     pass_objs = tuple(make_pass(p) for p in pass_names)
     if quantize:
+        from forgeml.passes.modes import quantize_pipeline
+
+        pass_objs += tuple(quantize_pipeline(quantize, has_calibration=calib is not None,
+                                             calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop,
+                                             min_top1=min_top1))
+    elif calib_synthetic or max_cosine_drop is not None or min_top1 is not None:
         from forgeml.errors import InputError
 
-        raise InputError("--quantize is not available yet")
+        raise InputError("--calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
+                         "--quantize fp16|int8|int8-static|int4")
     _check_fail_on(fail_on)
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
     check_out_dir(out, force)  # before the (slow) import, so a wrong -o fails at once
@@ -126,7 +140,8 @@ def convert(
                                      trust_pickle=trust_pickle, signature=signature),
         parity_batches=parity_batches, user_inputs=user_inputs,
         quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
-        tolerance=ToleranceOverrides(atol=atol, rtol=rtol),
+        tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
+            min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
         target_configs=target_configs,
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
         localize="always" if localize else "auto",

@@ -18,10 +18,10 @@ from forgeml.converters import ImportOptions
 from forgeml.errors import ForgeError, InputError, PassError, TargetError
 from forgeml.fileio import StagedDir, check_out_dir, write_bytes_atomic, write_json_atomic
 from forgeml.ir import IRModel
-from forgeml.passes import ForgePass
+from forgeml.passes import ForgePass, PassInputs
 from forgeml.targets import TARGETS, Artifact, TargetContext
 from forgeml.validation import InputSet, Runner
-from forgeml.validation.inputs import check_inputs, parity_inputs
+from forgeml.validation.inputs import check_inputs, fit_calibration, parity_inputs
 from forgeml.validation.ort_runner import ort_runner_for_ir
 from forgeml.validation.parity import ParityReport, StageParity, measure
 from forgeml.validation.tolerances import Tolerance, profile_for
@@ -35,10 +35,14 @@ class ToleranceOverrides:
     rtol: float | None = None
     min_cosine: float | None = None
     min_top1: float | None = None
+    quantized: ToleranceOverrides | None = None  # only for profiles with no elementwise rule (fp16/int8/int4)
 
     def apply(self, tol: Tolerance) -> Tolerance:
-        return tol.with_overrides(atol=self.atol, rtol=self.rtol, min_cosine=self.min_cosine,
-                                  min_top1=self.min_top1)
+        tol = tol.with_overrides(atol=self.atol, rtol=self.rtol, min_cosine=self.min_cosine,
+                                 min_top1=self.min_top1)
+        if self.quantized is not None and tol.atol is None:
+            tol = self.quantized.apply(tol)
+        return tol
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     ir = converted.ir
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "--inputs")
-    for batch in config.calibration:
-        check_inputs(batch, ir.signature, "--calib")
+    calibration = fit_calibration(config.calibration, ir.signature, "--calib")
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
                                seed=config.seed, dynamic_batch=opts.dynamic_batch,
                                user=list(config.user_inputs))
@@ -162,7 +165,10 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     # --- passes ---
     ran: list[str] = []
     float_ir = ir
+    pass_inputs = PassInputs(converted.example_inputs, ir.signature, calibration, config.seed)
+    warnings: list[str] = []
     for p in config.passes:
+        p = p.bind(pass_inputs)
         on_event(StageEvent(p.name, "pass", "start"))
         t0 = time.perf_counter()
         before = ir.stats()
@@ -185,6 +191,10 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
                                    "nodes_after": after["nodes"], "bytes_before": before["bytes"],
                                    "bytes_after": after["bytes"]},
                        "parity": parity.to_json()})
+        details = getattr(result, "details", None)
+        if details:
+            stages[-1]["details"] = details
+            warnings += details.get("warnings", [])
         if not parity.passed and first_failure is None:
             first_failure = (len(stages) - 1, ir.model)
         on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
@@ -194,7 +204,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     staged = StagedDir(out_dir)
     try:
         base_ctx = TargetContext(converted=converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
-                                 quantize=config.quantize, calibration=tuple(config.calibration),
+                                 quantize=config.quantize, calibration=tuple(calibration),
                                  input_sets=tuple(input_sets))
         artifacts: dict[str, Artifact] = {}
         errors: dict[str, str] = {}
@@ -239,6 +249,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
             stages[idx]["divergence"] = localize_stage(candidate, converted, converter_ir, input_sets[0], tol,
                                                        always=config.localize == "always")
         manifest = _manifest(ok, ir, stages, artifacts, staged.path, config, errors)
+        if warnings:
+            manifest["warnings"] = warnings
         from forgeml.validation.provenance import run_record
 
         manifest.update(run_record(resolved.ref, config))

@@ -69,6 +69,9 @@ ZOO: dict[str, ZooModel] = {
                  "trained on breast_cancer", _from("sklearn_models", "build_breast_cancer")),
         ZooModel("sk_diabetes", "sklearn", "StandardScaler + Ridge regression trained on diabetes",
                  _from("sklearn_models", "build_diabetes")),
+        ZooModel("transformer-base", "torch",
+                 "6-layer transformer encoder, hidden 384, 6 heads, 128 token ids; 5 classes (for benchmarks: "
+                 "the MatMuls dominate)", _torch("build_transformer_base")),
         ZooModel("tiny-llama", "hf", "Llama checkpoint dir (2 layers, GQA 4/2 heads, SentencePiece BPE tokenizer), "
                  "briefly trained on stdlib text", _from("hf_models", "build_tiny_llama")),
         ZooModel("tiny-mistral", "hf", "Mistral checkpoint dir, same shape and tokenizer as tiny-llama",

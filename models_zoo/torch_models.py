@@ -128,3 +128,13 @@ def build_transformer() -> ZooBuild:
             nn.init.normal_(layer.qkv.weight, std=0.3)
     ids = np.random.default_rng(2).integers(0, 100, size=(2, 16)).astype(np.int64)
     return ZooBuild(model.eval(), {"input_ids": ids}, ["logits"])
+
+
+def build_transformer_base() -> ZooBuild:
+    """6 layers, hidden 384, 6 heads, sequence 128: big enough that the MatMuls dominate (bench/quantize.py)."""
+    with _seeded(3):
+        model = TinyTransformer(vocab=1000, seq=128, d=384, heads=6, layers=6, classes=5)
+        _randomise_norms(model)
+        nn.init.normal_(model.head.weight, std=0.5)  # peaked logits: top-1 measures the model, not ties
+    ids = np.random.default_rng(3).integers(0, 1000, size=(1, 128)).astype(np.int64)
+    return ZooBuild(model.eval(), {"input_ids": ids}, ["logits"])

@@ -7,17 +7,21 @@ and checks parity after each one. ``PASSES`` is the one table mapping CLI names 
 
 from __future__ import annotations
 
-from forgeml.passes.base import ForgePass, PassResult, from_proto, to_proto
+from forgeml.passes.base import ForgePass, PassInputs, PassResult, from_proto, to_proto
 
-__all__ = ["ForgePass", "PassResult", "PASSES", "DEFAULT_PASSES", "make_pass", "from_proto", "to_proto"]
+__all__ = ["ForgePass", "PassInputs", "PassResult", "PASSES", "DEFAULT_PASSES", "make_pass", "from_proto", "to_proto"]
 
 
 def _table() -> dict[str, type[ForgePass]]:
     from forgeml.passes.check import CheckPass
     from forgeml.passes.cleanup import CleanupPass
+    from forgeml.passes.fp16 import Fp16Pass
+    from forgeml.passes.optimize import OptimizePass
+    from forgeml.passes.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
     from forgeml.passes.simplify import SimplifyPass
 
-    return {p.name: p for p in (CheckPass, SimplifyPass, CleanupPass)}
+    return {p.name: p for p in (CheckPass, SimplifyPass, CleanupPass, OptimizePass, Fp16Pass, Int8DynamicPass,
+                                Int8StaticPass, Int4Pass)}
 
 
 PASSES: dict[str, type[ForgePass]] = _table()

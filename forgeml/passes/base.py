@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import onnx_ir
 from onnx_ir.passes import FunctionalPass, PassResult
 
-__all__ = ["ForgePass", "PassResult", "from_proto", "to_proto"]
+if TYPE_CHECKING:
+    from forgeml.ir import Signature
+    from forgeml.validation import InputSet
+
+
+@dataclass(frozen=True)
+class PassInputs:
+    """What the pipeline knows about the model's inputs, for passes that must run the model
+    (calibration, accuracy budgets). Handed over by ``ForgePass.bind`` before the pass runs."""
+
+    example: InputSet
+    signature: Signature
+    calibration: tuple[InputSet, ...] = ()  # the user's representative inputs, batched for the model
+    seed: int = 0
+
+
+@dataclass
+class DetailedPassResult(PassResult):
+    """A ``PassResult`` with what the pass wants the manifest to say (fusions fired, nodes kept, …)."""
+
+    details: dict = field(default_factory=dict)
+
+
+__all__ = ["ForgePass", "PassInputs", "DetailedPassResult", "PassResult", "from_proto", "to_proto"]
 
 
 class ForgePass(FunctionalPass):
@@ -24,6 +48,10 @@ class ForgePass(FunctionalPass):
 
     def config_json(self) -> dict:
         return dataclasses.asdict(self.config)
+
+    def bind(self, inputs: PassInputs) -> ForgePass:
+        """This pass, given the model's inputs; passes that run the model return a bound copy."""
+        return self
 
     def output_precision(self, precision: str) -> str:
         """The precision the graph computes in after this pass (picks the parity profile)."""

@@ -82,12 +82,80 @@ def load_calibration(path: str | Path) -> list[InputSet]:
     p = Path(path)
     arrays = read_npz(p, "--calib")
     if not arrays:
-        raise InputError(f"--calib {p}: holds no arrays")
-    counts = {k: (a.shape[0] if a.ndim else 0) for k, a in arrays.items()}
-    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise InputError(f"--calib {p}: holds no arrays; save one array per model input, keyed by input name "
+                         "(np.savez(path, **{name: samples}))")
+    for k, a in arrays.items():
+        if a.ndim == 0:
+            raise InputError(f"--calib {p}: input {k!r} is a scalar; it needs a first axis of samples")
+        if a.shape[0] == 0:
+            raise InputError(f"--calib {p}: input {k!r} is empty (0 samples on axis 0)")
+        _check_finite(a, f"--calib {p}: input {k!r}")
+    counts = {k: a.shape[0] for k, a in arrays.items()}
+    if len(set(counts.values())) != 1:
         raise InputError(f"--calib {p}: every array needs the same number of samples on axis 0, got {counts}")
     n = next(iter(counts.values()))
     return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
+
+
+def _check_finite(a: np.ndarray, what: str) -> None:
+    if a.dtype.kind == "f":
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise InputError(f"{what} has {bad} NaN/inf value(s); calibration data must be finite")
+
+
+def fit_calibration(batches, signature: Signature, what: str = "--calib") -> tuple[InputSet, ...]:
+    """Check calibration batches against the model and regroup them to its batch size.
+
+    Each given batch (a dict by input name, first axis = samples) must name every model input with
+    the model's dtype and per-sample shape, be non-empty and finite; errors name the input. Samples
+    are regrouped into batches of the model's fixed batch size (or kept as given when it is dynamic).
+    """
+    batches = list(batches or ())
+    if not batches:
+        return ()
+    expected = signature.input_names
+    samples: dict[str, list[np.ndarray]] = {n: [] for n in expected}
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, dict):
+            raise InputError(f"{what}: batch {i} is a {type(batch).__name__}; give dicts keyed by input name")
+        missing = [n for n in expected if n not in batch]
+        if missing:
+            raise InputError(f"{what}: no data for model input {missing[0]!r} (the model's inputs are {expected}, "
+                             f"the calibration data has {sorted(batch)})")
+        extra = [n for n in batch if n not in expected]
+        if extra:
+            raise InputError(f"{what}: the model has no input named {extra[0]!r} (its inputs are {expected})")
+        counts = set()
+        for spec in signature.inputs:
+            a = np.asarray(batch[spec.name])
+            name = f"{what}: input {spec.name!r}"
+            if str(a.dtype) != spec.dtype:
+                raise InputError(f"{name} has dtype {a.dtype} but the model expects {spec.dtype} "
+                                 f"(convert it with .astype('{spec.dtype}'))")
+            if spec.shape and a.ndim != len(spec.shape):
+                raise InputError(f"{name} has shape {tuple(a.shape)} but the model expects "
+                                 f"{_shape_text(spec.shape)} (first axis = samples)")
+            for got, want in list(zip(a.shape, spec.shape))[1:]:
+                if isinstance(want, int) and got != want:
+                    raise InputError(f"{name} has shape {tuple(a.shape)} but the model expects "
+                                     f"{_shape_text(spec.shape)}")
+            if a.ndim == 0 or a.shape[0] == 0:
+                raise InputError(f"{name} is empty (0 samples)")
+            _check_finite(a, name)
+            counts.add(a.shape[0])
+            samples[spec.name].append(a)
+        if len(counts) != 1:
+            raise InputError(f"{what}: batch {i} has different sample counts per input")
+    stacked = {n: np.concatenate(v, axis=0) for n, v in samples.items()}
+    total = next(iter(stacked.values())).shape[0]
+    first = signature.inputs[0].shape[0] if signature.inputs and signature.inputs[0].shape else None
+    if isinstance(first, int):
+        if total < first:
+            raise InputError(f"{what}: {total} sample(s) but the model takes a fixed batch of {first}; "
+                             f"give at least {first}")
+        return tuple({n: a[i:i + first] for n, a in stacked.items()} for i in range(0, total - first + 1, first))
+    return tuple({n: np.asarray(b[n]) for n in expected} for b in batches)
 
 
 def random_like(example: InputSet, signature: Signature, seed: int, batch: int | None = None) -> InputSet:

@@ -310,8 +310,11 @@ def render(manifest: dict) -> str:
     """The whole report.html from a manifest."""
     m = manifest
     title = f"forgeml parity report — {'PASS' if m.get('ok') else 'FAIL'} — {m.get('source', {}).get('ref', '')}"
-    body = [f"<h1>{_e(title)}</h1>", _verdict(m), _divergence(m), _stage_table(m), _variants(m), _signature(m),
-            _plots(m), _passes(m), _artifacts(m), _tolerances(m), _provenance(m)]
+    from forgeml.validation.report_precision import pass_details_html, warnings_html
+
+    body = [f"<h1>{_e(title)}</h1>", _verdict(m), warnings_html(m, _e), _divergence(m), _stage_table(m), _variants(m),
+            _signature(m), _plots(m), _passes(m), pass_details_html(m.get("stages", []), _e, _table), _artifacts(m),
+            _tolerances(m), _provenance(m)]
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"

@@ -59,6 +59,8 @@ def render(manifest: dict) -> str:
         out.append(f"- command: `{manifest['command']}`")
     if manifest.get("error"):
         out.append(f"- error: {manifest['error']}")
+    for warning in manifest.get("warnings", []):
+        out.append(f"- **WARNING: {warning}**")
     for st in manifest["stages"]:
         d = st.get("divergence")
         if d and d.get("found"):
@@ -98,6 +100,11 @@ def render(manifest: dict) -> str:
             ch = st.get("changes", {})
             out.append(f"| {st['name']} | `{st.get('config', {})}` | {ch.get('nodes_before')} → {ch.get('nodes_after')}"
                        f" | {ch.get('bytes_before')} → {ch.get('bytes_after')} | {st.get('seconds', 0):.2f} |")
+    detailed = [st for st in passes if st.get("details")]
+    if detailed:
+        from forgeml.validation.report_precision import pass_details
+
+        out += pass_details(detailed)
     if manifest.get("artifacts"):
         out += ["", "## Artifacts", "", "| target | file | bytes | sha256 |", "|---|---|---|---|"]
         for name, a in manifest["artifacts"].items():

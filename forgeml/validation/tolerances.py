@@ -60,6 +60,21 @@ PROFILES: dict[str, Tolerance] = {
 }
 
 
+# Accuracy budgets of the precision passes, judged against the float model the pass starts from, on
+# more inputs than the pipeline's parity check (forgeml.passes.precision.BudgetConfig.budget_samples).
+# A pass that misses its budget keeps its costliest nodes in float until it holds (passes/fallback.py).
+# They are stricter than the profiles above on top-1 (0.98: at most 1 flip in 50 samples) so that a
+# quantized classifier keeps its decisions; --max-cosine-drop / --min-top1 override both.
+BUDGETS: dict[str, Tolerance] = {
+    "fp16": Tolerance("fp16 budget", atol=None, rtol=1e-2, min_cosine=0.999, min_centered_cosine=0.99,
+                      min_top1=0.98),
+    "int8": Tolerance("int8 budget", atol=None, rtol=0.1, min_cosine=0.99, min_centered_cosine=0.95,
+                      min_top1=0.98),
+    "int4": Tolerance("int4 budget", atol=None, rtol=0.2, min_cosine=0.98, min_centered_cosine=0.9,
+                      min_top1=0.9),
+}
+
+
 def profile_for(precision: str) -> Tolerance:
     try:
         return PROFILES[precision]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from forgeml.converters import ImportOptions
+from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.errors import ForgeError, InputError, PassError, TargetError
 from forgeml.fileio import StagedDir, check_out_dir, write_bytes_atomic, write_json_atomic
 from forgeml.ir import IRModel
@@ -108,6 +108,34 @@ def _forgeml_version() -> str:
 def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         on_event: Callable[[StageEvent], None] = lambda e: None) -> Conversion:
     """Run the whole pipeline for a resolved source into ``out_dir`` (staged, then swapped in)."""
+    _check_config(config)
+    check_out_dir(out_dir, force)
+    state = _import(resolved, config, on_event)
+    ir, float_ir = _apply_passes(state, state.converted.ir)
+    staged = StagedDir(out_dir)
+    try:
+        artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
+        ok = state.report.passed and not errors
+        _localize_first_failure(state)
+        manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
+        if state.warnings:
+            manifest["warnings"] = state.warnings
+        from forgeml.validation.provenance import run_record
+
+        manifest.update(run_record(resolved.ref, config))
+        _write_reports(staged.path, manifest)
+        final = staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    for a in artifacts.values():  # paths now point into the final directory
+        a.files = [final / f.name for f in a.files]
+        a.path = final / a.path.name
+    return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
+                      errors=errors)
+
+
+def _check_config(config: PipelineConfig) -> None:
     unknown = [t for t in config.targets if t not in TARGETS]
     if unknown:
         raise InputError(f"unknown target(s) {unknown}; known targets: {', '.join(TARGETS)}")
@@ -115,12 +143,40 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         raise InputError("no target given; choose from: " + ", ".join(TARGETS))
     if config.localize not in ("auto", "always", "never"):
         raise InputError(f"localize={config.localize!r}: choose auto, always or never")
-    check_out_dir(out_dir, force)
 
-    stages: list[dict] = []
-    report = ParityReport()
 
-    # --- converter ---
+@dataclass
+class _RunState:
+    """What one run has learned so far; every stage appends to ``stages`` and ``report``."""
+
+    config: PipelineConfig
+    on_event: Callable[[StageEvent], None]
+    converted: ConvertResult
+    input_sets: list[InputSet]
+    reference_outputs: list[dict]
+    calibration: tuple[InputSet, ...]
+    stages: list[dict] = field(default_factory=list)
+    report: ParityReport = field(default_factory=ParityReport)
+    warnings: list[str] = field(default_factory=list)
+    first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
+
+    def check(self, candidate: Runner, precision: str) -> StageParity:
+        """Judge a candidate against the source's outputs with the profile for ``precision``."""
+        tol = self.config.tolerance.apply(profile_for(precision))
+        return measure(self.reference_outputs, candidate, self.input_sets, tol,
+                       reference=self.converted.reference_name,
+                       output_names=self.converted.ir.signature.output_names)
+
+    def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
+        self.report.add(name, parity)
+        entry["parity"] = parity.to_json()
+        self.stages.append(entry)
+        if not parity.passed and self.first_failure is None and onnx_candidate is not None:
+            self.first_failure = (len(self.stages) - 1, onnx_candidate)
+
+
+def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
+    """The converter stage: import, check the user's inputs, compute the reference outputs once."""
     conv = resolved.converter
     stage_name = f"{conv.name}->onnx"
     on_event(StageEvent(stage_name, "converter", "start"))
@@ -142,34 +198,27 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         raise
     except Exception as e:
         raise InputError(f"the source model failed on the parity inputs: {type(e).__name__}: {e}") from e
-    output_names = ir.signature.output_names
-
-    def check(candidate: Runner, precision: str) -> StageParity:
-        tol = config.tolerance.apply(profile_for(precision))
-        return measure(reference_outputs, candidate, input_sets, tol, reference=converted.reference_name,
-                       output_names=output_names)
-
-    parity = check(ort_runner_for_ir(ir.model), ir.precision)
-    report.add(stage_name, parity)
+    state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration))
+    parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
     seconds = time.perf_counter() - t0
-    stages.append({"name": stage_name, "kind": "converter", "route": ir.provenance.route,
-                   "seconds": round(seconds, 3), "parity": parity.to_json()})
-    converter_ir = ir  # the pre-pass graph: what localization compares later stages with, by tensor name
-    first_failure = None if parity.passed else (0, ir.model)
+    entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route, "seconds": round(seconds, 3)}
+    state.record(stage_name, entry, parity, onnx_candidate=ir.model)
     if config.latency:
         from forgeml.validation.latency import measure_latency
 
-        stages[-1]["reference_latency"] = measure_latency(converted.reference, input_sets[0])
+        entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
     on_event(StageEvent(stage_name, "converter", "done", seconds, parity.passed))
+    return state
 
-    # --- passes ---
+
+def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
+    """Each pass in order, parity after each; returns the final IR and the last fp32 one."""
     ran: list[str] = []
     float_ir = ir
-    pass_inputs = PassInputs(converted.example_inputs, ir.signature, calibration, config.seed)
-    warnings: list[str] = []
-    for p in config.passes:
+    pass_inputs = PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed)
+    for p in state.config.passes:
         p = p.bind(pass_inputs)
-        on_event(StageEvent(p.name, "pass", "start"))
+        state.on_event(StageEvent(p.name, "pass", "start"))
         t0 = time.perf_counter()
         before = ir.stats()
         try:
@@ -183,94 +232,82 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if ir.precision == "fp32":
             float_ir = ir
         after = ir.stats()
-        parity = check(ort_runner_for_ir(ir.model), ir.precision)
-        report.add(p.name, parity)
+        parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
         seconds = time.perf_counter() - t0
-        stages.append({"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
-                       "changes": {"modified": result.modified, "nodes_before": before["nodes"],
-                                   "nodes_after": after["nodes"], "bytes_before": before["bytes"],
-                                   "bytes_after": after["bytes"]},
-                       "parity": parity.to_json()})
+        entry = {"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
+                 "changes": {"modified": result.modified, "nodes_before": before["nodes"],
+                             "nodes_after": after["nodes"], "bytes_before": before["bytes"],
+                             "bytes_after": after["bytes"]}}
         details = getattr(result, "details", None)
         if details:
-            stages[-1]["details"] = details
-            warnings += details.get("warnings", [])
-        if not parity.passed and first_failure is None:
-            first_failure = (len(stages) - 1, ir.model)
-        on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
+            entry["details"] = details
+            state.warnings += details.get("warnings", [])
+        state.record(p.name, entry, parity, onnx_candidate=ir.model)
+        state.on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
         ran.append(p.name)
+    return ir, float_ir
 
-    # --- targets (each in the staging dir; one failing target does not stop the others) ---
-    staged = StagedDir(out_dir)
-    try:
-        base_ctx = TargetContext(converted=converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
-                                 quantize=config.quantize, calibration=tuple(calibration),
-                                 input_sets=tuple(input_sets))
-        artifacts: dict[str, Artifact] = {}
-        errors: dict[str, str] = {}
-        for name in config.targets:
-            target = TARGETS[name]
-            ctx = replace(base_ctx, config=config.target_configs.get(name))
-            on_event(StageEvent(name, "target", "start"))
-            t0 = time.perf_counter()
-            entry = {"name": name, "kind": "target"}
-            try:
-                artifact = target.build(ir, staged.path, ctx)
-                runner, precision = target.runner(artifact, ctx)
-                parity = check(runner, precision or ir.precision)
-            except TargetError as e:
-                errors[name] = str(e)
-                entry.update(error=str(e), seconds=round(time.perf_counter() - t0, 3))
-                stages.append(entry)
-                on_event(StageEvent(name, "target", "failed", entry["seconds"], False, str(e)))
-                continue
-            artifacts[name] = artifact
-            report.add(name, parity)
-            seconds = time.perf_counter() - t0
-            entry.update(artifact=artifact.path.name, runtime=artifact.runtime, seconds=round(seconds, 3),
-                         parity=parity.to_json())
-            if artifact.metadata:
-                entry["metadata"] = artifact.metadata
-            if config.latency:
-                from forgeml.validation.latency import artifact_latency
 
-                entry["latency"] = artifact_latency(runner, input_sets[0])
-            stages.append(entry)
-            if not parity.passed and first_failure is None and artifact.path.suffix == ".onnx":
-                first_failure = (len(stages) - 1, artifact.path)
-            on_event(StageEvent(name, "target", "done", seconds, parity.passed))
+def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
+                  out: Path) -> tuple[dict[str, Artifact], dict[str, str]]:
+    """Every target into ``out``; a TargetError fails that target only and is recorded."""
+    config = state.config
+    base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
+                             quantize=config.quantize, calibration=state.calibration,
+                             input_sets=tuple(state.input_sets))
+    artifacts: dict[str, Artifact] = {}
+    errors: dict[str, str] = {}
+    for name in config.targets:
+        target = TARGETS[name]
+        ctx = replace(base_ctx, config=config.target_configs.get(name))
+        state.on_event(StageEvent(name, "target", "start"))
+        t0 = time.perf_counter()
+        entry = {"name": name, "kind": "target"}
+        try:
+            artifact = target.build(ir, out, ctx)
+            runner, precision = target.runner(artifact, ctx)
+            parity = state.check(runner, precision or ir.precision)
+        except TargetError as e:
+            errors[name] = str(e)
+            entry.update(error=str(e), seconds=round(time.perf_counter() - t0, 3))
+            state.stages.append(entry)
+            state.on_event(StageEvent(name, "target", "failed", entry["seconds"], False, str(e)))
+            continue
+        artifacts[name] = artifact
+        seconds = time.perf_counter() - t0
+        entry.update(artifact=artifact.path.name, runtime=artifact.runtime, seconds=round(seconds, 3))
+        if artifact.metadata:
+            entry["metadata"] = artifact.metadata
+        if config.latency:
+            from forgeml.validation.latency import artifact_latency
 
-        ok = report.passed and not errors
-        if first_failure is not None and config.localize != "never":
-            from forgeml.validation.localize import localize_stage
+            entry["latency"] = artifact_latency(runner, state.input_sets[0])
+        state.record(name, entry, parity,
+                     onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
+        state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
+    return artifacts, errors
 
-            idx, candidate = first_failure
-            tol = config.tolerance.apply(profile_for(stages[idx]["parity"]["profile"]))  # as the stage was judged
-            stages[idx]["divergence"] = localize_stage(candidate, converted, converter_ir, input_sets[0], tol,
-                                                       always=config.localize == "always")
-        manifest = _manifest(ok, ir, stages, artifacts, staged.path, config, errors)
-        if warnings:
-            manifest["warnings"] = warnings
-        from forgeml.validation.provenance import run_record
 
-        manifest.update(run_record(resolved.ref, config))
-        write_json_atomic(staged.path / "manifest.json", manifest)
-        from forgeml.validation.report_md import render
+def _localize_first_failure(state: _RunState) -> None:
+    """Name the first node that diverges in the first failing ONNX stage (see validation/localize.py)."""
+    if state.first_failure is None or state.config.localize == "never":
+        return
+    from forgeml.validation.localize import localize_stage
 
-        write_bytes_atomic(staged.path / "report.md", render(manifest).encode())
-        from forgeml.validation.report_html import render as render_html
+    idx, candidate = state.first_failure
+    entry = state.stages[idx]
+    tol = state.config.tolerance.apply(profile_for(entry["parity"]["profile"]))  # as the stage was judged
+    entry["divergence"] = localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0], tol,
+                                         always=state.config.localize == "always")
 
-        write_bytes_atomic(staged.path / "report.html", render_html(manifest).encode())
-        final = staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
-    # Paths now point into the final directory.
-    for a in artifacts.values():
-        a.files = [final / f.name for f in a.files]
-        a.path = final / a.path.name
-    return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=report, ir=ir,
-                      errors=errors)
+
+def _write_reports(out: Path, manifest: dict) -> None:
+    from forgeml.validation.report_html import render as render_html
+    from forgeml.validation.report_md import render
+
+    write_json_atomic(out / "manifest.json", manifest)
+    write_bytes_atomic(out / "report.md", render(manifest).encode())
+    write_bytes_atomic(out / "report.html", render_html(manifest).encode())
 
 
 def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Artifact], root: Path,

@@ -44,6 +44,20 @@ class ParityError(ForgeError):
         self.report = report
 
 
+def first_line(e: BaseException, *, with_type: bool = False, root: bool = False) -> str:
+    """One line for a message: the first line of ``e`` (of its root cause with ``root``), without
+    terminal colour codes, at most 300 characters; the type's name when the message is empty."""
+    import re
+
+    while root and e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0][:300]
+    return f"{type(e).__name__}: {line}" if with_type else line
+
+
 def missing_extra(module: str, extra: str) -> InputError:
     """The error for an optional framework that is not installed."""
     return InputError(

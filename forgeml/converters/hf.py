@@ -21,7 +21,7 @@ import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.converters._quiet import quiet
-from forgeml.errors import ConversionError, InputError, require
+from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import IRModel, Provenance, sha256_arrays, signature_of
 from forgeml.validation import InputSet
 from forgeml.validation.inputs import check_inputs
@@ -147,7 +147,7 @@ class HFWeights:
             clone.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()},
                                   strict=True)
         except RuntimeError as e:
-            raise ConversionError(f"the weights do not fit the source model: {str(e).splitlines()[0]}") from e
+            raise ConversionError(f"the weights do not fit the source model: {first_line(e)}") from e
         return torch_runner(LogitsOnly.wrap(clone), ["input_ids"], ["logits"])
 
 
@@ -226,7 +226,7 @@ def _load(path: Path):
                 str(path), dtype=torch.float32, use_safetensors=True, local_files_only=True,
                 output_loading_info=True)
     except (ValueError, KeyError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"{path}: transformers could not load this checkpoint as a causal LM: {first}") from e
     finally:
         if bars:
@@ -282,7 +282,6 @@ def _export(wrapper, example: InputSet, options: ImportOptions):
                                         opset_version=options.opset, optimize=True, external_data=False,
                                         verbose=False)
     except Exception as e:  # the exporter raises many types
-        text = str(e).strip()
-        first = f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+        first = first_line(e, with_type=True)
         raise ConversionError(f"hf->onnx: the dynamo exporter failed on {type(wrapper.lm).__name__}: {first}") from e
     return program.model

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.errors import InputError
+from forgeml.errors import InputError, first_line
 from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
 from forgeml.validation import InputSet
 from forgeml.validation.inputs import check_inputs, example_from_spec
@@ -78,7 +78,7 @@ class OnnxConverter:
         try:
             onnx.checker.check_model(proto)
         except onnx.checker.ValidationError as e:
-            raise InputError(f"{ref}: the ONNX checker rejects the model: {str(e).splitlines()[0]}") from e
+            raise InputError(f"{ref}: the ONNX checker rejects the model: {first_line(e)}") from e
         model = onnx_ir.serde.deserialize_model(proto)
         sig = signature_of(model)
         weights = OnnxWeights(proto)

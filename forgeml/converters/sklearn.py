@@ -21,7 +21,7 @@ import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.converters._quiet import quiet
-from forgeml.errors import ConversionError, InputError, TargetError, require
+from forgeml.errors import ConversionError, InputError, TargetError, first_line, require
 from forgeml.ir import IRModel, Provenance, sha256_file, signature_of
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs
@@ -335,7 +335,7 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
 
 
 def _explain(model, e: Exception) -> ConversionError:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e)
     import re
 
     m = re.search(r"<class '([^']+)'>", text)

@@ -24,7 +24,7 @@ import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.converters._quiet import quiet
-from forgeml.errors import ConversionError, InputError, require
+from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs
@@ -176,7 +176,7 @@ class TensorflowConverter:
             with quiet(*_LOGGERS):
                 loaded = tf.saved_model.load(str(path))
         except Exception as e:
-            raise InputError(f"{path}: not a loadable TensorFlow SavedModel: {_first_line(e)}") from e
+            raise InputError(f"{path}: not a loadable TensorFlow SavedModel: {first_line(e, with_type=True)}") from e
         signatures = dict(getattr(loaded, "signatures", {}) or {})
         if name not in signatures:
             have = ", ".join(sorted(signatures)) or "none"
@@ -216,7 +216,7 @@ def _load_keras_file(path: Path):
         with quiet(*_LOGGERS):
             model = keras.saving.load_model(str(path), compile=False)
     except Exception as e:
-        raise InputError(f"{path}: not a loadable Keras model ({_first_line(e)}); save one with "
+        raise InputError(f"{path}: not a loadable Keras model ({first_line(e, with_type=True)}); save one with "
                          f"model.save('model.keras')") from e
     if not _is_keras_model(model):
         raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
@@ -357,7 +357,7 @@ def _keras_call(model, input_names: list[str], examples: InputSet, options: Impo
         with quiet(*_LOGGERS):
             out = raw(examples)
     except Exception as e:
-        raise InputError(f"the Keras model failed on the example inputs: {_first_line(e)}") from e
+        raise InputError(f"the Keras model failed on the example inputs: {first_line(e, with_type=True)}") from e
     flat = _flat(out)
     if options.output_names:
         if len(options.output_names) != len(flat):
@@ -405,7 +405,7 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
                                               tensors_to_rename=rename, opset=options.opset,
                                               custom_op_handlers={"Erfc": (_erfc, [])})
     except Exception as e:
-        raise ConversionError(f"tensorflow->onnx: tf2onnx failed on the {what}: {_first_line(e)}") from e
+        raise ConversionError(f"tensorflow->onnx: tf2onnx failed on the {what}: {first_line(e, with_type=True)}") from e
     _refuse_leftover_tf_ops(proto, what)
     _name_batch_dims(proto)
     return proto
@@ -455,8 +455,5 @@ def _ir(proto, input_names: list[str], output_names: list[str], provenance: Prov
     return IRModel(model, sig, provenance)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 

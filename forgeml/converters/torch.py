@@ -17,7 +17,7 @@ import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.converters._quiet import quiet
-from forgeml.errors import ConversionError, InputError, require
+from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import IRModel, Provenance, Signature, sha256_arrays, sha256_file, signature_of
 from forgeml.validation import InputSet
 from forgeml.validation.inputs import check_inputs, example_from_spec
@@ -57,7 +57,7 @@ class TorchWeights:
         try:
             clone.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ConversionError(f"the weights do not fit the source module: {str(e).splitlines()[0]}") from e
+            raise ConversionError(f"the weights do not fit the source module: {first_line(e, with_type=True, root=True)}") from e
         return torch_runner(clone, self._inputs, self._outputs)
 
 
@@ -127,7 +127,7 @@ def _load_file(path: Path, example_inputs, options: ImportOptions):
             with quiet(*_LOGGERS):
                 ep = torch.export.load(str(path))
         except Exception as e:
-            raise InputError(f"{path}: torch.export.load failed: {str(e).splitlines()[0]}") from e
+            raise InputError(f"{path}: torch.export.load failed: {first_line(e, with_type=True, root=True)}") from e
         if example_inputs is None and getattr(ep, "example_inputs", None):
             args, kwargs = ep.example_inputs
             sig_names = [s.arg.name for s in ep.graph_signature.input_specs
@@ -139,7 +139,7 @@ def _load_file(path: Path, example_inputs, options: ImportOptions):
             with quiet(*_LOGGERS):
                 return torch.jit.load(str(path), map_location="cpu"), example_inputs, "torchscript"
         except Exception as e:
-            raise InputError(f"{path}: not a loadable TorchScript archive: {str(e).splitlines()[0]}") from e
+            raise InputError(f"{path}: not a loadable TorchScript archive: {first_line(e, with_type=True, root=True)}") from e
     if names or _is_legacy_pickle(path):
         return _load_pickled(path, example_inputs, options), example_inputs, "module"
     raise InputError(f"{path}: not a torch file (neither a .pt2 archive, TorchScript, nor torch.save output)")
@@ -167,7 +167,7 @@ def _load_pickled(path: Path, example_inputs, options: ImportOptions):
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as e2:
-            raise InputError(f"{path}: torch.load failed: {str(e2).splitlines()[0]}") from e2
+            raise InputError(f"{path}: torch.load failed: {first_line(e2, with_type=True, root=True)}") from e2
     if isinstance(obj, torch.nn.Module):
         return obj
     if isinstance(obj, dict):
@@ -225,7 +225,7 @@ def _output_names(module, example: InputSet, input_names: list[str], options: Im
             out = module(*(torch.from_numpy(example[n]) for n in input_names))
         except Exception as e:
             raise InputError(f"the torch model failed on the example inputs: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
+                             f"{first_line(e, with_type=True, root=True)}") from e
     if isinstance(out, dict) or hasattr(out, "keys"):
         natural = list(out.keys())
     elif isinstance(out, (tuple, list)):
@@ -268,7 +268,7 @@ def _export(model, args, input_names, output_names, options: ImportOptions, *, t
                 )
             return program.model, "dynamo"
         except Exception as e:  # the exporter raises many types; the route records why
-            reason = _first_line(e)
+            reason = first_line(e, with_type=True, root=True)
             if not hasattr(model, "forward") or not isinstance(model, torch.nn.Module):
                 raise ConversionError(f"torch->onnx: the dynamo exporter failed: {reason}") from e
             fallback_reason = reason
@@ -283,18 +283,10 @@ def _export(model, args, input_names, output_names, options: ImportOptions, *, t
                               opset_version=options.opset or 17)
     except Exception as e:
         raise ConversionError(f"torch->onnx: both exporters failed; dynamo: {fallback_reason}; "
-                              f"torchscript: {_first_line(e)}") from e
+                              f"torchscript: {first_line(e, with_type=True, root=True)}") from e
     import onnx
 
     proto = onnx.load_from_string(buf.getvalue())
     return onnx_ir.serde.deserialize_model(proto), f"torchscript ({fallback_reason})"
 
 
-def _first_line(e: BaseException) -> str:
-    """The root cause's first line, without terminal colour codes (the exporter wraps causes)."""
-    import re
-
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from forgeml.errors import PassError
+from forgeml.errors import PassError, first_line
 from forgeml.passes.base import ForgePass, PassResult, from_proto, to_proto
 
 
@@ -31,6 +31,6 @@ class CheckPass(ForgePass):
             inferred = onnx.shape_inference.infer_shapes(
                 proto, check_type=True, strict_mode=self.config.strict_shapes, data_prop=self.config.data_prop)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            raise PassError(f"check: the ONNX checker rejects the model: {str(e).strip().splitlines()[0]}") from e
+            raise PassError(f"check: the ONNX checker rejects the model: {first_line(e)}") from e
         modified = len(inferred.graph.value_info) != len(proto.graph.value_info)
         return PassResult(from_proto(inferred), modified)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from forgeml.errors import PassError, require
+from forgeml.errors import PassError, first_line, require
 from forgeml.passes.base import ForgePass, PassResult, from_proto, to_proto
 
 
@@ -34,6 +34,6 @@ class SimplifyPass(ForgePass):
                 skip_constant_folding=not self.config.fold_constants,
             )
         except Exception as e:  # onnxsim raises RuntimeError/ValueError/… from C++
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise PassError(f"simplify: onnxsim failed: {first}") from e
         return PassResult(from_proto(simplified), simplified.SerializeToString() != before)

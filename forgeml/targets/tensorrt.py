@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import InputError, TargetError
+from forgeml.errors import InputError, TargetError, first_line
 from forgeml.fileio import write_bytes_atomic
 from forgeml.targets import Artifact, TargetContext
 
@@ -189,7 +189,7 @@ class TensorRTTarget:
             if not parser.parse_from_file(str(onnx_path)):
                 errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
                 raise TargetError(f"tensorrt: TensorRT's ONNX parser rejected the model: "
-                                  f"{' | '.join(e.strip().splitlines()[0] for e in errors[:3]) or 'no error given'}")
+                                  f"{' | '.join((e.strip().splitlines() or [''])[0] for e in errors[:3]) or 'no error given'}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
         for flag in plan.flags:
@@ -325,7 +325,7 @@ def _runtime():
         raise TargetError(f"tensorrt: TensorRT is not installed (no Python module 'tensorrt'); {_INSTALL}") from e
     except OSError as e:  # the wheel is there but its shared libraries are not
         raise TargetError(f"tensorrt: the 'tensorrt' module is installed but its libraries do not load "
-                          f"({str(e).splitlines()[0]}); {_INSTALL}") from e
+                          f"({first_line(e)}); {_INSTALL}") from e
     try:
         import torch
     except ImportError as e:

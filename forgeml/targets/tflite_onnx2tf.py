@@ -29,7 +29,7 @@ import numpy as np
 
 from forgeml.converters._quiet import quiet
 from forgeml.converters.tensorflow import native_quiet
-from forgeml.errors import TargetError, require
+from forgeml.errors import TargetError, first_line, require
 from forgeml.targets.tflite_io import TensorMap
 from forgeml.validation import InputSet
 
@@ -277,7 +277,7 @@ def _output_maps(proto, outputs, model, ins: list[TensorMap], sample: InputSet) 
                 got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
         except Exception as e:
             raise TargetError(f"tflite: the model onnx2tf made fails on the example inputs: {type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}") from e
+                              f"{first_line(e)}") from e
         got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
         ref = ort_runner(proto.SerializeToString())(sample)
     maps = []

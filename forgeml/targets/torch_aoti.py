@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import TargetError
+from forgeml.errors import TargetError, first_line
 from forgeml.targets import Artifact, TargetContext
 
 _WORKER = "forgeml.targets._aoti_worker"
@@ -67,11 +67,11 @@ class TorchAOTITarget:
                 try:
                     ep = torch.export.export(module, args, dynamic_shapes=dynamic)
                 except Exception as e:  # export raises many types; one line says which step failed
-                    raise TargetError(f"torch-aoti: torch.export failed: {_first_line(e)}") from e
+                    raise TargetError(f"torch-aoti: torch.export failed: {first_line(e, with_type=True)}") from e
                 try:
                     written = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
                 except Exception as e:
-                    raise TargetError(f"torch-aoti: AOTInductor compilation failed ({device}): {_first_line(e)}") from e
+                    raise TargetError(f"torch-aoti: AOTInductor compilation failed ({device}): {first_line(e, with_type=True)}") from e
             os.replace(written, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -176,6 +176,3 @@ def _dynamic_json(signature) -> dict:
             for t in signature.inputs if any(not isinstance(d, int) for d in t.shape)}
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import TargetError, require
+from forgeml.errors import TargetError, first_line, require
 from forgeml.validation import InputSet, Runner
 
 GGML_TYPE_F32 = 0
@@ -52,7 +52,7 @@ def load(path: Path, *, n_ctx: int, vocab_only: bool = False, threads: int | Non
                                    n_threads_batch=threads, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
                                    n_gpu_layers=0, verbose=False)
     except (ValueError, RuntimeError, OSError) as e:
-        raise TargetError(f"llama.cpp could not load {path.name}: {str(e).splitlines()[0] if str(e) else e}") from e
+        raise TargetError(f"llama.cpp could not load {path.name}: {first_line(e)}") from e
 
 
 def llama_runner(path: Path, *, n_ctx: int, input_name: str = "input_ids", output_name: str = "logits") -> Runner:

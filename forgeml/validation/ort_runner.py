@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import TargetError
+from forgeml.errors import TargetError, first_line
 from forgeml.validation import InputSet, Runner
 
 
@@ -28,7 +28,7 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     try:
         session = ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises several unrelated exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise TargetError(f"onnxruntime could not load the model: {first}") from e
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
@@ -41,7 +41,7 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
         try:
             values = session.run(output_names, feeds)
         except Exception as e:
-            first = str(e).strip().splitlines()[0]
+            first = first_line(e)
             raise TargetError(f"onnxruntime failed to run the model: {first}") from e
         return dict(zip(output_names, values))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.converters.tensorflow import native_quiet
-from forgeml.errors import TargetError, require
+from forgeml.errors import TargetError, first_line, require
 from forgeml.targets.tflite_io import IOMap, TensorMap, read
 from forgeml.validation import InputSet, Runner
 
@@ -35,7 +35,7 @@ def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None =
             interp.allocate_tensors()  # applies the default (XNNPACK) delegate, which logs natively
             sigs = interp.get_signature_list()
     except Exception as e:
-        raise TargetError(f"TFLite interpreter could not load the model: {str(e).strip().splitlines()[0]}") from e
+        raise TargetError(f"TFLite interpreter could not load the model: {first_line(e)}") from e
     if iomap is None:
         iomap = _identity_map(sigs)
     if iomap.signature_key not in sigs:
@@ -51,7 +51,7 @@ def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None =
         try:
             got = sig(**feeds)
         except Exception as e:
-            raise TargetError(f"TFLite interpreter failed to run the model: {str(e).strip().splitlines()[0]}") from e
+            raise TargetError(f"TFLite interpreter failed to run the model: {first_line(e)}") from e
         return {m.source: _to_source(m, got[m.key], out_details[m.key]) for m in iomap.outputs}
 
     run.interpreter = interp  # for inspection and benchmarks

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, first_line
 from forgeml.validation.trt_support import DEFAULT_TABLE, TABLES, SupportTable
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def check_file(path: str | Path, *, tensorrt: str = DEFAULT_TABLE, plugins: tupl
     try:
         proto = onnx.load(str(path))
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise InputError(f"check-trt: {path}: not a readable ONNX model ({str(e).strip().splitlines()[0]})") from e
+        raise InputError(f"check-trt: {path}: not a readable ONNX model ({first_line(e)})") from e
     if not proto.graph.node and not proto.graph.output:
         raise InputError(f"check-trt: {path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
     return check_model(proto, tensorrt=tensorrt, plugins=plugins)
@@ -187,7 +187,7 @@ class _Checker:
         try:
             inferred = onnx.shape_inference.infer_shapes(self.proto, strict_mode=False, data_prop=True)
         except Exception as e:  # shape inference raises several types; the types it got are still used
-            self.add("dtype", "warning", f"ONNX shape inference failed ({str(e).strip().splitlines()[0][:200]}); "
+            self.add("dtype", "warning", f"ONNX shape inference failed ({first_line(e)[:200]}); "
                      f"types of intermediate tensors are unknown, so per-op type checks are partial")
             inferred = self.proto
 

@@ -225,9 +225,10 @@ def _print_summary(result) -> None:
                           f"{top1:.3f}" if top1 is not None else "–",
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
-    route = result.manifest["source"].get("route", "")
-    if route.startswith("torchscript"):
-        out.print(f"[yellow]note:[/] exported with the TorchScript exporter: {route[len('torchscript'):].strip(' ()')}")
+    source = result.manifest["source"]
+    if source.get("fallback"):
+        out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source['route'].split(' ')[0])}: "
+                  f"{_escape(source['fallback'])}")
     for name, why in result.errors.items():
         out.print(f"[red]target {name} failed:[/] {_escape(why)}")
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"

@@ -75,11 +75,14 @@ class Provenance:
     sha256: str  # of the source file, or of the source weights for in-memory models
     framework: str  # "torch 2.13.0"
     route: str = ""  # how it was imported, e.g. "dynamo" or "torchscript (fallback: …)"
+    fallback: str = ""  # why the preferred route failed, when another one had to be taken
 
     def to_json(self) -> dict:
         d = {"kind": self.kind, "ref": self.ref, "sha256": self.sha256, "framework": self.framework}
         if self.route:
             d["route"] = self.route
+        if self.fallback:
+            d["fallback"] = self.fallback
         return d
 
 
@@ -114,6 +117,28 @@ class IRModel:
         for t in graph_only.graph.initializer:
             t.ClearField("raw_data")
         return {"nodes": count_nodes(self.model), "bytes": weights + graph_only.ByteSize()}
+
+
+def make_initializers_contiguous(model: onnx_ir.Model) -> list[str]:
+    """Give every initializer a C-contiguous array, in place; returns the names that changed.
+
+    Exporters hand over transposed weights as strided numpy views (the dynamo exporter folds
+    Transpose into a view), and onnx_ir's own passes then fail on them ("ndarray is not
+    C-contiguous"). The pipeline applies this once, to the converter's fresh IR.
+    """
+    import onnx_ir
+
+    changed = []
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None:
+            continue
+        array = tensor.numpy()
+        if isinstance(array, np.ndarray) and not array.flags.c_contiguous:
+            value.const_value = onnx_ir.Tensor(np.ascontiguousarray(array), name=tensor.name,
+                                               doc_string=tensor.doc_string)
+            changed.append(name)
+    return changed
 
 
 def count_nodes(model: onnx_ir.Model) -> int:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.errors import ForgeError, InputError, PassError, TargetError
+from forgeml.errors import ForgeError, InputError, PassError, TargetError, first_line
 from forgeml.fileio import StagedDir, check_out_dir, write_bytes_atomic, write_json_atomic
-from forgeml.ir import IRModel
+from forgeml.ir import IRModel, make_initializers_contiguous
 from forgeml.passes import ForgePass, PassInputs
 from forgeml.targets import TARGETS, Artifact, TargetContext
 from forgeml.validation import InputSet, Runner
@@ -186,6 +186,7 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
         opts = replace(opts, output_names=resolved.output_names)
     converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
     ir = converted.ir
+    make_initializers_contiguous(ir.model)  # the IR's own, before any pass or target sees it
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "--inputs")
     calibration = fit_calibration(config.calibration, ir.signature, "--calib")
@@ -227,7 +228,7 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
             raise PassError(f"{e} (passes that ran before it: {', '.join(ran) or 'none'})") from e
         except Exception as e:
             raise PassError(f"pass {p.name!r} failed after [{', '.join(ran) or 'none'}]: "
-                            f"{type(e).__name__}: {e}") from e
+                            f"{first_line(e, with_type=True, root=True)}") from e
         ir = ir.replace(model=result.model, precision=p.output_precision(ir.precision))
         if ir.precision == "fp32":
             float_ir = ir

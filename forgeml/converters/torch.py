@@ -93,11 +93,11 @@ class TorchConverter:
                                     for k, v in module.state_dict().items()})
 
         args = tuple(torch.from_numpy(example[n]) for n in input_names)
-        onnx_model, route = _export(module if exported is None else exported, args, input_names,
+        onnx_model, route, fallback = _export(module if exported is None else exported, args, input_names,
                                     output_names, options, torchscript_only=(kind == "torchscript"))
         sig = signature_of(onnx_model)
         _check_names(sig, input_names, output_names)
-        provenance = Provenance("torch", ref, digest, f"torch {version}", route)
+        provenance = Provenance("torch", ref, digest, f"torch {version}", route, fallback)
         ir = IRModel(onnx_model, sig, provenance)
         # Reference dtypes are checked against the graph's, so a wrong example dtype fails here, early.
         check_inputs(example, sig, "example inputs")
@@ -250,7 +250,10 @@ def _check_names(sig: Signature, input_names: list[str], output_names: list[str]
 # --- export ------------------------------------------------------------------------------------
 
 def _export(model, args, input_names, output_names, options: ImportOptions, *, torchscript_only: bool):
-    """Export with dynamo; fall back to the TorchScript exporter and say so in the route."""
+    """Export with dynamo; fall back to the TorchScript exporter and say so.
+
+    Returns (model, route, fallback): ``fallback`` is why dynamo failed, empty when nothing fell back
+    (a TorchScript archive takes the TorchScript exporter by design, not as a fallback)."""
     torch = _torch()
     import onnx_ir
 
@@ -266,14 +269,14 @@ def _export(model, args, input_names, output_names, options: ImportOptions, *, t
                     dynamic_shapes=dynamic_shapes, opset_version=options.opset, optimize=True,
                     external_data=False, verbose=False,
                 )
-            return program.model, "dynamo"
+            return program.model, "dynamo", ""
         except Exception as e:  # the exporter raises many types; the route records why
             reason = first_line(e, with_type=True, root=True)
             if not hasattr(model, "forward") or not isinstance(model, torch.nn.Module):
                 raise ConversionError(f"torch->onnx: the dynamo exporter failed: {reason}") from e
             fallback_reason = reason
     else:
-        fallback_reason = "TorchScript archive"
+        fallback_reason = ""
     buf = io.BytesIO()
     dynamic_axes = {n: {0: "batch"} for n in input_names + output_names} if options.dynamic_batch else None
     try:
@@ -282,11 +285,13 @@ def _export(model, args, input_names, output_names, options: ImportOptions, *, t
                               output_names=output_names, dynamic_axes=dynamic_axes,
                               opset_version=options.opset or 17)
     except Exception as e:
-        raise ConversionError(f"torch->onnx: both exporters failed; dynamo: {fallback_reason}; "
-                              f"torchscript: {first_line(e, with_type=True, root=True)}") from e
+        tried = f"dynamo: {fallback_reason}; " if fallback_reason else ""
+        raise ConversionError(f"torch->onnx: the TorchScript exporter failed ({tried}torchscript: "
+                              f"{first_line(e, with_type=True, root=True)})") from e
     import onnx
 
     proto = onnx.load_from_string(buf.getvalue())
-    return onnx_ir.serde.deserialize_model(proto), f"torchscript ({fallback_reason})"
+    route = f"torchscript (fallback: {fallback_reason})" if fallback_reason else "torchscript (TorchScript archive)"
+    return onnx_ir.serde.deserialize_model(proto), route, fallback_reason
 
 

@@ -17,9 +17,9 @@ FAIL_ON = ("fail", "warn")
 
 def warnings(manifest: dict) -> list[str]:
     out = []
-    route = manifest.get("source", {}).get("route", "")
-    if "(" in route:
-        out.append(f"import fell back: {route}")
+    source = manifest.get("source", {})
+    if source.get("fallback"):
+        out.append(f"import fell back to {source.get('route', '').split(' ')[0]}: {source['fallback']}")
     for st in manifest.get("stages", []):
         par = st.get("parity")
         if not par:

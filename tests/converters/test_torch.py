@@ -58,7 +58,11 @@ def test_torchscript_file_uses_the_torchscript_exporter(tmp_path):
     torch.jit.trace(b.model, torch.from_numpy(b.example_inputs["x"])).save(str(path))
     r = forgeml.convert(str(path), {"x": b.example_inputs["x"]}, targets=["onnx"], out_dir=tmp_path / "o")
     assert r.ok, r.parity.table()
-    assert r.manifest["source"]["route"].startswith("torchscript")
+    assert r.manifest["source"]["route"] == "torchscript (TorchScript archive)"
+    assert "fallback" not in r.manifest["source"]  # by design, not a fallback: no warning
+    from forgeml.validation.gating import warnings
+
+    assert not [w for w in warnings(r.manifest) if "fell back" in w]
 
 
 def test_dynamo_failure_falls_back_and_the_report_names_it(tmp_path):
@@ -66,7 +70,11 @@ def test_dynamo_failure_falls_back_and_the_report_names_it(tmp_path):
     model = Branchy().eval()
     r = forgeml.convert(model, torch.ones(2, 4), targets=["onnx"], out_dir=tmp_path / "o", passes=[])
     route = r.manifest["source"]["route"]
-    assert route.startswith("torchscript (") and "data-dependent" in route
+    assert route.startswith("torchscript (fallback: ") and "data-dependent" in route
+    assert "data-dependent" in r.manifest["source"]["fallback"]
+    from forgeml.validation.gating import warnings
+
+    assert any("fell back to torchscript" in w for w in warnings(r.manifest))
     assert "route: torchscript" in (r.out_dir / "report.md").read_text()
 
 

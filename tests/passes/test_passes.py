@@ -117,3 +117,14 @@ def test_pass_config_is_typed():
     with pytest.raises(TypeError):
         CleanupPass(no_such_option=True)
     assert CleanupPass(cse=True).config_json()["cse"] is True
+
+
+def test_cleanup_alone_runs_on_a_dynamo_export(tmp_path):
+    """The dynamo exporter hands over transposed weights as strided views; the pipeline makes them
+    contiguous, so onnx_ir's deduplication (which needs contiguous arrays) works without a check first."""
+    import forgeml
+
+    result = forgeml.convert("zoo:transformer", targets=["onnx"], passes=["cleanup"], out_dir=tmp_path / "o")
+    assert result.ok
+    for value in result.ir.model.graph.initializers.values():
+        assert value.const_value.numpy().flags.c_contiguous

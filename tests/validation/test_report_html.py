@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from forgeml.cli import main
 from forgeml.validation import report_html
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,18 +30,9 @@ def _chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 
 
-# tflite joins the variants when its optional extra is installed (it is in CI); the report needs >= 2
+# the int8_run fixture (tests/conftest.py) adds tflite to the variants when forgeml[tflite] is installed
 HAS_TFLITE = all(importlib.util.find_spec(m) for m in ("onnx2tf", "ai_edge_litert"))
 TARGETS = ("onnx", "tflite", "safetensors") if HAS_TFLITE else ("onnx", "safetensors")
-
-
-@pytest.fixture(scope="module")
-def int8_run(tmp_path_factory):
-    """`forgeml convert zoo:transformer --quantize int8 --to onnx[,tflite],safetensors`: the default passes, then int8."""
-    out = tmp_path_factory.mktemp("int8") / "out"
-    code = main(["convert", "zoo:transformer", "--to", ",".join(TARGETS), "--quantize", "int8", "-o", str(out)])
-    assert code in (0, 1), code  # 1: a stage missed its tolerance; the report must still say so
-    return out
 
 
 def _offline_html(html: str) -> None:

@@ -222,6 +222,7 @@ def llama_ggufs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_parity_hf_source_vs_gguf_in_llama_cpp(llama_ggufs, capsys):
     code, s = _json(capsys, ["parity", "zoo:tiny-llama", str(llama_ggufs / "f32.gguf"), "--json"])
     assert code == 0 and s["ok"] and s["stages"][0]["profile"] == "gguf-f32"  # from the file's header

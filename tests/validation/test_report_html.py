@@ -116,7 +116,7 @@ def test_variants_side_by_side(int8_run):
     assert [r[0] for r in rows] == list(TARGETS)
     for row, (name, art) in zip(rows, manifest["artifacts"].items()):
         par = stages[name]["parity"]
-        variant, path, profile, size, _latency, cosine = row[:6]
+        _, path, profile, size, _latency, cosine = row[:6]
         assert path == art["path"] and profile == par["profile"] and size == report_html._bytes(art["bytes"])
         assert cosine == report_html._fmt(min(r["cosine"] for r in par["rows"]))
         assert row[-1] == ("pass" if par["passed"] else "FAIL")

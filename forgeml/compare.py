@@ -90,12 +90,19 @@ def _load_tflite(path: Path, ctx: LoadContext) -> Side:
     if iomap is not None and all(m.source_dtype for m in (*iomap.inputs, *iomap.outputs)):
         sig = Signature(tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.inputs),
                         tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.outputs))
-    return Side(str(path), "tflite", runner, sig, "TFLite interpreter (ai-edge-litert)", sha256_file(path))
+    variant = iomap.info.get("variant") if iomap is not None else None
+    precision = importlib.import_module("forgeml.targets.tflite").PRECISION.get(variant) if variant else None
+    return Side(str(path), "tflite", runner, sig, "TFLite interpreter (ai-edge-litert)", sha256_file(path),
+                precision)
 
 
 def _load_gguf(path: Path, ctx: LoadContext) -> Side:
-    """A .gguf in llama.cpp: token ids in, logits of every position out (context sized to the inputs)."""
+    """A .gguf in llama.cpp: token ids in, logits of every position out (context sized to the inputs).
+
+    Its precision (the gguf target's profile for the file's weight type) comes from the header.
+    """
     mod = _sibling("forgeml.validation.llama_runner", ".gguf")
+    precision = _gguf_precision(path)
     cache: dict[int, Runner] = {}
 
     def run(inputs: InputSet) -> dict[str, np.ndarray]:
@@ -105,7 +112,16 @@ def _load_gguf(path: Path, ctx: LoadContext) -> Side:
             cache[n_ctx] = mod.llama_runner(path, n_ctx=n_ctx, input_name=name)
         return cache[n_ctx](inputs)
 
-    return Side(str(path), "gguf", run, None, mod.llama_cpp_version(), sha256_file(path))
+    return Side(str(path), "gguf", run, None, mod.llama_cpp_version(), sha256_file(path), precision)
+
+
+def _gguf_precision(path: Path) -> str | None:
+    """general.file_type (ALL_F32, MOSTLY_Q8_0, …) → the gguf target's profile; None when not one of ours."""
+    from forgeml.targets.gguf import PRECISION
+    from forgeml.targets.gguf_inspect import inspect_gguf
+
+    file_type = inspect_gguf(path)["file_type"] or ""
+    return PRECISION.get(file_type.removeprefix("MOSTLY_").removeprefix("ALL_").lower())
 
 
 @dataclass
@@ -131,8 +147,14 @@ def load_source(src: str, ctx: LoadContext) -> Side:
 
     if src not in ctx.converted:
         resolved = resolve(src)
-        opts = ImportOptions(output_names=resolved.output_names)
-        ctx.converted[src] = resolved.converter.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
+        # A converter that can run its source without exporting it says so (the export proves nothing here).
+        quick = getattr(resolved.converter, "reference_only", None)
+        if quick is not None:
+            ctx.converted[src] = quick(resolved.model, resolved.example_inputs, resolved.ref)
+        else:
+            opts = ImportOptions(output_names=resolved.output_names)
+            ctx.converted[src] = resolved.converter.convert(resolved.model, resolved.example_inputs, resolved.ref,
+                                                            opts)
     c = ctx.converted[src]
     return Side(src, c.ir.provenance.kind, c.reference, c.ir.signature, c.reference_name, c.ir.provenance.sha256,
                 None, c.example_inputs)

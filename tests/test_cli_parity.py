@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import subprocess
@@ -23,6 +24,7 @@ def mlp(zoo_runs):
 
 
 def _json(capsys, argv: list[str]) -> tuple[int, dict]:
+    capsys.readouterr()  # what fixtures printed is not this command's summary
     code = main(argv)
     return code, json.loads(capsys.readouterr().out)
 
@@ -145,3 +147,88 @@ def test_convert_localize_and_json_name_the_module_where_a_too_strict_tolerance_
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     full = manifest["stages"][0]["divergence"]
     assert full["method"] == "torch-hooks" and full["metrics"]["max_abs"] > 1e-12
+
+
+# --- .tflite (TFLite interpreter) and .gguf (llama.cpp) sides ----------------------------------------
+
+needs_tflite = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx2tf", "ai_edge_litert")),
+                                  reason="needs forgeml[tflite] (onnx2tf, ai-edge-litert)")
+
+
+@pytest.fixture(scope="module")
+def cnn_tflite(tmp_path_factory):
+    """`forgeml convert zoo:cnn --to onnx,tflite`: an NCHW model whose .tflite runs NHWC inside."""
+    out = tmp_path_factory.mktemp("cnn-tflite") / "out"
+    assert main(["convert", "zoo:cnn", "--to", "onnx,tflite", "-o", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+@needs_tflite
+def test_parity_tflite_vs_onnx_in_the_source_layout(cnn_tflite, capsys, tmp_path):
+    from forgeml.compare import compare
+
+    tfl, onx = cnn_tflite / "model.tflite", cnn_tflite / "model.onnx"
+    code, s = _json(capsys, ["parity", str(tfl), str(onx), "--json"])
+    assert code == 0 and s["ok"] and s["stages"][0]["profile"] == "fp32"  # the file says it is the fp32 variant
+    m = compare(str(tfl), str(onx))
+    assert m["source"]["kind"] == "tflite" and "TFLite interpreter" in m["source"]["framework"]
+    x = m["signature"]["inputs"][0]
+    assert x["shape"][1:] == [3, 32, 32]  # the .tflite's io map gives the source's NCHW signature back
+    assert m["stages"][0]["parity"]["rows"][0]["max_abs"] < 1e-4
+    # user data in the source layout goes through the io map too
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, **{x["name"]: np.random.default_rng(3).normal(size=x["shape"]).astype(np.float32)})
+    code, s = _json(capsys, ["parity", str(onx), str(tfl), "--inputs", str(inputs), "--json"])
+    assert code == 0 and s["ok"]
+
+
+@pytest.mark.slow
+@needs_tflite
+def test_parity_tflite_catches_a_wrong_weight(cnn_tflite, capsys, tmp_path):
+    proto = onnx.load(str(cnn_tflite / "model.onnx"))
+    big = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = numpy_helper.to_array(big) * 1.5
+    big.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), big.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    code, s = _json(capsys, ["parity", str(cnn_tflite / "model.tflite"), str(bad), "--json"])
+    assert code == 1 and not s["ok"] and s["stages"][0]["failing"][0]["output"] == "logits"
+
+
+@pytest.mark.slow
+@needs_tflite
+def test_parity_torch_source_vs_int8_tflite_by_its_profile(int8_run, capsys):
+    """The int8 variant of a --quantize int8 run, against the torch source: judged as int8, and passing."""
+    manifest = json.loads((int8_run / "manifest.json").read_text())
+    tfl = int8_run / manifest["artifacts"]["tflite"]["path"]
+    code, s = _json(capsys, ["parity", "zoo:transformer", str(tfl), "--json"])
+    assert s["stages"][0]["profile"] == "int8"
+    assert code == 0 and s["ok"]
+
+
+@pytest.fixture(scope="module")
+def llama_ggufs(tmp_path_factory):
+    """zoo:tiny-llama written as f32 and q8_0 .gguf files straight from its checkpoint (no pipeline run)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'forgeml[gguf]')")
+    pytest.importorskip("gguf", reason="needs forgeml[gguf]")
+    from forgeml.targets.gguf import write_checkpoint
+    from models_zoo.hf_models import SPECS, checkpoint
+
+    out = tmp_path_factory.mktemp("gguf")
+    ckpt = checkpoint(SPECS["tiny-llama"])
+    for t in ("f32", "q8_0"):
+        write_checkpoint(ckpt, out / f"{t}.gguf", t)
+    return out
+
+
+@pytest.mark.slow
+def test_parity_hf_source_vs_gguf_in_llama_cpp(llama_ggufs, capsys):
+    code, s = _json(capsys, ["parity", "zoo:tiny-llama", str(llama_ggufs / "f32.gguf"), "--json"])
+    assert code == 0 and s["ok"] and s["stages"][0]["profile"] == "gguf-f32"  # from the file's header
+    code, s = _json(capsys, ["parity", "zoo:tiny-llama", str(llama_ggufs / "q8_0.gguf"), "--json"])
+    assert code == 0 and s["ok"] and s["stages"][0]["profile"] == "gguf-q8_0"
+    # the q8_0 file's error is real: held to fp32's elementwise tolerance, it fails
+    code, s = _json(capsys, ["parity", "zoo:tiny-llama", str(llama_ggufs / "q8_0.gguf"), "--profile", "fp32",
+                             "--json"])
+    assert code == 1 and s["stages"][0]["failing"][0]["output"] == "logits"

@@ -177,6 +177,23 @@ class HFConverter:
                              example_inputs=src.example, weights=HFWeights(src.model), source_model=src.model,
                              checkpoint=src.checkpoint)
 
+    def reference_only(self, source, example_inputs: InputSet | None, ref: str) -> ConvertResult:
+        """The transformers model as a runner, without the ONNX export (``forgeml parity`` needs no graph).
+
+        The result's ``ir`` has no model, only the signature every export of this converter has:
+        ``input_ids (batch, tokens) int64 -> logits (batch, tokens, vocab) float32``.
+        """
+        from forgeml.ir import Signature, TensorSpec
+
+        src = load_source(source, example_inputs)
+        vocab = int(src.model.config.vocab_size)
+        sig = Signature((TensorSpec("input_ids", ("batch", "tokens"), "int64"),),
+                        (TensorSpec("logits", ("batch", "tokens", vocab), "float32"),))
+        ir = IRModel(None, sig, Provenance("hf", ref, src.digest, src.version, "not exported (reference only)"))
+        return ConvertResult(ir=ir, reference=src.reference, reference_name=f"{src.version} eager",
+                             example_inputs=src.example, weights=HFWeights(src.model), source_model=src.model,
+                             checkpoint=src.checkpoint)
+
 
 @dataclass
 class LoadedSource:

@@ -1,43 +1,16 @@
-"""Test-only passes for the report and localization tests: a real int8 quantizer and a planted fault.
+"""A test-only pass for the localization tests: a planted fault.
 
-``OrtDynamicInt8`` runs onnxruntime's own dynamic int8 quantizer, so the report shows what a real
-int8 model computes (forgeml's quantization passes will replace it once they land).
 ``PlantWrongWeight`` multiplies one initializer, the way a buggy rewrite would corrupt a weight.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from pathlib import Path
 
 import onnx_ir
 from onnx_ir.passes import PassResult
 
-from forgeml.passes.base import ForgePass, from_proto, to_proto
-
-
-@dataclasses.dataclass(frozen=True)
-class OrtInt8Config:
-    per_channel: bool = False
-
-
-class OrtDynamicInt8(ForgePass):
-    name = "ort-int8-dynamic"
-    Config = OrtInt8Config
-
-    def output_precision(self, precision: str) -> str:
-        return "int8"
-
-    def call(self, model):
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        with tempfile.TemporaryDirectory() as d:
-            src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
-            onnx.save_model(to_proto(model), str(src))
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=self.config.per_channel)
-            return PassResult(from_proto(onnx.load(str(dst))), True)
+from forgeml.passes.base import ForgePass
 
 
 @dataclasses.dataclass(frozen=True)

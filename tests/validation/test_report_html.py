@@ -1,27 +1,26 @@
 """report.html: rendered from a real run, opened in a real headless Chromium (Debian's package).
 
-The browser test renders the report of the zoo transformer quantized to int8, takes a screenshot
-(kept under ``$FORGEML_TEST_ARTIFACTS`` or ./test-artifacts), reads the DOM the browser built, and
-checks from Chromium's own network log that opening the report fetched nothing.
+The report comes from ``forgeml convert zoo:transformer --quantize int8`` with several targets (onnx,
+tflite when forgeml[tflite] is installed, safetensors), so it holds a quantized stage and several
+variants. The browser test takes a screenshot (kept under ``$FORGEML_TEST_ARTIFACTS`` or
+./test-artifacts), reads the DOM the browser built, and checks from Chromium's own network log that
+opening the report fetched nothing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
 from html import escape
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from tests.validation.fault_passes import OrtDynamicInt8
-
-from forgeml.passes import make_pass
-from forgeml.pipeline import PipelineConfig, run
-from forgeml.sources import resolve
 from forgeml.validation import report_html
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +30,9 @@ def _chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 
 
-@pytest.fixture(scope="module")
-def int8_run(tmp_path_factory):
-    """zoo:transformer → default passes → onnxruntime dynamic int8 → onnx + safetensors."""
-    config = PipelineConfig(targets=("onnx", "safetensors"),
-                            passes=(make_pass("check"), make_pass("simplify"), make_pass("cleanup"),
-                                    OrtDynamicInt8()),
-                            quantize="int8", command="pytest: zoo:transformer int8 report")
-    out = tmp_path_factory.mktemp("int8") / "out"
-    return run(resolve("zoo:transformer"), config, out)
+# the int8_run fixture (tests/conftest.py) adds tflite to the variants when forgeml[tflite] is installed
+HAS_TFLITE = all(importlib.util.find_spec(m) for m in ("onnx2tf", "ai_edge_litert"))
+TARGETS = ("onnx", "tflite", "safetensors") if HAS_TFLITE else ("onnx", "safetensors")
 
 
 def _offline_html(html: str) -> None:
@@ -52,7 +45,7 @@ def _offline_html(html: str) -> None:
 
 @pytest.mark.slow
 def test_report_written_beside_manifest_and_complete(int8_run):
-    out = int8_run.out_dir
+    out = int8_run
     html = (out / "report.html").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert report_html.render(manifest) == html  # the report says exactly what the manifest says
@@ -60,8 +53,9 @@ def test_report_written_beside_manifest_and_complete(int8_run):
     assert ">PASS<" in html if manifest["ok"] else ">FAIL<" in html
     for st in manifest["stages"]:
         assert f"<td class=\"\">{escape(st['name'])}</td>" in html
+    assert "--quantize int8" in html  # provenance: the command line that made it
     # the int8 stage's measured numbers are what the table shows
-    q = next(s for s in manifest["stages"] if s["name"] == "ort-int8-dynamic")
+    q = next(s for s in manifest["stages"] if s["name"] == "int8-dynamic")
     assert q["parity"]["profile"] == "int8" and "int8" in html
     assert report_html._fmt(q["parity"]["rows"][0]["cosine"]) in html
     # error plots and the variants chart are inline SVG, one pair per stage output
@@ -69,7 +63,70 @@ def test_report_written_beside_manifest_and_complete(int8_run):
     assert 'aria-label="variants: size vs latency vs accuracy"' in html
     for name, a in manifest["artifacts"].items():
         assert a["sha256"] in html
-    assert manifest["run"]["passes"][-1]["name"] == "ort-int8-dynamic"
+    assert [p["name"] for p in manifest["run"]["passes"]][-1] == "int8-dynamic"
+
+
+class _Rows(HTMLParser):
+    """Cell texts of every <tr> with <td>s, and the SVG circles (chart points), in a piece of HTML."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.circles = 0
+        self._cell: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag == "td":
+            self._cell = []
+        elif tag == "circle":
+            self.circles += 1
+
+    handle_startendtag = handle_starttag
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _section(html: str, element_id: str) -> str:
+    """The HTML from the element with ``element_id`` to the next heading."""
+    start = html.index(f'id="{element_id}"')
+    end = html.find("<h2", start)
+    return html[start:end if end != -1 else len(html)]
+
+
+@pytest.mark.slow
+def test_variants_side_by_side(int8_run):
+    """One table row and one chart point per emitted variant, with the numbers its stage measured."""
+    html = (int8_run / "report.html").read_text()
+    manifest = json.loads((int8_run / "manifest.json").read_text())
+    stages = {st["name"]: st for st in manifest["stages"] if st["kind"] == "target"}
+    assert list(manifest["artifacts"]) == list(TARGETS)
+    part = _section(html, "variants")
+    section = _Rows(part)
+    rows = [r for r in section.rows if r]
+    assert [r[0] for r in rows] == list(TARGETS)
+    for row, (name, art) in zip(rows, manifest["artifacts"].items()):
+        par = stages[name]["parity"]
+        _, path, profile, size, _latency, cosine = row[:6]
+        assert path == art["path"] and profile == par["profile"] and size == report_html._bytes(art["bytes"])
+        assert cosine == report_html._fmt(min(r["cosine"] for r in par["rows"]))
+        assert row[-1] == ("pass" if par["passed"] else "FAIL")
+        assert f"{escape(name)} (acc " in part  # the chart's label for this variant
+    # --quantize int8 made the graph targets int8; safetensors keeps the source's fp32 weights
+    profiles = {r[0]: r[2] for r in rows}
+    assert profiles["onnx"] == "int8" and profiles["safetensors"] == "fp32"
+    if HAS_TFLITE:
+        assert profiles["tflite"] == "int8"
+    assert section.circles == sum(1 for n in TARGETS if "median_ms" in (stages[n].get("latency") or {}))
 
 
 def _page_requests(netlog: Path) -> list[str]:
@@ -90,7 +147,7 @@ def test_chromium_renders_report_offline(int8_run, tmp_path):
     chromium = _chromium()
     if chromium is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium); the browser check needs it")
-    report = int8_run.out_dir / "report.html"
+    report = int8_run / "report.html"
     profile = tmp_path / "profile"
     netlog = tmp_path / "netlog.json"
     shot = tmp_path / "report-transformer-int8.png"
@@ -106,10 +163,12 @@ def test_chromium_renders_report_offline(int8_run, tmp_path):
     # the browser built the page: verdict banner first, then the stage table with every stage
     assert re.search(r'id="verdict".*?>(PASS|FAIL)<', dom)
     assert dom.index('id="verdict"') < dom.index('id="stages"')
-    manifest = json.loads((int8_run.out_dir / "manifest.json").read_text())
+    manifest = json.loads((int8_run / "manifest.json").read_text())
     for st in manifest["stages"]:
         assert f">{escape(st['name'])}</td>" in dom
     assert dom.count("<svg") >= 2 * len(manifest["stages"])
+    variants = _Rows(_section(dom, "variants"))
+    assert [r[0] for r in variants.rows if r] == list(manifest["artifacts"])
     # nothing fetched: no request the page started (the browser's own update/time pings are not the page's)
     assert _page_requests(netlog) == []
     # ... and the same check does see a page that fetches something

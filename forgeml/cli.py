@@ -8,6 +8,7 @@ Exit codes: 0 every stage within tolerance; 1 a parity failure (report still wri
 from __future__ import annotations
 
 import json
+import os
 import logging
 import shlex
 import sys
@@ -124,6 +125,10 @@ def convert(
     _check_fail_on(fail_on)
     specs = tuple(parse_input_spec(s) for s in input_spec or [])
     check_out_dir(out, force)  # before the (slow) import, so a wrong -o fails at once
+    if report is not None and not (report.parent.resolve().is_dir() and os.access(report.parent.resolve(), os.W_OK)):
+        from forgeml.errors import InputError
+
+        raise InputError(f"--report {report}: its directory does not exist or is not writable")
     with err.status(f"loading {src} …"):
         resolved = resolve(src)
     user_inputs = ()
@@ -164,7 +169,13 @@ def convert(
     finally:
         status.stop()
     if report:
-        result.save_report(report)
+        try:
+            result.save_report(report)
+        except OSError as e:
+            from forgeml.errors import InputError
+
+            raise InputError(f"--report {report}: could not write it ({e.strerror}); "
+                             f"the run itself is complete in {result.out_dir}") from e
     from forgeml.validation.gating import exit_code, summary
 
     code = exit_code(result.manifest, fail_on)

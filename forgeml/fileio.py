@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from pathlib import Path
 
 from forgeml.errors import InputError
@@ -39,10 +39,18 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def check_out_dir(out_dir: Path, force: bool) -> None:
-    """An existing non-empty output is never overwritten without --force."""
+def check_out_dir(out_dir: Path, force: bool, protect: tuple[Path, ...] = ()) -> None:
+    """An existing non-empty output is never overwritten without --force, and never one that holds
+    the working directory or a ``protect``ed path (the source), which replacing it would delete."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} exists and is not a directory")
+    target = out_dir.resolve()
+    for keep in (Path.cwd(), *protect):
+        keep = Path(keep).resolve()
+        if target == keep or target in keep.parents:
+            what = "the working directory" if keep == Path.cwd().resolve() else f"the source {keep}"
+            raise InputError(f"output directory {out_dir} holds {what}, which replacing it would delete; "
+                             "choose a new directory for -o")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise InputError(f"output directory {out_dir} already exists and is not empty; pass --force to replace it")
 
@@ -55,9 +63,16 @@ class StagedDir:
     """
 
     def __init__(self, final: Path):
-        self.final = final
+        self.final = final = final.resolve()
         final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        # mkdir (not mkdtemp, which makes it 0700) so the output gets the user's usual permissions.
+        while True:
+            self.path = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                self.path.mkdir()
+                break
+            except FileExistsError:
+                continue
 
     def commit(self) -> Path:
         old = None

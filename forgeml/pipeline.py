@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.errors import ForgeError, InputError, PassError, TargetError, first_line
+from forgeml.errors import ForgeError, InputError, PassError, first_line
 from forgeml.fileio import StagedDir, check_out_dir, write_bytes_atomic, write_json_atomic
 from forgeml.ir import IRModel, make_initializers_contiguous
 from forgeml.passes import ForgePass, PassInputs
@@ -109,7 +109,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         on_event: Callable[[StageEvent], None] = lambda e: None) -> Conversion:
     """Run the whole pipeline for a resolved source into ``out_dir`` (staged, then swapped in)."""
     _check_config(config)
-    check_out_dir(out_dir, force)
+    source_path = (resolved.model,) if isinstance(resolved.model, Path) else ()
+    check_out_dir(out_dir, force, protect=source_path)
     state = _import(resolved, config, on_event)
     ir, float_ir = _apply_passes(state, state.converted.ir)
     staged = StagedDir(out_dir)
@@ -251,7 +252,8 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
 
 def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                   out: Path) -> tuple[dict[str, Artifact], dict[str, str]]:
-    """Every target into ``out``; a TargetError fails that target only and is recorded."""
+    """Every target into ``out``; a target that fails (TargetError or anything else) fails alone and
+    is recorded, so the other artifacts and the reports are still written."""
     config = state.config
     base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
                              quantize=config.quantize, calibration=state.calibration,
@@ -268,11 +270,16 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             artifact = target.build(ir, out, ctx)
             runner, precision = target.runner(artifact, ctx)
             parity = state.check(runner, precision or ir.precision)
-        except TargetError as e:
-            errors[name] = str(e)
-            entry.update(error=str(e), seconds=round(time.perf_counter() - t0, 3))
+        except Exception as e:  # any failure fails this target only; the others still run
+            if isinstance(e, ForgeError):
+                why = str(e)
+            else:
+                log.debug("target %s failed", name, exc_info=True)
+                why = f"{name}: {first_line(e, with_type=True)} (--debug shows the traceback)"
+            errors[name] = why
+            entry.update(error=why, seconds=round(time.perf_counter() - t0, 3))
             state.stages.append(entry)
-            state.on_event(StageEvent(name, "target", "failed", entry["seconds"], False, str(e)))
+            state.on_event(StageEvent(name, "target", "failed", entry["seconds"], False, why))
             continue
         artifacts[name] = artifact
         seconds = time.perf_counter() - t0

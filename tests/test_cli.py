@@ -181,3 +181,55 @@ def test_zoo_export_then_convert_the_file(tmp_path, capsys):
     assert rc == 0
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["stages"][0]["parity"]["batches"] == 5  # example + 3 random + the user's file
+
+
+def test_output_that_would_swallow_the_cwd_or_the_source_is_refused(tmp_path, capsys, monkeypatch, zoo_runs):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    rc, _, err = _run(capsys, "convert", "zoo:mlp", "-o", ".", "--force")
+    assert rc == 2
+    _one_line_error(err, "working directory")
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    src = src_dir / "m.onnx"
+    src.write_bytes(zoo_runs("mlp").artifacts["onnx"].path.read_bytes())
+    rc, _, err = _run(capsys, "convert", str(src), "-o", str(src_dir), "--force")
+    assert rc == 2
+    _one_line_error(err, "the source")
+    assert sorted(os.listdir(tmp_path)) == ["keep.txt", "src"] and os.listdir(src_dir) == ["m.onnx"]
+
+
+def test_report_path_is_checked_before_the_run(tmp_path, capsys):
+    rc, _, err = _run(capsys, "convert", "zoo:mlp", "-o", str(tmp_path / "out"), "--report",
+                      str(tmp_path / "missing" / "r.html"))
+    assert rc == 2
+    _one_line_error(err, "--report")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_directory_gets_the_users_permissions(tmp_path, capsys):
+    rc, _, _ = _run(capsys, "convert", "zoo:mlp", "-o", str(tmp_path / "out"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert rc == 0
+    assert (tmp_path / "out").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_target_that_crashes_fails_alone(tmp_path, monkeypatch):
+    """Not a TargetError but a bug-like exception: that target is recorded as failed, the others and
+    the reports are still written, and the exit code is 2."""
+    import forgeml
+    from forgeml import targets
+
+    class Crashing:
+        name, Config = "crashing", None
+
+        def build(self, ir, out_dir, ctx):
+            raise ZeroDivisionError()
+
+    monkeypatch.setitem(targets.TARGETS, "crashing", Crashing())
+    result = forgeml.convert("zoo:mlp", targets=["crashing", "onnx"], out_dir=tmp_path / "o", passes=[])
+    assert result.exit_code == 2 and not result.ok
+    assert result.errors["crashing"].startswith("crashing: ZeroDivisionError")
+    assert (tmp_path / "o" / "model.onnx").is_file() and (tmp_path / "o" / "report.html").is_file()
+    assert result.manifest["errors"]["crashing"] == result.errors["crashing"]

@@ -105,7 +105,7 @@ def convert(
 
 
 def inspect(path: str | Path) -> dict:
-    """Signature, ops, sizes and metadata of an artifact (.onnx, .safetensors)."""
+    """Signature, ops, sizes and metadata of an artifact (.onnx, .safetensors, .tflite, .gguf)."""
     from forgeml.inspection import inspect_file
 
     return inspect_file(Path(path))

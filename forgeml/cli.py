@@ -248,7 +248,7 @@ def _print_summary(result) -> None:
 
 
 @app.command()
-def inspect(file: Path = typer.Argument(..., help=".onnx or .safetensors file"),
+def inspect(file: Path = typer.Argument(..., help=".onnx, .safetensors, .tflite or .gguf file"),
             as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
     """Signature, ops, parameter count, bytes and metadata of an artifact."""
     from forgeml.inspection import inspect_file

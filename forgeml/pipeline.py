@@ -183,6 +183,9 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
     on_event(StageEvent(stage_name, "converter", "start"))
     t0 = time.perf_counter()
     opts = config.import_options
+    if opts.input_specs and resolved.example_inputs is not None:
+        raise InputError(f"--input is for sources without example inputs; {resolved.ref} brings its own "
+                         f"({', '.join(sorted(resolved.example_inputs)) if isinstance(resolved.example_inputs, dict) else 'given in code'})")
     if resolved.output_names and not opts.output_names:
         opts = replace(opts, output_names=resolved.output_names)
     converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)

@@ -233,3 +233,18 @@ def test_a_target_that_crashes_fails_alone(tmp_path, monkeypatch):
     assert result.errors["crashing"].startswith("crashing: ZeroDivisionError")
     assert (tmp_path / "o" / "model.onnx").is_file() and (tmp_path / "o" / "report.html").is_file()
     assert result.manifest["errors"]["crashing"] == result.errors["crashing"]
+
+
+@pytest.mark.parametrize("spec,needle", [("x:22Ox20:float32", "'22O'"), ("x:-3x20:float32", "'-3'"),
+                                         ("x:4x20:complex", "unknown dtype")])
+def test_bad_input_specs(tmp_path, capsys, spec, needle):
+    rc, _, err = _run(capsys, "convert", "zoo:mlp", "-o", str(tmp_path / "o"), "--input", spec)
+    assert rc == 2
+    _one_line_error(err, needle)
+
+
+def test_input_spec_is_refused_where_the_source_has_examples(tmp_path, capsys):
+    rc, _, err = _run(capsys, "convert", "zoo:mlp", "-o", str(tmp_path / "o"), "--input", "x:4x20:float32")
+    assert rc == 2
+    _one_line_error(err, "--input is for sources without example inputs")
+    assert not (tmp_path / "o").exists()

@@ -23,7 +23,11 @@ def parse_input_spec(text: str) -> TensorSpec:
     name, dims, dtype = m.group(1), m.group(2), m.group(3) or "float32"
     if dtype not in _DTYPES:
         raise InputError(f"--input {text!r}: unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
-    shape = tuple(int(d) if d.isdigit() else d for d in dims.split("x")) if dims else ()
+    parts = dims.split("x") if dims else []
+    bad = [d for d in parts if not (d.isdigit() or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d))]
+    if bad:
+        raise InputError(f"--input {text!r}: dimension {bad[0]!r} is neither a size nor a name like 'batch'")
+    shape = tuple(int(d) if d.isdigit() else d for d in parts)
     return TensorSpec(name, shape, dtype)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
@@ -92,7 +92,6 @@ class IRModel:
     signature: Signature
     provenance: Provenance
     precision: str = "fp32"
-    notes: tuple[str, ...] = field(default=())
 
     def replace(self, **changes) -> IRModel:
         return dataclasses.replace(self, **changes)
@@ -101,12 +100,6 @@ class IRModel:
         import onnx_ir
 
         return onnx_ir.serde.serialize_model(self.model)
-
-    @staticmethod
-    def model_from_proto(proto: onnx.ModelProto) -> onnx_ir.Model:
-        import onnx_ir
-
-        return onnx_ir.serde.deserialize_model(proto)
 
     def stats(self) -> dict[str, int]:
         """Node count and size (weights plus graph structure): what every pass reports before and after."""

@@ -23,7 +23,6 @@ class ResolvedSource:
     ref: str
     example_inputs: object | None = None
     output_names: tuple[str, ...] = ()
-    dynamic_batch: bool = False
 
 
 def resolve(src: object, example_inputs: object | None = None) -> ResolvedSource:
@@ -64,7 +63,7 @@ def _from_zoo(name: str) -> ResolvedSource:
         raise missing_extra(module, extra)
     built = entry.build()
     return ResolvedSource(CONVERTERS[entry.kind], built.model, f"zoo:{name}", built.example_inputs,
-                          tuple(built.output_names), built.dynamic_batch)
+                          tuple(built.output_names))
 
 
 def _from_python(spec: str) -> ResolvedSource:

@@ -6,7 +6,7 @@ A converter module imports its framework lazily, inside its functions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,7 +54,6 @@ class ConvertResult:
     weights: SourceWeights | None = None
     source_model: object | None = None  # the original in-memory model (torch module, …), when there is one
     checkpoint: Path | None = None  # the source checkpoint on disk (hf dirs), for targets that stream from it
-    notes: list[str] = field(default_factory=list)
 
 
 class Converter(Protocol):

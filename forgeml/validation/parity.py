@@ -73,8 +73,6 @@ class ParityReport:
     def add(self, stage: str, parity: StageParity) -> None:
         self.stages.append((stage, parity))
 
-    def first_failure(self) -> tuple[str, StageParity] | None:
-        return next(((s, p) for s, p in self.stages if not p.passed), None)
 
     def table(self) -> str:
         from forgeml.validation.report_md import parity_table

@@ -70,34 +70,18 @@ def convert(
     import tempfile
 
     from forgeml.converters import ImportOptions
-    from forgeml.passes import DEFAULT_PASSES, make_pass
-    from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
+    from forgeml.pipeline import build_config, run
     from forgeml.sources import resolve
 
-    calibration = tuple(calibration or ())
-    pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
-    if quantize:
-        from forgeml.passes.modes import quantize_pipeline
-
-        pass_objs += tuple(quantize_pipeline(quantize, has_calibration=bool(calibration),
-                                             calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop,
-                                             min_top1=min_top1))
     resolved = resolve(model, example_inputs)
-    config = PipelineConfig(
-        targets=tuple(targets),
-        passes=pass_objs,
+    config = build_config(
+        targets=targets, passes=passes, quantize=quantize, calibration=tuple(calibration or ()),
+        calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1,
+        atol=atol, rtol=rtol,
         import_options=ImportOptions(dynamic_batch=dynamic_batch, output_names=tuple(output_names),
-                                     opset=opset, trust_pickle=trust_pickle,
-                                     signature=signature),
-        parity_batches=parity_batches,
-        user_inputs=tuple(inputs),
-        tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
-            min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
-        quantize=quantize,
-        calibration=calibration,
-        target_configs=dict(target_configs or {}),
-        command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})",
-        localize=localize,
+                                     opset=opset, trust_pickle=trust_pickle, signature=signature),
+        parity_batches=parity_batches, user_inputs=tuple(inputs), target_configs=target_configs,
+        command=command or f"forgeml.convert({resolved.ref!r}, targets={list(targets)})", localize=localize,
     )
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="forgeml-"))

@@ -100,57 +100,40 @@ def convert(
                                             "q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
-    from forgeml.fileio import check_out_dir
-    from forgeml.passes import DEFAULT_PASSES, make_pass
-    from forgeml.pipeline import PipelineConfig, ToleranceOverrides, run
     from forgeml.converters import ImportOptions
+    from forgeml.fileio import check_out_dir
+    from forgeml.pipeline import build_config, run
     from forgeml.sources import resolve
     from forgeml.validation.inputs import load_calibration, parse_input_spec, read_npz
 
     err = _err()
-    targets = _split(to)
-    pass_names = list(DEFAULT_PASSES) if passes is None else _split([passes])
-    pass_objs = tuple(make_pass(p) for p in pass_names)
-    if quantize:
-        from forgeml.passes.modes import quantize_pipeline
-
-        pass_objs += tuple(quantize_pipeline(quantize, has_calibration=calib is not None,
-                                             calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop,
-                                             min_top1=min_top1))
-    elif calib_synthetic or max_cosine_drop is not None or min_top1 is not None:
-        from forgeml.errors import InputError
-
-        raise InputError("--calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
-                         "--quantize fp16|int8|int8-static|int4")
     _check_fail_on(fail_on)
-    specs = tuple(parse_input_spec(s) for s in input_spec or [])
-    check_out_dir(out, force)  # before the (slow) import, so a wrong -o fails at once
+    check_out_dir(out, force)
     if report is not None and not (report.parent.resolve().is_dir() and os.access(report.parent.resolve(), os.W_OK)):
         from forgeml.errors import InputError
 
         raise InputError(f"--report {report}: its directory does not exist or is not writable")
-    with err.status(f"loading {src} …"):
-        resolved = resolve(src)
-    user_inputs = ()
-    if inputs:  # checked against the signature after import; read now so a bad file fails at once
-        user_inputs = tuple(read_npz(p) for p in inputs)
     target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin)
     if gguf_type:
         from forgeml.targets.gguf import Config as GgufConfig
 
         target_configs["gguf"] = GgufConfig(type=gguf_type)
-    config = PipelineConfig(
-        targets=tuple(targets), passes=pass_objs,
-        import_options=ImportOptions(dynamic_batch=dynamic_batch, input_specs=specs, opset=opset,
-                                     trust_pickle=trust_pickle, signature=signature),
-        parity_batches=parity_batches, user_inputs=user_inputs,
-        quantize=quantize, calibration=tuple(load_calibration(calib)) if calib else (),
-        tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
-            min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
+    # Everything is checked and read before the (slow) import, so a wrong flag or file fails at once;
+    # inputs are checked against the model's signature once it is imported.
+    config = build_config(
+        targets=_split(to), passes=None if passes is None else _split([passes]), quantize=quantize,
+        calibration=load_calibration(calib) if calib else (), calib_synthetic=calib_synthetic,
+        max_cosine_drop=max_cosine_drop, min_top1=min_top1, atol=atol, rtol=rtol,
+        import_options=ImportOptions(dynamic_batch=dynamic_batch,
+                                     input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
+                                     opset=opset, trust_pickle=trust_pickle, signature=signature),
+        parity_batches=parity_batches, user_inputs=tuple(read_npz(p) for p in inputs or []),
         target_configs=target_configs,
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
         localize="always" if localize else "auto",
     )
+    with err.status(f"loading {src} …"):
+        resolved = resolve(src)
     status = err.status("")
     status.start()
 

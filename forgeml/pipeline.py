@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from forgeml.converters import ConvertResult, ImportOptions
 from forgeml.errors import ForgeError, InputError, PassError, first_line
@@ -60,6 +60,39 @@ class PipelineConfig:
     command: str = ""
     localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
+
+
+def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None, quantize: str | None = None,
+                 calibration: Sequence[InputSet] = (), calib_synthetic: bool = False,
+                 max_cosine_drop: float | None = None, min_top1: float | None = None,
+                 atol: float | None = None, rtol: float | None = None,
+                 import_options: ImportOptions = ImportOptions(), parity_batches: int = 3,
+                 user_inputs: Sequence[InputSet] = (), target_configs: Mapping[str, object] | None = None,
+                 command: str = "", localize: str = "auto") -> PipelineConfig:
+    """The one place that turns user-level options (the CLI's flags, ``forgeml.convert``'s keywords)
+    into a ``PipelineConfig``: pass names into passes, ``quantize`` into its passes, budgets into
+    tolerance overrides, with the checks both front ends need."""
+    from forgeml.passes import DEFAULT_PASSES, make_pass
+
+    pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
+    if quantize:
+        from forgeml.passes.modes import quantize_pipeline
+
+        pass_objs += tuple(quantize_pipeline(quantize, has_calibration=bool(calibration),
+                                             calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop,
+                                             min_top1=min_top1))
+    elif calib_synthetic or max_cosine_drop is not None or min_top1 is not None:
+        raise InputError("--calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
+                         "--quantize fp16|int8|int8-static|int4")
+    config = PipelineConfig(
+        targets=tuple(targets), passes=pass_objs, import_options=import_options,
+        parity_batches=parity_batches, user_inputs=tuple(user_inputs),
+        tolerance=ToleranceOverrides(atol=atol, rtol=rtol, quantized=ToleranceOverrides(
+            min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop, min_top1=min_top1)),
+        quantize=quantize, calibration=tuple(calibration), target_configs=dict(target_configs or {}),
+        command=command, localize=localize)
+    _check_config(config)
+    return config
 
 
 @dataclass

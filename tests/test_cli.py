@@ -248,3 +248,14 @@ def test_input_spec_is_refused_where_the_source_has_examples(tmp_path, capsys):
     assert rc == 2
     _one_line_error(err, "--input is for sources without example inputs")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_api_checks_options_like_the_cli(tmp_path):
+    import forgeml
+    from forgeml.errors import InputError
+
+    with pytest.raises(InputError, match="apply to --quantize"):
+        forgeml.convert("zoo:mlp", out_dir=tmp_path / "o", min_top1=0.9)
+    with pytest.raises(InputError, match="unknown target"):
+        forgeml.convert("zoo:mlp", out_dir=tmp_path / "o", targets=["onnx", "nope"])
+    assert not (tmp_path / "o").exists()

@@ -10,14 +10,13 @@ and it builds the whole file in memory. The safetensors library still reads ever
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from forgeml.errors import TargetError
+from forgeml.fileio import atomic_writer
 from forgeml.targets import Artifact, TargetContext
 
 _DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
@@ -39,21 +38,13 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
         offset += a.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(len(blob).to_bytes(8, "little"))
-            f.write(blob)
-            for name in sorted(tensors):
-                a = tensors[name]
-                a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-                f.write(np.ascontiguousarray(a).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_writer(path) as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for name in sorted(tensors):
+            a = tensors[name]
+            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+            f.write(np.ascontiguousarray(a).tobytes())
 
 
 class SafetensorsTarget:

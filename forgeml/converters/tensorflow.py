@@ -12,18 +12,14 @@ The reference runner is TensorFlow itself: the Keras model called eagerly, or th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.converters._quiet import quiet
+from forgeml.converters._quiet import native_quiet, quiet
 from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
 from forgeml.validation import InputSet, Runner
@@ -36,36 +32,8 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # honoured by older TF builds
     with native_quiet():
         return require("tensorflow", "tensorflow")
-
-
-@contextlib.contextmanager
-def native_quiet():
-    """Route file descriptor 2 to a temp file while TensorFlow runs, and log what it wrote at DEBUG.
-
-    TF 2.21's C++ logging (absl: oneDNN notes, "could not find cuda drivers", grappler sessions)
-    ignores TF_CPP_MIN_LOG_LEVEL and writes straight to fd 2, past Python's ``sys.stderr``.
-    With ``--debug`` nothing is hidden.
-    """
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace").strip()
-            if text:
-                log.debug("tensorflow native output:\n%s", text)
 
 
 def _is_keras_model(obj: object) -> bool:

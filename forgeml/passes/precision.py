@@ -45,10 +45,15 @@ class PrecisionPass(ForgePass):
 
     # --- what subclasses provide ---
     def prepare(self, proto):
-        """Rewrites that make the model quantizable (named nodes always)."""
-        from forgeml.passes.graph_tools import named
+        """Rewrites that make the model quantizable: named nodes always, and Gemm as MatMul + Add when the
+        pass's config has ``gemm_to_matmul`` set (the integer kernels and block quantizers take MatMul only)."""
+        from forgeml.passes.graph_tools import gemm_to_matmul, named
 
-        return named(proto)
+        proto = named(proto)
+        if getattr(self.config, "gemm_to_matmul", False):
+            proto, _ = gemm_to_matmul(proto)
+            proto = named(proto)
+        return proto
 
     def candidates(self, proto) -> list[str]:
         raise NotImplementedError

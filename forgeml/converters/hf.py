@@ -88,7 +88,7 @@ def safetensors_files(path: Path) -> list[Path]:
 
 def check_checkpoint(path: Path) -> dict:
     """Everything that can be checked without loading weights; returns config.json's contents."""
-    from forgeml.targets.gguf_tensors import read_header
+    from forgeml.safetensors_io import read_header
 
     cfg = read_config(path)
     if not any((path / f).is_file() for f in TOKENIZER_FILES):

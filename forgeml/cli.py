@@ -437,7 +437,7 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
     """Write a zoo model in its framework's own format (torch: .pt2) plus NAME.inputs.npz."""
     from forgeml.errors import InputError, require
     from models_zoo import ZOO
-    from models_zoo.export import SAVERS, export
+    from models_zoo.export import SAVERS, export, output_paths
 
     if name not in ZOO:
         raise InputError(f"unknown zoo model {name!r}; `forgeml zoo list` shows: {', '.join(ZOO)}")
@@ -448,9 +448,10 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
 
     require(*FRAMEWORKS.get(kind, (kind, kind)))
     stem = out or Path(name)
-    if not force and any(p.exists() for p in stem.parent.glob(stem.name + ".*")):
-        raise InputError(f"{stem}.* already exists; pass --force to replace it")
-    path, npz = export(name, stem)
+    existing = [str(p) for p in output_paths(name, stem) if p.exists() or p.is_symlink()]
+    if existing and not force:
+        raise InputError(f"{' and '.join(existing)} already exists; pass --force to replace it")
+    path, npz = export(name, stem, force=True)
     _out().print(f"wrote {path} and {npz}")
 
 

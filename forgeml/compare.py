@@ -206,20 +206,13 @@ def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
 def synth_example(sig: Signature, seed: int = 0) -> InputSet:
     """An example batch from a signature alone, for when neither side carries one.
 
-    Symbolic dims: 2 on the first axis (batch), 8 elsewhere (tokens, …); floats standard normal; integers
-    ids in [0, 8) so any embedding table takes them. Real data (``--inputs``) is better where it matters.
+    Symbolic dims: 2 on the first axis (batch), 8 elsewhere (tokens, …); integers are ids in [0, 8) so
+    any embedding table takes them (``example_from_spec``'s rule). Real data (``--inputs``) is better.
     """
+    from forgeml.validation.inputs import example_from_spec
+
     rng = np.random.default_rng(seed)
-    out = {}
-    for t in sig.inputs:
-        shape = [d if isinstance(d, int) else (2 if i == 0 else 8) for i, d in enumerate(t.shape)]
-        if t.dtype.startswith("float"):
-            out[t.name] = rng.normal(size=shape).astype(t.dtype)
-        elif t.dtype == "bool":
-            out[t.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            out[t.name] = rng.integers(0, 8, size=shape).astype(t.dtype)
-    return out
+    return {t.name: example_from_spec(t, rng, 8, dims={0: 2}, int_high=8) for t in sig.inputs}
 
 
 def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model: str | None = None,

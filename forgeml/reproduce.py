@@ -54,37 +54,52 @@ def _rerun_cli(command: str, cwd: str, out_dir: Path) -> None:
         raise InputError(f"reproduce: the rerun exited {proc.returncode}: {tail[0]}")
 
 
+def _source_ref(source: str, cwd: Path | None) -> str:
+    """The recorded source with a relative file path made absolute against the run's working directory."""
+    if cwd is None or source.startswith("zoo:"):
+        return source
+    if source.startswith("python:"):
+        parts = source.split(":")
+        if len(parts) == 3 and parts[1].endswith(".py") and not Path(parts[1]).is_absolute():
+            return ":".join([parts[0], str(cwd / parts[1]), parts[2]])
+        return source
+    return source if Path(source).is_absolute() else str(cwd / source)
+
+
 def _rerun_api(run: dict, out_dir: Path) -> None:
     from forgeml.converters import ImportOptions
-    from forgeml.ir import TensorSpec
     from forgeml.passes import PASSES
     from forgeml.pipeline import PipelineConfig, ToleranceOverrides
     from forgeml.pipeline import run as run_pipeline
     from forgeml.sources import resolve
+    from forgeml.targets import TARGETS
+    from forgeml.validation.provenance import from_plain
 
     if run["source"].startswith("<in-memory"):
         raise InputError("reproduce: the source was an in-memory model, which the manifest cannot bring back; "
                          "rerun your script")
+    cwd = Path(run["cwd"]) if run.get("cwd") and Path(run["cwd"]).is_dir() else None
     passes = []
     for p in run["passes"]:
         if p["name"] not in PASSES:
             raise InputError(f"reproduce: pass {p['name']!r} is not known to this forgeml")
         cls = PASSES[p["name"]]
-        passes.append(cls(cls.Config(**p["config"])))
-    io = dict(run["import_options"])
-    io["input_specs"] = tuple(TensorSpec.from_json(s) for s in io.get("input_specs", []))
-    io["output_names"] = tuple(io.get("output_names", []))
-    config = PipelineConfig(targets=tuple(run["targets"]), passes=tuple(passes), import_options=ImportOptions(**io),
+        passes.append(cls(from_plain(cls.Config, p["config"], base=cwd)))
+    target_configs = {}
+    for name, entry in (run.get("target_configs") or {}).items():
+        config_cls = TARGETS[name].Config if name in TARGETS else None
+        if config_cls is None:
+            raise InputError(f"reproduce: target {name!r} has a recorded config but this forgeml's {name} "
+                             "target takes none")
+        target_configs[name] = from_plain(config_cls, entry["config"], base=cwd)
+    extra = {k: run[k] for k in ("localize", "latency") if k in run}
+    config = PipelineConfig(targets=tuple(run["targets"]), passes=tuple(passes),
+                            import_options=from_plain(ImportOptions, run["import_options"], base=cwd),
                             parity_batches=run["parity_batches"], seed=run["seed"],
-                            tolerance=ToleranceOverrides(**run["tolerance"]), quantize=run.get("quantize"),
-                            command=f"forgeml reproduce (API run of {run['source']})")
-    cwd = os.getcwd()
-    try:
-        if run.get("cwd") and Path(run["cwd"]).is_dir():
-            os.chdir(run["cwd"])
-        run_pipeline(resolve(run["source"]), config, out_dir.resolve(), force=True)
-    finally:
-        os.chdir(cwd)
+                            tolerance=from_plain(ToleranceOverrides, run["tolerance"], base=cwd),
+                            quantize=run.get("quantize"), target_configs=target_configs,
+                            command=f"forgeml reproduce (API run of {run['source']})", **extra)
+    run_pipeline(resolve(_source_ref(run["source"], cwd)), config, out_dir.resolve(), force=True)
 
 
 def reproduce(manifest_path: Path, out_dir: Path | None = None, *, force: bool = False) -> dict:
@@ -107,9 +122,10 @@ def reproduce(manifest_path: Path, out_dir: Path | None = None, *, force: bool =
         how = "command line"
         _rerun_cli(command, run.get("cwd", ""), out_dir)
     elif run:
-        if old.get("calibration"):
-            raise InputError("reproduce: this API run used calibration data, which the manifest records only by "
-                             "hash; rerun your script")
+        for key, what in (("calibration", "calibration data"), ("user_inputs", "its own parity inputs")):
+            if old.get(key):
+                raise InputError(f"reproduce: this API run used {what}, which the manifest records only by "
+                                 "hash; rerun your script")
         how = "run record (API)"
         _rerun_api(run, out_dir)
     else:

@@ -79,20 +79,35 @@ def _key(spec: TinySpec) -> str:
 
 def checkpoint(spec: TinySpec) -> Path:
     """The checkpoint directory for ``spec``, built (atomically) on first use."""
-    final = cache_root() / f"{spec.arch}-{_key(spec)}"
+    return _cached(cache_root() / f"{spec.arch}-{_key(spec)}", lambda tmp: build_checkpoint(spec, tmp))
+
+
+def _cached(final: Path, build) -> Path:
+    """``final`` once it holds a complete checkpoint (config.json present), built by ``build(dir)`` if not.
+
+    Built in a temporary sibling and renamed into place, so a reader never sees half a checkpoint. A
+    directory left at ``final`` without config.json (an older, interrupted build) is replaced, never returned.
+    """
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        build_checkpoint(spec, tmp)
+        build(tmp)
+        if not (tmp / "config.json").is_file():
+            raise RuntimeError(f"building {final.name} wrote no config.json")
         try:
             os.replace(tmp, final)
-        except OSError:  # another process built it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+        except OSError:  # final exists: built by another process first, or a stale incomplete directory
+            if not (final / "config.json").is_file():
+                stale = final.with_name(f".{final.name}.stale-{os.getpid()}")
+                os.replace(final, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+                os.replace(tmp, final)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if not (final / "config.json").is_file():
+        raise RuntimeError(f"{final}: the cached checkpoint has no config.json; delete the directory and retry")
     return final
 
 
@@ -270,21 +285,8 @@ class BigSpec:
 def big_checkpoint(spec: BigSpec = BigSpec()) -> Path:
     """Built tensor by tensor with numpy (no torch model in memory), cached like the tiny ones."""
     blob = json.dumps([asdict(spec), _BUILD_VERSION], sort_keys=True)
-    final = cache_root() / f"llama-big-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        _write_big(spec, tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return _cached(cache_root() / f"llama-big-{hashlib.sha256(blob.encode()).hexdigest()[:16]}",
+                   lambda tmp: _write_big(spec, tmp))
 
 
 def _write_big(spec: BigSpec, out: Path) -> None:

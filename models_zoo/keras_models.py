@@ -3,7 +3,6 @@ every layer named, so weight names do not depend on how many models the process 
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -11,9 +10,8 @@ from models_zoo import ZooBuild
 
 
 def _keras():
-    from forgeml.converters.tensorflow import native_quiet
+    from forgeml.converters._quiet import native_quiet
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with native_quiet():
         import keras
 

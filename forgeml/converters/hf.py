@@ -88,7 +88,7 @@ def safetensors_files(path: Path) -> list[Path]:
 
 def check_checkpoint(path: Path) -> dict:
     """Everything that can be checked without loading weights; returns config.json's contents."""
-    from forgeml.targets.gguf_tensors import read_header
+    from forgeml.safetensors_io import read_header
 
     cfg = read_config(path)
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
@@ -281,6 +281,10 @@ def _example(example_inputs, tok_dir: Path | None, model) -> InputSet:
     else:  # no tokenizer: fixed pseudo-random ids are still fixed token sequences
         ids = np.random.default_rng(0).integers(0, vocab, size=64).tolist()
     ids = [i for i in ids if i < vocab][:64]
+    if not ids:
+        raise InputError(f"{tok_dir}: the tokenizer gives no token id below the model's vocab_size ({vocab}) for "
+                         "the example text; check that tokenizer and config.json belong together, or pass "
+                         "example inputs (input_ids)")
     while len(ids) < 64:
         ids = ids + ids
     return {"input_ids": np.asarray(ids[:64], dtype=np.int64).reshape(2, 32)}

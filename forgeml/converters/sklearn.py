@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
+from forgeml.converters._common import ir_from_proto
 from forgeml.converters._quiet import quiet
 from forgeml.errors import ConversionError, InputError, TargetError, first_line, require
-from forgeml.ir import IRModel, Provenance, sha256_file, signature_of
+from forgeml.ir import Provenance, sha256_file
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs
 
@@ -84,8 +85,9 @@ class SklearnConverter:
         reference = _reference(model, columns, kind, outputs, proto)
         if not digest:
             digest = _estimator_digest(model)
-        ir = _ir(proto, input_names, outputs,
-                 Provenance("sklearn", ref, digest, f"scikit-learn {sklearn.__version__}", "skl2onnx"))
+        ir = ir_from_proto(proto, input_names, outputs,
+                           Provenance("sklearn", ref, digest, f"scikit-learn {sklearn.__version__}", "skl2onnx"),
+                           "sklearn->onnx")
         check_inputs(examples, ir.signature, "example inputs")
         method = {"proba": "predict + predict_proba", "scores": "predict + decision_function",
                   "regressor": "predict", "transformer": "transform"}[kind]
@@ -399,14 +401,3 @@ def _estimator_digest(model) -> str:
         return hashlib.sha256(pickle.dumps(model, protocol=4)).hexdigest()
     except Exception:  # an estimator holding an unpicklable object: hash its parameters instead
         return hashlib.sha256(repr(model.get_params()).encode()).hexdigest()
-
-
-def _ir(proto, input_names: list[str], output_names: list[str], provenance: Provenance) -> IRModel:
-    import onnx_ir
-
-    model = onnx_ir.serde.deserialize_model(proto)
-    sig = signature_of(model)
-    if sig.input_names != input_names or sig.output_names != output_names:
-        raise ConversionError(f"sklearn->onnx: the converted graph's names {sig.input_names} -> "
-                              f"{sig.output_names} are not the expected {input_names} -> {output_names}")
-    return IRModel(model, sig, provenance)

@@ -12,20 +12,17 @@ The reference runner is TensorFlow itself: the Keras model called eagerly, or th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.converters._quiet import quiet
+from forgeml.converters._common import ir_from_proto
+from forgeml.converters._quiet import native_quiet, quiet
 from forgeml.errors import ConversionError, InputError, first_line, require
-from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
+from forgeml.ir import Provenance, sha256_arrays, sha256_file
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs
 
@@ -36,36 +33,8 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # honoured by older TF builds
     with native_quiet():
         return require("tensorflow", "tensorflow")
-
-
-@contextlib.contextmanager
-def native_quiet():
-    """Route file descriptor 2 to a temp file while TensorFlow runs, and log what it wrote at DEBUG.
-
-    TF 2.21's C++ logging (absl: oneDNN notes, "could not find cuda drivers", grappler sessions)
-    ignores TF_CPP_MIN_LOG_LEVEL and writes straight to fd 2, past Python's ``sys.stderr``.
-    With ``--debug`` nothing is hidden.
-    """
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace").strip()
-            if text:
-                log.debug("tensorflow native output:\n%s", text)
 
 
 def _is_keras_model(obj: object) -> bool:
@@ -163,8 +132,8 @@ class TensorflowConverter:
         if not digest:
             digest = sha256_arrays(weights.named())
         framework = f"tensorflow {tf.__version__}, {keras_version}"
-        ir = _ir(proto, input_names, output_names, Provenance("tensorflow", ref, digest, framework,
-                                                              "tf.function -> tf2onnx"))
+        ir = ir_from_proto(proto, input_names, output_names,
+                           Provenance("tensorflow", ref, digest, framework, "tf.function -> tf2onnx"), "tensorflow->onnx")
         check_inputs(examples, ir.signature, "example inputs")
         return ConvertResult(ir=ir, reference=call, reference_name=f"{keras_version} (eager, training=False)",
                              example_inputs=examples, weights=weights, source_model=model)
@@ -201,8 +170,9 @@ class TensorflowConverter:
         if variables and len({_weight_name(v) for v in variables}) == len(variables):
             weights = KerasWeights(variables, call, f"tensorflow {tf.__version__}")
         framework = f"tensorflow {tf.__version__}"
-        ir = _ir(proto, input_names, output_names,
-                 Provenance("tensorflow", ref, _sha256_dir(path), framework, f"SavedModel[{name}] -> tf2onnx"))
+        ir = ir_from_proto(proto, input_names, output_names,
+                           Provenance("tensorflow", ref, _sha256_dir(path), framework, f"SavedModel[{name}] -> tf2onnx"),
+                           "tensorflow->onnx")
         check_inputs(examples, ir.signature, "example inputs")
         return ConvertResult(ir=ir, reference=call, reference_name=f"tensorflow {tf.__version__} SavedModel "
                              f"signature {name}", example_inputs=examples, weights=weights, source_model=loaded)
@@ -442,18 +412,3 @@ def _name_batch_dims(proto) -> None:
         dims = v.type.tensor_type.shape.dim
         if dims and dims[0].dim_param.startswith("unk__"):
             dims[0].dim_param = "batch"
-
-
-def _ir(proto, input_names: list[str], output_names: list[str], provenance: Provenance) -> IRModel:
-    import onnx_ir
-
-    model = onnx_ir.serde.deserialize_model(proto)
-    sig = signature_of(model)
-    if sig.input_names != input_names or sig.output_names != output_names:
-        raise ConversionError(f"tensorflow->onnx: the converted graph's names {sig.input_names} -> "
-                              f"{sig.output_names} do not match the source's {input_names} -> {output_names}")
-    return IRModel(model, sig, provenance)
-
-
-
-

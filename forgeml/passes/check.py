@@ -1,4 +1,8 @@
-"""check: the ONNX checker (full, with strict shape inference), then store the inferred shapes.
+"""check: the ONNX checker, then ONNX shape inference (strict by default), whose shapes are stored.
+
+The checker runs with ``full_check=False`` (structure, types, opsets), since its full mode would only
+run the same shape inference a second time; the shape inference done here is the one whose
+strictness and data propagation the config controls and whose result the pass keeps.
 
 Rewrites: adds ``value_info`` for every intermediate tensor whose shape/type ONNX can infer.
 Fails (``PassError``) when the checker rejects the model, naming the checker's complaint.

@@ -16,8 +16,6 @@ everywhere. Budgets default to the precision's tolerance profile (``forgeml.vali
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from forgeml.errors import InputError
 from forgeml.passes.base import ForgePass
 from forgeml.passes.precision import BudgetConfig
@@ -58,8 +56,3 @@ def check_budget(max_cosine_drop: float | None, min_top1: float | None) -> None:
         raise InputError(f"--max-cosine-drop {max_cosine_drop:g}: must be in [0, 1), e.g. 0.01")
     if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
         raise InputError(f"--min-top1 {min_top1:g}: must be in [0, 1], e.g. 0.98")
-
-
-def with_budget(p: ForgePass, budget: BudgetConfig) -> ForgePass:
-    """A copy of a precision pass with another budget (tests and benches use it)."""
-    return type(p)(replace(p.config, budget=budget))

@@ -45,10 +45,15 @@ class PrecisionPass(ForgePass):
 
     # --- what subclasses provide ---
     def prepare(self, proto):
-        """Rewrites that make the model quantizable (named nodes always)."""
-        from forgeml.passes.graph_tools import named
+        """Rewrites that make the model quantizable: named nodes always, and Gemm as MatMul + Add when the
+        pass's config has ``gemm_to_matmul`` set (the integer kernels and block quantizers take MatMul only)."""
+        from forgeml.passes.graph_tools import gemm_to_matmul, named
 
-        return named(proto)
+        proto = named(proto)
+        if getattr(self.config, "gemm_to_matmul", False):
+            proto, _ = gemm_to_matmul(proto)
+            proto = named(proto)
+        return proto
 
     def candidates(self, proto) -> list[str]:
         raise NotImplementedError
@@ -144,10 +149,14 @@ def example_like(inputs: PassInputs, n: int, *, seed_offset: int) -> list[InputS
 def synthetic_from_graph(proto, n: int, *, seed: int) -> list[InputSet]:
     """Inputs drawn from the graph's own input types, for a pass run outside the pipeline.
 
-    Only float inputs with static shapes can be made up this way: integer inputs (token ids) need a
-    valid range that the graph does not state, so those need ``bind(PassInputs(...))``.
+    Made by ``example_from_spec``, but stricter, on purpose: only float inputs with static shapes. An
+    integer input (token ids) needs a valid range the graph does not state, and a guessed size for a
+    dynamic dim could judge the budget on shapes the model never sees; those need ``bind(PassInputs(...))``.
     """
     from onnx import helper
+
+    from forgeml.ir import TensorSpec
+    from forgeml.validation.inputs import example_from_spec
 
     rng = np.random.default_rng(seed)
     inits = {t.name for t in proto.graph.initializer}
@@ -161,5 +170,5 @@ def synthetic_from_graph(proto, n: int, *, seed: int) -> list[InputSet]:
         if dtype.kind != "f" or any(d <= 0 for d in dims):
             raise PassError(f"input {v.name!r} ({dtype}, shape {dims}) cannot be made up: run this pass in the "
                             "pipeline or give it inputs with .bind(PassInputs(...))")
-        specs.append((v.name, dims, dtype))
-    return [{name: rng.standard_normal(dims).astype(dtype) for name, dims, dtype in specs} for _ in range(n)]
+        specs.append(TensorSpec(v.name, tuple(dims), dtype.name))
+    return [{s.name: example_from_spec(s, rng) for s in specs} for _ in range(n)]

@@ -88,14 +88,6 @@ class Int8DynamicPass(PrecisionPass):
     Config = Int8DynamicConfig
     precision = "int8"
 
-    def prepare(self, proto):
-        from forgeml.passes.graph_tools import gemm_to_matmul, named
-
-        proto = named(proto)
-        if self.config.gemm_to_matmul:
-            proto, _ = gemm_to_matmul(proto)
-        return named(proto)
-
     def candidates(self, proto) -> list[str]:
         from forgeml.passes.graph_tools import weight_nodes
 
@@ -254,14 +246,6 @@ class Int4Pass(PrecisionPass):
     name = "int4"
     Config = Int4Config
     precision = "int4"
-
-    def prepare(self, proto):
-        from forgeml.passes.graph_tools import gemm_to_matmul, named
-
-        proto = named(proto)
-        if self.config.gemm_to_matmul:
-            proto, _ = gemm_to_matmul(proto)
-        return named(proto)
 
     def candidates(self, proto) -> list[str]:
         import onnx

@@ -23,6 +23,9 @@ class Artifact:
     files: list[Path] = field(default_factory=list)  # every file written (main file included)
     runtime: str = ""  # what the runner executes it with, e.g. "onnxruntime 1.32.0"
     metadata: dict = field(default_factory=dict)
+    # The IR the artifact was built from, in memory only (not in the manifest): for runners that check
+    # the artifact against onnxruntime on that very graph (tensorrt). None when unknown.
+    built_from: IRModel | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

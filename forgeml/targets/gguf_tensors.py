@@ -8,66 +8,15 @@ truncated file fails with one clear error before any output exists.
 
 from __future__ import annotations
 
-import json
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from forgeml.errors import InputError
+from forgeml.safetensors_io import ITEM_BYTES, TensorEntry, read_header
 
-_ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-_MAX_HEADER = 100 << 20
 _NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    file: Path
-    dtype: str  # safetensors dtype name
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    nbytes: int
-
-
-def read_header(path: Path) -> dict[str, TensorEntry]:
-    """Parse and check a safetensors header; ``InputError`` naming the file when it is corrupt."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, _MAX_HEADER):
-                raise InputError(f"{path}: corrupt safetensors header (header length {n} does not fit the "
-                                 f"{size}-byte file)")
-            raw = f.read(n)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read it ({e.strerror})") from e
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: corrupt safetensors header (not JSON: {e})") from e
-    if not isinstance(header, dict):
-        raise InputError(f"{path}: corrupt safetensors header (not a JSON object)")
-    header.pop("__metadata__", None)
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        try:
-            dtype, shape, (start, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{path}: corrupt safetensors entry for {name!r}") from e
-        count = int(np.prod(shape)) if shape else 1
-        if dtype in _ITEM_BYTES and end - start != count * _ITEM_BYTES[dtype]:
-            raise InputError(f"{path}: corrupt safetensors entry for {name!r} (byte range does not match its shape)")
-        if base + end > size or start < 0 or end < start:
-            raise InputError(f"{path}: tensor {name!r} points past the end of the file (truncated download?)")
-        out[name] = TensorEntry(path, dtype, shape, base + start, end - start)
-    return out
 
 
 class TensorSource(Protocol):
@@ -91,7 +40,7 @@ class SafetensorsSource:
     def __init__(self, files: list[Path]):
         self._entries: dict[str, TensorEntry] = {}
         for f in files:
-            for name, entry in read_header(f).items():
+            for name, entry in read_header(f).tensors.items():
                 self._entries[name] = entry
 
     def names(self) -> list[str]:
@@ -124,7 +73,7 @@ class SafetensorsSource:
         """
         if e.dtype not in _NUMPY_DTYPES:
             raise InputError(f"{e.file}: a tensor has dtype {e.dtype}; GGUF conversion reads float tensors")
-        item = _ITEM_BYTES[e.dtype]
+        item = ITEM_BYTES[e.dtype]
         with open(e.file, "rb") as f:
             f.seek(e.start + first * item)
             raw = f.read((last - first) * item)

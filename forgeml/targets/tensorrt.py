@@ -153,9 +153,6 @@ class TensorRTTarget:
     Config = TensorRTConfig
     filename = "model.engine"
 
-    def __init__(self):
-        self._onnx: dict[str, bytes] = {}  # engine file name -> the ONNX it was built from (for the ORT check)
-
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
         from forgeml.validation.trt_readiness import check_model
 
@@ -182,7 +179,6 @@ class TensorRTTarget:
         builder = trt.Builder(logger)
         network = builder.create_network(_network_flags(trt))
         parser = trt.OnnxParser(network, logger)
-        data = proto.SerializeToString()
         with tempfile.TemporaryDirectory(prefix="forgeml-trt-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"
             _save_for_parser(proto, onnx_path)
@@ -223,7 +219,6 @@ class TensorRTTarget:
 
         path = out_dir / self.filename
         write_bytes_atomic(path, bytes(serialized))
-        self._onnx[path.name] = data
         meta = {
             "tensorrt_version": trt.__version__,
             "gpu": device["name"],
@@ -238,15 +233,16 @@ class TensorRTTarget:
             "readiness": {"table": readiness.tensorrt, **readiness.counts()},
         }
         return Artifact(self.name, path, [path], runtime=f"TensorRT {trt.__version__} on {device['name']}",
-                        metadata=meta)
+                        metadata=meta, built_from=graph_ir)
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
-        from forgeml.validation.ort_runner import ort_runner
+        from forgeml.validation.ort_runner import ort_runner_for_ir
 
         trt, torch = _runtime()
         engine_run = engine_runner(artifact.path.read_bytes(), trt, torch)
-        onnx_bytes = self._onnx.pop(artifact.path.name, None)
-        ort = ort_runner(onnx_bytes) if onnx_bytes is not None else None
+        # The graph the engine was built from travels on the artifact (None for an engine read from disk);
+        # ort_runner_for_ir handles graphs past protobuf's 2 GB limit.
+        ort = ort_runner_for_ir(artifact.built_from.model) if artifact.built_from is not None else None
         worst: dict[str, float] = {}
 
         def run(inputs):

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from forgeml.converters._quiet import quiet
-from forgeml.converters.tensorflow import native_quiet
+from forgeml.converters._quiet import native_quiet
 from forgeml.errors import TargetError
 from forgeml.targets.tflite_io import TensorMap
 from forgeml.validation import InputSet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -68,14 +69,20 @@ def read_npz(path: str | Path, flag: str = "--inputs") -> InputSet:
         raise InputError(f"{flag} {p}: not a readable .npz file ({e})") from e
 
 
-def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int = 2) -> np.ndarray:
-    """A seeded example for an input known only by its spec (symbolic dims become ``dynamic``)."""
-    shape = [d if isinstance(d, int) else dynamic for d in spec.shape]
+def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int = 2, *,
+                      dims: Mapping[int, int] | None = None, int_high: int = 2) -> np.ndarray:
+    """A seeded example for an input known only by its spec: the one rule every synthetic input follows.
+
+    Symbolic dims become ``dims[axis]`` where given, else ``dynamic``; floats are standard normal,
+    bools 0/1, integers drawn from [0, ``int_high``) (small, so any embedding table takes them).
+    """
+    dims = dims or {}
+    shape = [d if isinstance(d, int) else dims.get(i, dynamic) for i, d in enumerate(spec.shape)]
     if spec.dtype.startswith(("float", "bfloat")):
         return rng.normal(size=shape).astype(spec.dtype)
     if spec.dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(bool)
-    return rng.integers(0, 2, size=shape).astype(spec.dtype)
+    return rng.integers(0, int_high, size=shape).astype(spec.dtype)
 
 
 def load_calibration(path: str | Path) -> list[InputSet]:

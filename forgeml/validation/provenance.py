@@ -7,8 +7,12 @@ calibration and user-input data are recorded by hash, so a rerun can tell whethe
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
+import types
+import typing
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,7 +28,59 @@ def _plain(obj):
         return {str(k): _plain(v) for k, v in obj.items()}
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     return repr(obj)
+
+
+def from_plain(cls, data, *, base: Path | None = None):
+    """The inverse of ``_plain`` for a dataclass: nested dataclasses, tuples and paths rebuilt from type hints.
+
+    ``base``: the directory relative ``Path`` fields are resolved against (the recorded run's working
+    directory), so a rerun reads the same files without changing the process's working directory.
+    Unknown keys are an error: a manifest from another forgeml must not be half-applied silently.
+    """
+    from forgeml.errors import InputError
+
+    if not isinstance(data, dict):
+        raise InputError(f"reproduce: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"reproduce: {cls.__name__} has no field(s) {', '.join(unknown)}; the manifest was "
+                         f"written by another forgeml version")
+    return cls(**{k: _from_hint(hints.get(k, typing.Any), v, base) for k, v in data.items()})
+
+
+def _from_hint(hint, value, base: Path | None):
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        for a in options:  # the first option the value fits
+            if dataclasses.is_dataclass(a) and isinstance(value, dict):
+                return from_plain(a, value, base=base)
+        return _from_hint(options[0], value, base) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_plain(hint, value, base=base)
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_hint(args[0], v, base) for v in value)
+        if args and len(args) == len(value):
+            return tuple(_from_hint(a, v, base) for a, v in zip(args, value))
+        return tuple(value)
+    if origin is list and isinstance(value, list):
+        return [_from_hint(args[0] if args else typing.Any, v, base) for v in value]
+    if origin in (dict, collections.abc.Mapping):
+        if isinstance(value, dict) and len(args) == 2:
+            return {k: _from_hint(args[1], v, base) for k, v in value.items()}
+        return dict(value)
+    if isinstance(hint, type) and issubclass(hint, Path) and isinstance(value, str):
+        p = Path(value)
+        return p if p.is_absolute() or base is None else Path(base) / p
+    return value
 
 
 def data_hash(batches) -> dict | None:
@@ -50,6 +106,8 @@ def run_record(ref: str, config: PipelineConfig) -> dict:
         "import_options": _plain(config.import_options),
         "target_configs": {k: {"type": type(v).__name__, "config": _plain(v)}
                            for k, v in dict(config.target_configs).items()},
+        "localize": config.localize,
+        "latency": config.latency,
         "cwd": os.getcwd(),
     }
     out = {"run": run}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.converters.tensorflow import native_quiet
+from forgeml.converters._quiet import native_quiet
 from forgeml.errors import TargetError, first_line, require
 from forgeml.targets.tflite_io import IOMap, TensorMap, read
 from forgeml.validation import InputSet, Runner

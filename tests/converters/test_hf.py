@@ -120,3 +120,16 @@ def test_config_without_model_type_is_refused(llama_dir, tmp_path):
 
     with pytest.raises(InputError, match="model_type"):
         check_checkpoint(bad)
+
+
+def test_tokenizer_with_no_id_in_vocab_is_refused_not_looped(llama_dir):
+    """A tokenizer whose ids all fall outside the model's vocab (mismatched pair) once looped forever."""
+    from types import SimpleNamespace
+
+    from forgeml.converters.hf import _example
+
+    model = SimpleNamespace(config=SimpleNamespace(vocab_size=0))
+    with pytest.raises(InputError, match="no token id below the model's vocab_size"):
+        _example(None, Path(llama_dir), model)
+    ids = _example(None, Path(llama_dir), SimpleNamespace(config=SimpleNamespace(vocab_size=300)))["input_ids"]
+    assert ids.shape == (2, 32) and ids.max() < 300

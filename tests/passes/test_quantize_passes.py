@@ -74,3 +74,22 @@ def test_int4_without_eligible_matmul_is_an_error():
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(PassError, match="no MatMul with a constant 2-D float weight"):
         Int4Pass()(from_proto(proto))
+
+
+def test_prepare_rewrites_gemm_only_where_the_config_asks(x_batch):
+    from forgeml.passes.fp16 import Fp16Pass
+    from forgeml.passes.quantize import Int4Config, Int8DynamicConfig
+
+    proto = mlp_proto(gemm=True)
+    ref = run_proto(proto, x_batch)
+
+    def ops(p):
+        return Counter(n.op_type for n in p.graph.node)
+
+    for pass_ in (Int8DynamicPass(), Int4Pass()):
+        out = pass_.prepare(proto)
+        assert ops(out)["Gemm"] == 0 and all(n.name for n in out.graph.node)
+        np.testing.assert_allclose(run_proto(out, x_batch), ref, rtol=1e-5, atol=1e-5)
+    for pass_ in (Int8DynamicPass(Int8DynamicConfig(gemm_to_matmul=False)), Int4Pass(Int4Config(gemm_to_matmul=False)),
+                  Fp16Pass(), Int8StaticPass()):
+        assert ops(pass_.prepare(proto))["Gemm"] == ops(proto)["Gemm"] > 0

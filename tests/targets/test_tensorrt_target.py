@@ -115,6 +115,12 @@ def test_readiness_blocks_before_any_tensorrt_call(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_targets_keep_no_per_model_state():
+    """Target objects are shared by every run in the process: what a runner needs rides on the Artifact."""
+    for name, target in TARGETS.items():
+        assert not vars(target), f"{name} holds instance state {sorted(vars(target))}"
+
+
 # --- without TensorRT: the other targets still complete ----------------------------------------------
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT and a GPU are present: the engine tests below cover this run")

@@ -211,10 +211,6 @@ def test_transformer(transformer_runs, variant):
 @pytest.mark.slow
 @pytest.mark.parametrize("quantize,calib,variant", [(None, False, "fp32"), ("int8", True, "int8")])
 def test_zoo_keras_cnn_takes_the_keras_route(tmp_path, quantize, calib, variant):
-    from models_zoo import ZOO
-
-    if "keras_cnn" not in ZOO:
-        pytest.skip("needs the Keras zoo and converter (zoo:keras_cnn), which this checkout lacks")
     pytest.importorskip("keras")
     cal = _calibration(tmp_path, "keras_cnn") if calib else ()
     result = _pipeline("zoo:keras_cnn", quantize=quantize, calibration=cal, dynamic_batch=True, out=tmp_path / "o")

@@ -1,0 +1,79 @@
+"""The one safetensors header reader: ``forgeml inspect`` and the GGUF writer's tensor source use it.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
+data_offsets relative to the end of the header, plus an optional ``__metadata__``), then the data.
+The header is checked against the file size before anything trusts it, so a corrupt or truncated
+file fails with one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.errors import InputError
+
+ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+              "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+MAX_HEADER = 100 << 20  # a larger header is not a checkpoint but garbage (or an attack on memory)
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    dtype: str  # safetensors dtype name
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Header:
+    path: Path
+    size: int  # bytes of the whole file
+    tensors: dict[str, TensorEntry]  # in the header's order
+    metadata: dict[str, str]
+
+
+def read_header(path: Path) -> Header:
+    """Parse and check a safetensors header; ``InputError`` naming the file when it is not a sound one."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, MAX_HEADER):
+                raise InputError(f"{path}: not a safetensors file (header length {n} does not fit the "
+                                 f"{size}-byte file)")
+            raw = f.read(n)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: corrupt safetensors header (not JSON: {e})") from e
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: corrupt safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    base = 8 + n
+    tensors = {}
+    for name, info in header.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+            start, end = int(start), int(end)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{path}: corrupt safetensors entry for {name!r}") from e
+        count = int(np.prod(shape)) if shape else 1
+        if dtype in ITEM_BYTES and end - start != count * ITEM_BYTES[dtype]:
+            raise InputError(f"{path}: corrupt safetensors entry for {name!r} (byte range does not match its shape)")
+        if base + end > size or start < 0 or end < start:
+            raise InputError(f"{path}: tensor {name!r} points past the end of the file (truncated download?)")
+        tensors[name] = TensorEntry(path, dtype, shape, base + start, end - start)
+    return Header(path, size, tensors, metadata)

@@ -19,7 +19,6 @@ class ZooBuild:
     model: Any
     example_inputs: dict[str, np.ndarray]
     output_names: list[str]
-    dynamic_batch: bool = True  # whether the model is meant to take any batch size
 
 
 @dataclass(frozen=True)

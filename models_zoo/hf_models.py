@@ -263,8 +263,7 @@ def build_zoo(name: str):
     from models_zoo import ZooBuild
 
     path = checkpoint(SPECS[name])
-    return ZooBuild(model=path, example_inputs={"input_ids": example_ids(path)}, output_names=["logits"],
-                    dynamic_batch=True)
+    return ZooBuild(model=path, example_inputs={"input_ids": example_ids(path)}, output_names=["logits"])
 
 
 # --- a few-hundred-MB checkpoint for the GGUF bench ---------------------------------------------------

@@ -83,10 +83,8 @@ class Int8DynamicConfig:
     budget: BudgetConfig = BudgetConfig()
 
 
-class Int8DynamicPass(PrecisionPass):
-    name = "int8-dynamic"
-    Config = Int8DynamicConfig
-    precision = "int8"
+class _Int8Pass(PrecisionPass):
+    """What both int8 modes share: they quantize the config's op types wherever a weight is constant."""
 
     def candidates(self, proto) -> list[str]:
         from forgeml.passes.graph_tools import weight_nodes
@@ -96,6 +94,12 @@ class Int8DynamicPass(PrecisionPass):
     def no_candidates(self) -> str:
         return (f"the model has no {'/'.join(self.config.op_types)} node with a constant weight to quantize "
                 "(its compute is in other operators, e.g. ai.onnx.ml ones); --quantize fp16 may still apply")
+
+
+class Int8DynamicPass(_Int8Pass):
+    name = "int8-dynamic"
+    Config = Int8DynamicConfig
+    precision = "int8"
 
     def settings(self) -> dict:
         per_channel, reduce_range, _, s = _cpu_choice(self.config.per_channel, self.config.reduce_range, None)
@@ -137,19 +141,10 @@ class Int8StaticConfig:
     budget: BudgetConfig = BudgetConfig()
 
 
-class Int8StaticPass(PrecisionPass):
+class Int8StaticPass(_Int8Pass):
     name = "int8-static"
     Config = Int8StaticConfig
     precision = "int8"
-
-    def candidates(self, proto) -> list[str]:
-        from forgeml.passes.graph_tools import weight_nodes
-
-        return weight_nodes(proto, self.config.op_types)
-
-    def no_candidates(self) -> str:
-        return (f"the model has no {'/'.join(self.config.op_types)} node with a constant weight to quantize "
-                "(its compute is in other operators, e.g. ai.onnx.ml ones); --quantize fp16 may still apply")
 
     def calibration_batches(self) -> list:
         from forgeml.passes.precision import example_like

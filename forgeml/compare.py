@@ -185,21 +185,21 @@ def _renamed(runner: Runner, in_map: dict[str, str], out_map: dict[str, str]) ->
 
 def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
     """B's runner speaking A's input/output names: by name, else by position when the counts agree."""
-    notes = []
-    in_map: dict[str, str] = {}
-    out_map: dict[str, str] = {}
-    a_in, b_in = a.signature.input_names, b.signature.input_names
-    if set(a_in) != set(b_in):
-        if len(a_in) != len(b_in):
-            raise InputError(f"the two models do not share a signature: A takes {a_in}, B takes {b_in}")
-        in_map = dict(zip(a_in, b_in))
-        notes.append(f"inputs matched by position: {in_map}")
-    a_out, b_out = a.signature.output_names, b.signature.output_names
-    if set(a_out) != set(b_out):
-        if len(a_out) != len(b_out):
-            raise InputError(f"the two models do not share a signature: A returns {a_out}, B returns {b_out}")
-        out_map = dict(zip(b_out, a_out))
-        notes.append(f"outputs matched by position: {out_map}")
+    notes: list[str] = []
+
+    def match(kind: str, verb: str, a_names: list[str], b_names: list[str]) -> dict[str, str]:
+        """{A name: B name} when the names differ but the counts agree; {} when the names agree."""
+        if set(a_names) == set(b_names):
+            return {}
+        if len(a_names) != len(b_names):
+            raise InputError(f"the two models do not share a signature: A {verb} {a_names}, B {verb} {b_names}")
+        mapping = dict(zip(a_names, b_names))
+        notes.append(f"{kind} matched by position: {mapping}")
+        return mapping
+
+    in_map = match("inputs", "takes", a.signature.input_names, b.signature.input_names)
+    out_map = {b_name: a_name for a_name, b_name in
+               match("outputs", "returns", a.signature.output_names, b.signature.output_names).items()}
     return (_renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
 
 

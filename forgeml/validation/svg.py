@@ -134,12 +134,14 @@ def variants_chart(points: list[Point], *, reference_ms: float | None = None) ->
     if reference_ms:
         parts.append(f'<line x1="{pad_l}" y1="{py(reference_ms):.1f}" x2="{w - pad_r}" y2="{py(reference_ms):.1f}" '
                      f'stroke="#b9c0cc" stroke-dasharray="4 3"/>')
-        parts.append(_text(w - pad_r + 4, py(reference_ms) + 3, f"source {reference_ms:.3g} ms", anchor="start",
-                           cls="muted"))
-    placed: list[tuple[float, float]] = []
+    placed: list[tuple[float, float]] = []  # label anchors already drawn, so later ones dodge them
+    if reference_ms:
+        sx, sy = w - pad_r + 4, py(reference_ms) + 3
+        parts.append(_text(sx, sy, f"source {reference_ms:.3g} ms", anchor="start", cls="muted"))
+        placed.append((sx, sy))
     for p, x in zip(points, xs):
         lx, ly = px(x) + 9, py(p.latency_ms) - 6
-        while any(abs(ly - qy) < 11 and abs(lx - qx) < 120 for qx, qy in placed):
+        while any(abs(ly - qy) < 11 and lx < qx + 120 and qx < lx + 120 for qx, qy in placed):
             ly -= 11  # points that (nearly) coincide get their labels stacked, not overprinted
         placed.append((lx, ly))
         colour = "#1f7a3f" if p.passed else "#b3261e"

@@ -66,7 +66,7 @@ def convert(
                                                    "example inputs, e.g. x:1x3x224x224:float32"),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="make the batch axis dynamic"),
     opset: Optional[int] = typer.Option(None, "--opset"),
-    parity_batches: int = typer.Option(3, "--parity-batches", help="seeded random batches besides the example"),
+    parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
     rtol: Optional[float] = typer.Option(None, "--rtol", help="override the profile's relative tolerance"),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="fp16 | int8 | int8-static | int4"),
@@ -277,7 +277,7 @@ def parity(
     model: Optional[str] = typer.Option(None, "--model", help="the model a .safetensors side's weights belong to"),
     profile: Optional[str] = typer.Option(None, "--profile", help="tolerance profile fp32|fp16|int8|int4 "
                                           "(default: B's recorded precision, else fp32)"),
-    batches: int = typer.Option(3, "--batches", help="seeded random batches besides the example"),
+    batches: int = typer.Option(3, "--batches", min=0, help="seeded random batches besides the example"),
     atol: Optional[float] = typer.Option(None, "--atol"),
     rtol: Optional[float] = typer.Option(None, "--rtol"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the report here (.html or .md)"),

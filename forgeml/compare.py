@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, first_line
 from forgeml.ir import Signature, sha256_file
 from forgeml.validation import InputSet, Runner
 
@@ -248,10 +248,15 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"A ({a_spec}) failed on the inputs: {type(e).__name__}: {e}") from e
+        raise InputError(f"A ({a_spec}) failed on the inputs: {first_line(e, with_type=True)}") from e
     t0 = time.perf_counter()
-    parity = measure(ref_outputs, b_run, sets, tol, reference=f"{a.ref} ({a.runtime})",
-                     output_names=a.signature.output_names)
+    try:
+        parity = measure(ref_outputs, b_run, sets, tol, reference=f"{a.ref} ({a.runtime})",
+                         output_names=a.signature.output_names)
+    except InputError:
+        raise
+    except Exception as e:  # B cannot take A's inputs: a mismatch of models, not a parity verdict
+        raise InputError(f"B ({b_spec}) failed on the inputs: {first_line(e, with_type=True)}") from e
     seconds = round(time.perf_counter() - t0, 3)
     stage = {"name": f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "kind": "compare",
              "candidate": b.ref, "runtime": b.runtime, "seconds": seconds, "parity": parity.to_json(),

@@ -81,9 +81,17 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
         pass_objs += tuple(quantize_pipeline(quantize, has_calibration=bool(calibration),
                                              calib_synthetic=calib_synthetic, max_cosine_drop=max_cosine_drop,
                                              min_top1=min_top1))
-    elif calib_synthetic or max_cosine_drop is not None or min_top1 is not None:
-        raise InputError("--calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
+    elif calib_synthetic or max_cosine_drop is not None or min_top1 is not None or calibration:
+        raise InputError("--calib, --calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
                          "--quantize fp16|int8|int8-static|int4")
+    if calib_synthetic and calibration:
+        raise InputError("--calib-synthetic replaces --calib; give one of them")
+    if calib_synthetic and quantize == "int8-static" and "tflite" in targets:
+        raise InputError("the tflite target calibrates its full-integer model on real data only: give --calib "
+                         "(--calib-synthetic applies to the ONNX passes)")
+    stray = sorted(set(target_configs or {}) - set(targets))
+    if stray:
+        raise InputError(f"options for target(s) {stray} were given, but --to does not include them")
     config = PipelineConfig(
         targets=tuple(targets), passes=pass_objs, import_options=import_options,
         parity_batches=parity_batches, user_inputs=tuple(user_inputs),

@@ -259,3 +259,32 @@ def test_the_api_checks_options_like_the_cli(tmp_path):
     with pytest.raises(InputError, match="unknown target"):
         forgeml.convert("zoo:mlp", out_dir=tmp_path / "o", targets=["onnx", "nope"])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--gguf-type", "q4_0"], "options for target(s) ['gguf']"),
+    (["--to", "tflite", "--quantize", "int8-static", "--calib-synthetic"], "real data only"),
+    (["--parity-batches", "-1"], None),
+])
+def test_options_that_would_be_ignored_or_fail_late_are_refused_up_front(tmp_path, capsys, args, needle):
+    rc, _, err = _run(capsys, "convert", "zoo:mlp", "-o", str(tmp_path / "o"), *args)
+    assert rc == 2 and "Traceback" not in err
+    if needle:
+        _one_line_error(err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_parity_of_models_that_do_not_fit_is_bad_input(capsys):
+    rc, _, err = _run(capsys, "parity", "zoo:cnn", "zoo:mlp")
+    assert rc == 2
+    _one_line_error(err, "B (zoo:mlp) failed on the inputs")
+
+
+def test_scan_of_an_empty_or_missing_pickle(tmp_path, capsys):
+    empty = tmp_path / "e.pkl"
+    empty.write_bytes(b"")
+    rc, out, _ = _run(capsys, "scan", str(empty))
+    assert rc == 1 and "empty" in out
+    rc, _, err = _run(capsys, "scan", str(tmp_path))
+    assert rc == 2
+    _one_line_error(err, "not a file")

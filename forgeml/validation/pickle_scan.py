@@ -408,6 +408,9 @@ def scan_bytes(data: bytes, name: str = "") -> ScanReport:
     if not raw[:1] == b"\x80" and not codec and suffix not in (".pkl", ".pickle", ".joblib"):
         report.problems.append("not a pickle (no protocol header)")
         return report
+    if not raw:
+        report.problems.append("empty: no pickle in it")
+        return report
     _scan_pickles(raw, "", report, max_pickles=1)
     if report.pickles and not report.problems and _is_torch_legacy(raw):
         report.format = "torch-legacy"
@@ -432,7 +435,7 @@ def scan_file(path: str | Path) -> ScanReport:
     """Read ``path`` and scan it; an unreadable file is an InputError."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{p}: no such file")
+        raise InputError(f"{p}: not a file" if p.exists() else f"{p}: no such file")
     try:
         data = p.read_bytes()
     except OSError as e:

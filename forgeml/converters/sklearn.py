@@ -90,7 +90,7 @@ class SklearnConverter:
                            "sklearn->onnx")
         check_inputs(examples, ir.signature, "example inputs")
         method = {"proba": "predict + predict_proba", "scores": "predict + decision_function",
-                  "regressor": "predict", "transformer": "transform"}[kind]
+                  "regressor": "predict", "cluster": "predict + transform", "transformer": "transform"}[kind]
         return ConvertResult(ir=ir, reference=reference, reference_name=f"scikit-learn {sklearn.__version__} "
                              f"{method}", example_inputs=examples, weights=NoTensorWeights(model),
                              source_model=model)
@@ -279,13 +279,15 @@ def _frame_examples(model, columns) -> InputSet:
 
 
 def _outputs(model) -> tuple[str, list[str]]:
-    from sklearn.base import is_classifier, is_regressor
+    from sklearn.base import is_classifier, is_clusterer, is_regressor
 
     if is_classifier(model):
         return ("proba", ["label", "probabilities"]) if hasattr(model, "predict_proba") else \
             ("scores", ["label", "scores"])
     if is_regressor(model):
         return "regressor", ["variable"]
+    if is_clusterer(model) and hasattr(model, "transform"):
+        return "cluster", ["label", "scores"]  # skl2onnx: cluster ids and distances to the centres
     if hasattr(model, "transform"):
         return "transformer", ["variable"]
     raise InputError(f"the {type(model).__name__} is neither a classifier, a regressor nor a transformer")
@@ -378,6 +380,9 @@ def _reference(model, columns, kind: str, output_names: list[str], proto) -> Run
         if kind == "regressor":
             y = np.asarray(model.predict(x))
             return {"variable": y.reshape(len(y), -1)}
+        if kind == "cluster":
+            return {"label": np.asarray(model.predict(x)).astype(np.int64),
+                    "scores": np.asarray(model.transform(x))}
         if kind == "transformer":
             y = model.transform(x)
             y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)

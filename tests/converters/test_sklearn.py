@@ -133,3 +133,19 @@ def test_exported_dataframe_model_converts_from_its_skops_file(tmp_path):
     assert path.suffix == ".skops"
     # No example rows: the string column's values come from the encoder's categories.
     assert main(["convert", str(path), "-o", str(tmp_path / "out"), "--passes", ""]) == 0
+
+
+def test_clusterer_gives_cluster_ids_and_distances(tmp_path):
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_iris
+
+    import forgeml
+
+    X = load_iris().data.astype(np.float32)
+    km = KMeans(n_clusters=3, n_init=4, random_state=0).fit(X)
+    r = forgeml.convert(km, X[:8], targets=["onnx"], out_dir=tmp_path / "o")
+    assert r.ok, r.parity.table()
+    rows = {row["output"]: row for row in r.manifest["stages"][-1]["parity"]["rows"]}
+    assert rows["label"]["exact_match"] == 1.0
+    assert rows["scores"]["max_abs"] < 1e-4

@@ -163,14 +163,16 @@ class Int8StaticPass(_Int8Pass):
         return list(self._inputs.calibration[:n])
 
     def budget_inputs(self, proto):
-        # Judge on inputs the ranges were not fitted to, so the budget measures generalisation.
+        """Inputs the ranges were not fitted to: held-out --calib batches (the user's distribution),
+        plus always the example-like batches the pipeline's stage parity is drawn like, so a budget
+        that holds here also holds in the verdict."""
         from forgeml.passes.precision import example_like
 
         n = self.budget_batches()
         if self._inputs is None:
             return super().budget_inputs(proto)
-        extra = list(self._inputs.calibration[self.config.max_calibration_batches:])[:n]
-        return extra + example_like(self._inputs, n - len(extra), seed_offset=1000) if len(extra) < n else extra
+        held_out = list(self._inputs.calibration[self.config.max_calibration_batches:])[:n]
+        return held_out + example_like(self._inputs, n, seed_offset=1000)
 
     def settings(self) -> dict:
         per_channel, reduce_range, act, s = _cpu_choice(self.config.per_channel, self.config.reduce_range,

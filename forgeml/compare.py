@@ -222,7 +222,7 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
     from forgeml.pipeline import ToleranceOverrides, tool_versions
     from forgeml.validation.inputs import check_inputs, parity_inputs
     from forgeml.validation.latency import measure_latency
-    from forgeml.validation.parity import measure
+    from forgeml.validation.parity import measure, run_reference
     from forgeml.validation.tolerances import PROFILES, profile_for
 
     ctx = LoadContext(model=model)
@@ -243,12 +243,7 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
     if precision not in PROFILES:
         raise InputError(f"--profile {precision!r}: known profiles are {', '.join(PROFILES)}")
     tol = ToleranceOverrides(atol=atol, rtol=rtol).apply(profile_for(precision))
-    try:
-        ref_outputs = [a.runner(s) for s in sets]
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"A ({a_spec}) failed on the inputs: {first_line(e, with_type=True)}") from e
+    ref_outputs = run_reference(a.runner, sets, f"A ({a_spec})")
     t0 = time.perf_counter()
     try:
         parity = measure(ref_outputs, b_run, sets, tol, reference=f"{a.ref} ({a.runtime})",

@@ -23,7 +23,7 @@ from forgeml.targets import TARGETS, Artifact, TargetContext
 from forgeml.validation import InputSet, Runner
 from forgeml.validation.inputs import check_inputs, fit_calibration, parity_inputs
 from forgeml.validation.ort_runner import ort_runner_for_ir
-from forgeml.validation.parity import ParityReport, StageParity, measure
+from forgeml.validation.parity import ParityReport, StageParity, measure, run_reference
 from forgeml.validation.tolerances import Tolerance, profile_for
 
 log = logging.getLogger(__name__)
@@ -238,12 +238,7 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
                                seed=config.seed, dynamic_batch=opts.dynamic_batch,
                                user=list(config.user_inputs))
-    try:
-        reference_outputs = [converted.reference(s) for s in input_sets]
-    except ForgeError:
-        raise
-    except Exception as e:
-        raise InputError(f"the source model failed on the parity inputs: {type(e).__name__}: {e}") from e
+    reference_outputs = run_reference(converted.reference, input_sets, "the source model")
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration))
     parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
     seconds = time.perf_counter() - t0

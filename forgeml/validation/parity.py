@@ -34,6 +34,19 @@ class StageParity:
         return [r["output"] for r in self.rows if not r["passed"]]
 
 
+def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str) -> list[dict[str, np.ndarray]]:
+    """The reference's outputs on every input set. A failure there is the user's input not fitting
+    the model (``InputError``, one line naming ``what``), not a parity verdict."""
+    from forgeml.errors import ForgeError, InputError, first_line
+
+    try:
+        return [runner(s) for s in input_sets]
+    except ForgeError:
+        raise
+    except Exception as e:
+        raise InputError(f"{what} failed on the inputs: {first_line(e, with_type=True)}") from e
+
+
 def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runner,
             input_sets: Sequence[InputSet], tol: Tolerance, *, reference: str,
             output_names: Sequence[str]) -> StageParity:

@@ -103,15 +103,9 @@ def load_sklearn_file(path: Path, options: ImportOptions):
     --trust-pickle."""
     if path.suffix.lower() == ".skops":
         return _load_skops(path, options)
-    from forgeml.validation.pickle_scan import require_safe_pickle
+    from forgeml.validation.trusted_load import joblib_load
 
-    require_safe_pickle(path, options.trust_pickle)
-    import joblib
-
-    try:
-        return joblib.load(str(path))
-    except Exception as e:
-        raise InputError(f"{path}: could not unpickle it: {type(e).__name__}: {e}") from e
+    return joblib_load(path, options.trust_pickle)
 
 
 def _load_skops(path: Path, options: ImportOptions):

@@ -152,22 +152,10 @@ def _is_legacy_pickle(path: Path) -> bool:
 
 def _load_pickled(path: Path, example_inputs, options: ImportOptions):
     """torch.save output: weights-only first; a whole pickled module only with --trust-pickle."""
-    from forgeml.validation.pickle_scan import refuse_unsafe
+    from forgeml.validation.trusted_load import torch_load
 
-    refuse_unsafe(path, options.trust_pickle)  # reads opcodes only; refuses before anything is unpickled
     torch = _torch()
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        if not options.trust_pickle:
-            raise InputError(
-                f"{path}: a pickled torch object that is not plain weights; loading it can run arbitrary code. "
-                f"Run `forgeml scan {path}` and pass --trust-pickle only if you trust its author"
-            ) from e
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as e2:
-            raise InputError(f"{path}: torch.load failed: {first_line(e2, with_type=True, root=True)}") from e2
+    obj = torch_load(path, options.trust_pickle)
     if isinstance(obj, torch.nn.Module):
         return obj
     if isinstance(obj, dict):

@@ -165,3 +165,125 @@ def test_public_api(tmp_path, marker):
     f.write_bytes(pickle.dumps(Payload(marker)))
     report = forgeml.scan(f)
     assert not report.clean and report.to_json()["globals"][0]["verdict"] == DANGEROUS
+
+
+# --- bounds: hostile sizes cost neither memory nor time -----------------------------------------
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma", "zlib"])
+def test_decompression_bomb_is_refused_at_the_stated_limit(tmp_path, codec):
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
+    from forgeml.validation.pickle_scan import ScanLimits
+
+    compress = {"gzip": gzip.compress, "bz2": bz2.compress, "lzma": lzma.compress, "zlib": zlib.compress}[codec]
+    # a pickle whose one bytes literal is 64 MiB of zeros: it compresses to a few KB
+    body = b"\x80\x04B" + (64 << 20).to_bytes(4, "little") + bytes(64 << 20) + b"."
+    f = tmp_path / "bomb.joblib"
+    f.write_bytes(compress(body))
+    del body
+    limits = ScanLimits(inflated_floor=8 << 20)
+    before = _rss_mb()
+    report = scan_file(f, limits)
+    assert "inflates past the scan's limit" in " ".join(report.problems), report.problems
+    assert _rss_mb() - before < 200  # streamed: the 64 MiB literal was never held
+    # the default floor (256 MiB) lets it through, streamed and clean
+    assert scan_file(f).clean
+
+
+def test_zip_member_bomb_is_refused_before_inflating(tmp_path):
+    import zipfile
+
+    f = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/huge.pkl", bytes(300 << 20))
+    report = scan_file(f)
+    assert any("inflates to" in p and "huge.pkl" in p for p in report.problems), report.problems
+    assert main(["scan", str(f)]) == 1
+    assert main(["convert", str(f), "-o", str(tmp_path / "out"), "--trust-pickle"]) == 2
+
+
+@pytest.mark.parametrize("body", [
+    b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"x",  # BINBYTES8 declaring 4 EiB
+    b"\x80\x04\x8d" + (1 << 40).to_bytes(8, "little") + b"x",  # BINUNICODE8 declaring 1 TiB
+    b"\x80\x02B" + (0xFFFFFFFF).to_bytes(4, "little"),  # BINBYTES declaring 4 GiB
+    b"\x80\x02\x8b" + (0x7FFFFFFF).to_bytes(4, "little"),  # LONG4 declaring 2 GiB
+    b"(" * 100_000,  # MARKs and no STOP
+    b"\x80\x02" + b"N0" * 50_000,  # pushes and pops, never a STOP
+])
+def test_lengths_that_lie_are_problems_not_allocations(tmp_path, body):
+    f = tmp_path / "liar.pkl"
+    f.write_bytes(body)
+    before = _rss_mb()
+    report = scan_file(f)
+    assert report.problems and not report.clean
+    assert _rss_mb() - before < 50
+    assert main(["scan", str(f)]) == 1
+
+
+def test_special_files_get_one_line(tmp_path, capsys):
+    fifo = tmp_path / "pipe.pkl"
+    os.mkfifo(fifo)
+    assert main(["scan", str(fifo)]) == 2  # and no hang: it is never opened
+    assert main(["scan", str(tmp_path)]) == 2
+    empty = tmp_path / "empty.pkl"
+    empty.write_bytes(b"")
+    assert main(["scan", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "not a regular file" in err and "Traceback" not in err
+
+
+# --- every pickle in a stream, and legacy torch files ------------------------------------------
+
+def test_payload_after_a_benign_pickle_and_after_torch_legacy_storages(tmp_path, marker):
+    torch = pytest.importorskip("torch")
+    evil = pickle.dumps(Payload(marker), protocol=2)
+    f = tmp_path / "two.pkl"
+    f.write_bytes(pickle.dumps({"a": 1}) + pickle.dumps([1, 2]) + evil)
+    report = scan_file(f)
+    assert report.pickles == 3 and report.dangerous
+
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(3), "h": torch.ones(2, dtype=torch.float16), "i": torch.arange(4)}, legacy,
+               _use_new_zipfile_serialization=False)
+    report = scan_file(legacy)
+    assert report.format == "torch-legacy" and report.pickles == 5 and report.clean, report.problems
+    assert main(["scan", str(legacy)]) == 0
+    appended = tmp_path / "appended.pt"
+    appended.write_bytes(legacy.read_bytes() + evil)
+    report = scan_file(appended)
+    assert report.dangerous and any("after the torch storages" in p for p in report.problems)
+    assert main(["convert", str(appended), "-o", str(tmp_path / "out"), "--trust-pickle"]) == 2
+
+
+# --- the guarded unpickler behind --trust-pickle -----------------------------------------------
+
+def test_trusted_load_resolves_names_and_refuses_what_they_really_are(tmp_path, marker, monkeypatch):
+    """A user module that re-exports os.system under an innocent name passes the name-based scan as
+    'unknown'; the guard looks at the object the name resolves to and refuses it."""
+    import sys
+    import types
+
+    from forgeml.validation.trusted_load import joblib_load
+
+    shim = types.ModuleType("innocent_helpers")
+    shim.tidy = os.system
+    monkeypatch.setitem(sys.modules, "innocent_helpers", shim)
+    f = tmp_path / "reexport.pkl"
+    f.write_bytes(b"\x80\x02cinnocent_helpers\ntidy\nX" + len(f"touch {marker}").to_bytes(4, "little")
+                  + f"touch {marker}".encode() + b"\x85R.")
+    assert [g.verdict for g in scan_file(f).globals] == [UNKNOWN]
+    with pytest.raises(InputError, match="posix.system|os.system|which can run code"):
+        joblib_load(f, trust_pickle=True)
+    clean = tmp_path / "clf.pkl"
+    clean.write_bytes(pickle.dumps(_fitted_iris()))
+    assert joblib_load(clean, trust_pickle=True).predict(np.ones((1, 4))).shape == (1,)

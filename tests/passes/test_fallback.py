@@ -26,15 +26,19 @@ def test_plain_int8_misses_a_tight_budget_and_fallback_meets_it(x_batch):
     assert plain_cos < 0.9999, "the budget must be tight enough that plain int8 misses it"
     result = Int8DynamicPass(budget=budget).bind(inputs)(from_proto(proto))
     d = result.details
-    assert d["kept_in_float"] == ["fc2"]  # the layer behind the outlier channel costs the most
-    assert d["sensitivity"][0]["node"] == "fc2"
-    assert [s["kept"] for s in d["steps"]] == [0, 1]
-    assert not d["steps"][0]["passed"] and d["steps"][-1]["passed"]
+    # What holds on every x86-64 CPU: the layer behind the outlier channel costs the most and is kept
+    # first; how many more the budget needs depends on the CPU's int8 kernels (AVX-512 VNNI: none;
+    # AVX2 with reduce_range: fc1 too), but never all of them.
+    kept = d["kept_in_float"]
+    assert kept[0] == "fc2" and d["sensitivity"][0]["node"] == "fc2"
+    assert 1 <= len(kept) < 3 and set(kept) <= {"fc1", "fc2", "fc3"}
+    assert [s["kept"] for s in d["steps"]] == list(range(len(d["steps"])))
+    assert [s["passed"] for s in d["steps"]] == [False] * (len(d["steps"]) - 1) + [True]
     assert d["steps"][-1]["cosine"] >= 0.9999 and d["steps"][-1]["cosine_gain"] > 0
-    # The result really meets the budget on inputs the search never saw, and fc2 is really float.
+    # The result really meets the budget on inputs the search never saw, and the kept layers are float.
     assert cosine(float_out, run_proto(to_proto(result.model), x_batch)) >= 0.9999
-    fc2 = [n for n in to_proto(result.model).graph.node if n.name == "fc2"]
-    assert fc2 and fc2[0].op_type == "MatMul"
+    nodes = {n.name: n.op_type for n in to_proto(result.model).graph.node}
+    assert all(nodes.get(name) == "MatMul" for name in kept)
 
 
 def test_unreachable_budget_fails_loudly():

@@ -80,9 +80,10 @@ def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
                              max_cosine_drop=1e-4, out_dir=tmp_path / "tight")
     stage = next(s for s in result.manifest["stages"] if s["name"] == "int8-dynamic")
     d = stage["details"]
-    assert d["kept_in_float"] == ["fc2"]
-    assert [s["passed"] for s in d["steps"]] == [False, True] and d["steps"][1]["added_nodes"] == ["fc2"]
-    assert d["steps"][1]["cosine_gain"] > 0
+    # The costliest layer is kept first; how many more depends on the CPU's int8 kernels.
+    assert d["kept_in_float"][0] == "fc2" and len(d["kept_in_float"]) < 3
+    assert [s["passed"] for s in d["steps"]] == [False] * (len(d["steps"]) - 1) + [True]
+    assert d["steps"][1]["added_nodes"] == ["fc2"] and d["steps"][1]["cosine_gain"] > 0
     # The pipeline judges the stage and the artifact by the same budget, on its own inputs.
     assert result.ok
     for st in result.manifest["stages"][-2:]:
@@ -97,7 +98,7 @@ def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
                  "--quantize", "int8", "--max-cosine-drop", "1e-4"])
     assert code == 0, capsys.readouterr().err
     m = json.loads((out / "manifest.json").read_text())
-    assert next(s for s in m["stages"] if s["name"] == "int8-dynamic")["details"]["kept_in_float"] == ["fc2"]
+    assert next(s for s in m["stages"] if s["name"] == "int8-dynamic")["details"]["kept_in_float"][0] == "fc2"
 
 
 def test_unreachable_budget_exits_2(tmp_path, capsys):

@@ -845,7 +845,13 @@ def scan_file(path: str | Path, limits: ScanLimits = ScanLimits()) -> ScanReport
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if not p.is_file():
-        raise InputError(f"{p}: not a regular file (a directory, FIFO or device)")
+        import stat
+
+        mode = p.stat().st_mode
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a special file"
+        raise InputError(f"{p}: {kind}, not a file")
     try:
         size = p.stat().st_size
         with open(p, "rb"):

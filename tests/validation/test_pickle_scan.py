@@ -239,7 +239,7 @@ def test_special_files_get_one_line(tmp_path, capsys):
     empty.write_bytes(b"")
     assert main(["scan", str(empty)]) == 1
     err = capsys.readouterr().err
-    assert "not a regular file" in err and "Traceback" not in err
+    assert "a FIFO, not a file" in err and "a directory, not a file" in err and "Traceback" not in err
 
 
 # --- every pickle in a stream, and legacy torch files ------------------------------------------

@@ -23,11 +23,11 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy as np, gguf, safetensors
-from forgeml.converters.hf import read_config, safetensors_files
-from forgeml.targets import gguf_arch
-from forgeml.targets.gguf_tensors import SafetensorsSource
-from forgeml.targets.gguf_vocab import read_vocab
-from forgeml.targets.gguf_write import write_gguf
+from forgeml.formats.hf_checkpoint import read_config, safetensors_files
+from forgeml.targets.gguf import arch as gguf_arch
+from forgeml.targets.gguf.tensors import SafetensorsSource
+from forgeml.targets.gguf.vocab import read_vocab
+from forgeml.targets.gguf.write import write_gguf
 ckpt, typ, out, mode = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 cfg = read_config(ckpt)
@@ -53,7 +53,7 @@ total = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 check = None
 if mode == "check":
-    from forgeml.validation.gguf_weights import check_weights
+    from forgeml.targets.gguf.check import check_weights
     t1 = time.perf_counter()
     summary = check_weights(out, plan, src)
     check = {"seconds": time.perf_counter() - t1, "worst": summary["worst"],

@@ -39,15 +39,19 @@ def bench_model(name: str, repeats: int, batch: int, out_root: Path) -> list[tup
     import torch
 
     import forgeml
-    from forgeml.targets.torch_aoti import run_package
+    from forgeml.targets.torch_aoti.target import run_package
     from models_zoo import ZOO
 
     built = ZOO[name].build()
     example = _batched(built.example_inputs, batch)
     have_trt = importlib.util.find_spec("tensorrt") is not None
     targets = ["onnx", "torch-aoti"] + (["tensorrt"] if have_trt else [])
-    result = forgeml.convert(built.model, example, targets=targets, output_names=built.output_names,
-                             out_dir=out_root / name, force=True)
+    result = forgeml.convert(built.model,
+                             example,
+                             targets=targets,
+                             out_dir=out_root / name,
+                             force=True,
+                             options=forgeml.ImportOptions(output_names=built.output_names))
     rows_note = {s["name"]: ("parity ok" if s.get("parity", {}).get("passed") else s.get("error", "parity FAIL"))
                  for s in result.manifest["stages"] if s["kind"] == "target"}
 

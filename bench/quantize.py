@@ -48,7 +48,7 @@ def bench_model(name: str, repeats: int, samples: int, threads: int, workdir: Pa
     import forgeml
     from forgeml.ir import signature_of
     from forgeml.passes.base import from_proto
-    from forgeml.validation.inputs import random_like
+    from forgeml.parity.inputs import random_like
     from models_zoo import ZOO
 
     torch.set_num_threads(threads)
@@ -63,9 +63,10 @@ def bench_model(name: str, repeats: int, samples: int, threads: int, workdir: Pa
     calibration = [random_like(example, signature, 20_000 + i) for i in range(32)]
     for mode in MODES:
         try:
-            converts[mode] = forgeml.convert(f"zoo:{name}", targets=["onnx"], quantize=mode,
-                                             calibration=calibration if mode == "int8-static" else None,
-                                             out_dir=workdir / f"{name}-{mode}")
+            converts[mode] = forgeml.convert(f"zoo:{name}",
+                                             targets=["onnx"],
+                                             out_dir=workdir / f"{name}-{mode}",
+                                             quantize=forgeml.QuantizeOptions(mode, calibration=calibration if mode == "int8-static" else None))
         except forgeml.ForgeError as e:
             converts[mode] = e
     convert_s = time.perf_counter() - t0
@@ -163,7 +164,7 @@ def main() -> None:
             rows += bench_model(name.strip(), args.repeats, args.samples, args.threads, Path(tmp))
     import platform
 
-    from forgeml.passes.cpu_features import detect
+    from forgeml.passes.precision.cpu_features import detect
 
     print(f"CPU: {platform.machine()} ({detect().isa}), {args.threads} threads")
     print(table(rows))

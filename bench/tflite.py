@@ -25,10 +25,10 @@ import numpy as np
 def _build(name: str, tmp: Path):
     from forgeml.converters import ImportOptions
     from forgeml.passes import DEFAULT_PASSES, make_pass
-    from forgeml.sources import resolve
-    from forgeml.targets import TargetContext
-    from forgeml.targets.onnx import OnnxTarget
-    from forgeml.validation.inputs import parity_inputs, random_like
+    from forgeml.pipeline.sources import resolve
+    from forgeml.targets.base import TargetContext
+    from forgeml.targets.onnx.target import OnnxTarget
+    from forgeml.parity.inputs import parity_inputs, random_like
 
     r = resolve(f"zoo:{name}")
     conv = r.converter.convert(r.model, r.example_inputs, r.ref, ImportOptions(output_names=r.output_names))
@@ -84,8 +84,8 @@ def main() -> None:
     import onnxruntime as ort
     from dataclasses import replace
 
-    from forgeml.targets.tflite import TFLiteConfig, TFLiteTarget
-    from forgeml.validation.tflite_runner import tflite_runner
+    from forgeml.targets.tflite.target import TFLiteConfig, TFLiteTarget
+    from forgeml.targets.tflite.runner import tflite_runner
 
     print(f"# TFLite interpreter vs onnxruntime {ort.__version__}, {args.threads} thread(s), "
           f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")

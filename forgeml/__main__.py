@@ -1,5 +1,5 @@
 import sys
 
-from forgeml.cli import main
+from forgeml.cli.app import main
 
 sys.exit(main())

@@ -6,12 +6,6 @@ and gets a traceback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from forgeml.validation.parity import ParityReport
-
-
 class ForgeError(Exception):
     """Base of every error forgeml raises on purpose."""
 
@@ -39,7 +33,7 @@ class ParityError(ForgeError):
 
     exit_code = 1
 
-    def __init__(self, message: str, report: ParityReport | None = None):
+    def __init__(self, message: str, report: object | None = None):
         super().__init__(message)
         self.report = report
 

@@ -47,7 +47,7 @@ def _json_default(o):
 
 
 def check_out_dir(out_dir: Path, force: bool, protect: tuple[Path, ...] = ()) -> None:
-    """An existing non-empty output is never overwritten without --force, and never one that holds
+    """An existing non-empty output is never overwritten without `force`, and never one that holds
     the working directory or a ``protect``ed path (the source), which replacing it would delete."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} exists and is not a directory")
@@ -59,13 +59,13 @@ def check_out_dir(out_dir: Path, force: bool, protect: tuple[Path, ...] = ()) ->
             raise InputError(f"output directory {out_dir} holds {what}, which replacing it would delete; "
                              "choose a new directory for -o")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise InputError(f"output directory {out_dir} already exists and is not empty; pass --force to replace it")
+        raise InputError(f"output directory {out_dir} already exists and is not empty; pass `force` to replace it")
 
 
 class StagedDir:
     """Build an output directory beside its final place and swap it in only when done.
 
-    ``commit()`` renames the staging dir onto ``final`` (replacing an old one, which --force allowed);
+    ``commit()`` renames the staging dir onto ``final`` (replacing an old one, which `force` allowed);
     ``discard()`` removes it, leaving ``final`` exactly as it was.
     """
 

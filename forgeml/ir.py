@@ -11,13 +11,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 import numpy as np
 
 if TYPE_CHECKING:
     import onnx
     import onnx_ir
+
+InputSet = dict[str, np.ndarray]
+Runner = Callable[[InputSet], dict[str, np.ndarray]]
+"""Runs a model: input arrays by the source model's input names -> outputs by its output names."""
 
 Dim = Union[int, str, None]
 """A dimension: a fixed size, a symbolic name (``"batch"``), or unknown."""
@@ -103,8 +108,6 @@ class IRModel:
 
     def stats(self) -> dict[str, int]:
         """Node count and size (weights plus graph structure): what every pass reports before and after."""
-        from forgeml.validation.ort_runner import weight_bytes
-
         weights = weight_bytes(self.model)
         graph_only = self.to_proto()
         for t in graph_only.graph.initializer:
@@ -197,3 +200,35 @@ def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def weight_bytes(model) -> int:
+    """Bytes of an ``onnx_ir.Model``'s initializers: decides whether it fits one protobuf."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+# --- what a converter hands on: the IR plus handles on the source -------------------------------------
+
+class SourceWeights(Protocol):
+    """The source model's weights under its own parameter names, and a way to run it with others.
+
+    The safetensors target writes ``named()`` and proves the file by loading it back through
+    ``runner_with``: the source model with the file's weights, in the source framework.
+    """
+
+    framework: str
+
+    def named(self) -> dict[str, np.ndarray]: ...
+
+    def runner_with(self, weights: dict[str, np.ndarray]) -> Runner: ...
+
+
+@dataclass
+class ConvertResult:
+    ir: IRModel
+    reference: Runner  # runs the original model in its own framework
+    reference_name: str  # e.g. "torch 2.13.0 eager"
+    example_inputs: InputSet
+    weights: SourceWeights | None = None
+    source_model: object | None = None  # the original in-memory model (torch module, …), when there is one
+    checkpoint: Path | None = None  # the source checkpoint on disk (hf dirs), for targets that stream from it

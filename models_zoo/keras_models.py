@@ -10,7 +10,7 @@ from models_zoo import ZooBuild
 
 
 def _keras():
-    from forgeml.converters._quiet import native_quiet
+    from forgeml.runtime.quiet import native_quiet
 
     with native_quiet():
         import keras

@@ -28,7 +28,7 @@ def tokenizer_json(tokens: list[str], merges: list[str], pre_tokenizer: dict, ig
 
 
 def pre_for(name: str) -> dict:
-    from forgeml.targets.gguf_vocab import KNOWN_PRE
+    from forgeml.targets.gguf.vocab import KNOWN_PRE
 
     key = next(k for k, v in KNOWN_PRE.items() if v == name)
     if key[0] == "bytelevel":
@@ -42,8 +42,8 @@ def main(models: Path) -> int:
     import gguf
     from tokenizers import Tokenizer
 
-    from forgeml.targets.gguf_inspect import _value
-    from forgeml.targets.gguf_vocab import read_vocab
+    from forgeml.formats.gguf import _value
+    from forgeml.targets.gguf.vocab import read_vocab
 
     failures = 0
     for name in ("gpt-2", "qwen2", "llama-bpe"):

@@ -13,7 +13,7 @@ import forgeml
 @pytest.fixture(scope="session")
 def zoo_runs(tmp_path_factory):
     """zoo name -> Conversion of that model to onnx + safetensors with the default passes."""
-    cache: dict[str, forgeml.pipeline.Conversion] = {}
+    cache: dict[str, forgeml.pipeline.run.Conversion] = {}
 
     def get(name: str):
         if name not in cache:
@@ -33,7 +33,7 @@ def int8_run(tmp_path_factory):
     """
     import importlib.util
 
-    from forgeml.cli import main
+    from forgeml.cli.app import main
 
     tflite = all(importlib.util.find_spec(m) for m in ("onnx2tf", "ai_edge_litert"))
     targets = ("onnx", "tflite", "safetensors") if tflite else ("onnx", "safetensors")

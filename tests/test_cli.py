@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from forgeml.cli import main
+from forgeml.cli.app import main
 
 
 def _run(capsys, *args):
@@ -120,7 +120,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 
 def test_help_is_instant_and_imports_no_framework():
-    code = ("import sys; from forgeml.cli import main; rc = main(['--help']); "
+    code = ("import sys; from forgeml.cli.app import main; rc = main(['--help']); "
             "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorflow', 'numpy') if m in sys.modules]; "
             "print('HEAVY', heavy)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -254,8 +254,9 @@ def test_the_api_checks_options_like_the_cli(tmp_path):
     import forgeml
     from forgeml.errors import InputError
 
-    with pytest.raises(InputError, match="apply to --quantize"):
-        forgeml.convert("zoo:mlp", out_dir=tmp_path / "o", min_top1=0.9)
+    with pytest.raises(InputError, match="`quantize.synthetic_calibration` replaces `quantize.calibration`"):
+        forgeml.convert("zoo:mlp", out_dir=tmp_path / "o", quantize=forgeml.QuantizeOptions(
+            "int8-static", calibration=({"x": np.zeros((4, 16), np.float32)},), synthetic_calibration=True))
     with pytest.raises(InputError, match="unknown target"):
         forgeml.convert("zoo:mlp", out_dir=tmp_path / "o", targets=["onnx", "nope"])
     assert not (tmp_path / "o").exists()

@@ -15,7 +15,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import forgeml
-from forgeml.cli import main
+from forgeml.cli.app import main
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def cnn_tflite(tmp_path_factory):
 @pytest.mark.slow
 @needs_tflite
 def test_parity_tflite_vs_onnx_in_the_source_layout(cnn_tflite, capsys, tmp_path):
-    from forgeml.compare import compare
+    from forgeml.pipeline.compare import compare
 
     tfl, onx = cnn_tflite / "model.tflite", cnn_tflite / "model.onnx"
     code, s = _json(capsys, ["parity", str(tfl), str(onx), "--json"])
@@ -212,7 +212,7 @@ def llama_ggufs(tmp_path_factory):
     """zoo:tiny-llama written as f32 and q8_0 .gguf files straight from its checkpoint (no pipeline run)."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'forgeml[gguf]')")
     pytest.importorskip("gguf", reason="needs forgeml[gguf]")
-    from forgeml.targets.gguf import write_checkpoint
+    from forgeml.targets.gguf.target import write_checkpoint
     from models_zoo.hf_models import SPECS, checkpoint
 
     out = tmp_path_factory.mktemp("gguf")

@@ -92,8 +92,11 @@ def test_artifacts_are_byte_identical_across_runs(zoo_runs, tmp_path):
 def test_dynamic_batch_checks_other_batch_sizes(tmp_path):
     import forgeml
 
-    result = forgeml.convert("zoo:transformer", targets=["onnx"], out_dir=tmp_path / "o", dynamic_batch=True,
-                             passes=["check"])
+    result = forgeml.convert("zoo:transformer",
+                             targets=["onnx"],
+                             out_dir=tmp_path / "o",
+                             passes=["check"],
+                             options=forgeml.ImportOptions(dynamic_batch=True))
     assert result.ok
     assert result.manifest["signature"]["inputs"][0]["shape"] == ["batch", 16]
     # The example has batch 2; the random batches must have used 3, 4, 5 and still passed.
@@ -113,9 +116,9 @@ def test_static_export_rejects_other_batch_sizes(zoo_runs):
 def test_onnx_external_data_when_configured(tmp_path):
     """The >2 GB path, forced on a small model: weights in model.onnx.data, parity still exact."""
     from forgeml.converters import ImportOptions
-    from forgeml.pipeline import PipelineConfig, run
-    from forgeml.sources import resolve
-    from forgeml.targets.onnx import OnnxConfig
+    from forgeml.pipeline.run import PipelineConfig, run
+    from forgeml.pipeline.sources import resolve
+    from forgeml.targets.onnx.target import OnnxConfig
 
     config = PipelineConfig(targets=("onnx",), passes=(), import_options=ImportOptions(),
                             target_configs={"onnx": OnnxConfig(external_data="always")})

@@ -10,15 +10,15 @@ import pytest
 
 import forgeml
 from forgeml.errors import InputError
-from forgeml.pipeline import ToleranceOverrides
-from forgeml.reproduce import reproduce
-from forgeml.targets.tensorrt import TensorRTConfig, TrtProfile
-from forgeml.validation.provenance import _plain, from_plain
+from forgeml.pipeline.run import ToleranceOverrides
+from forgeml.pipeline.reproduce import reproduce
+from forgeml.targets.tensorrt.target import TensorRTConfig, TrtProfile
+from forgeml.pipeline.provenance import _plain, from_plain
 
 
 def test_from_plain_rebuilds_nested_dataclasses_tuples_and_paths(tmp_path):
-    from forgeml.passes.quantize import Int8DynamicConfig
-    from forgeml.passes.precision import BudgetConfig
+    from forgeml.passes.precision.quantize import Int8DynamicConfig
+    from forgeml.passes.precision.base import BudgetConfig
 
     q = Int8DynamicConfig(op_types=("MatMul",), budget=BudgetConfig(min_cosine=0.9, fallback=False))
     back = from_plain(Int8DynamicConfig, _plain(q))
@@ -33,8 +33,11 @@ def test_from_plain_rebuilds_nested_dataclasses_tuples_and_paths(tmp_path):
 
 
 def test_reproduce_a_quantized_api_run_from_another_cwd(tmp_path, monkeypatch):
-    first = forgeml.convert("zoo:mlp", targets=["onnx"], quantize="int8", max_cosine_drop=0.02,
-                            out_dir=tmp_path / "first", localize="never", parity_batches=1)
+    first = forgeml.convert("zoo:mlp",
+                            targets=["onnx"],
+                            out_dir=tmp_path / "first",
+                            parity=forgeml.ParityOptions(localize="never", batches=1),
+                            quantize=forgeml.QuantizeOptions("int8", max_cosine_drop=0.02))
     assert first.ok, first.errors
     run = first.manifest["run"]
     assert run["localize"] == "never" and run["passes"][-1]["config"]["budget"]["min_cosine"] == pytest.approx(0.98)

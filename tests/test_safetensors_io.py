@@ -1,4 +1,4 @@
-"""forgeml.safetensors_io: the one header reader behind `forgeml inspect` and the GGUF writer."""
+"""forgeml.formats.safetensors: the one header reader behind `forgeml inspect` and the GGUF writer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from forgeml.errors import InputError
-from forgeml.inspection import inspect_safetensors
-from forgeml.safetensors_io import read_header
-from forgeml.targets.gguf_tensors import SafetensorsSource
+from forgeml.targets.safetensors.target import inspect_safetensors
+from forgeml.formats.safetensors import read_header
+from forgeml.targets.gguf.tensors import SafetensorsSource
 
 
 def _write(path, tensors: dict[str, np.ndarray], metadata=None) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgeml.cli import main
+from forgeml.cli.app import main
 from models_zoo.export import export, output_paths
 
 

@@ -13,23 +13,24 @@ stream the original tensors instead of the exported graph's.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.converters._quiet import quiet
+from forgeml.ir import ConvertResult
+
+from forgeml.converters.base import ImportOptions
+from forgeml.runtime.quiet import quiet
 from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import IRModel, Provenance, sha256_arrays, signature_of
-from forgeml.validation import InputSet
-from forgeml.validation.inputs import check_inputs
-from forgeml.validation.torch_runner import torch_runner
-
+from forgeml.runtime import InputSet
+from forgeml.parity.inputs import check_inputs
+from forgeml.runtime.torch import torch_runner
+from forgeml.formats.hf_checkpoint import (  # noqa: F401  (re-exported: the checks belong to the source)
+    TOKENIZER_FILES, check_checkpoint, is_checkpoint_dir, local_tokenizer_dir, read_config, safetensors_files)
 _LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch._export", "onnxscript", "torch.fx",
             "transformers")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 # Fixed text for the default example inputs when the caller gives none.
 EXAMPLE_TEXT = ("The quick brown fox jumps over the lazy dog. A model conversion is only as good as the "
                 "numbers it keeps: every stage is compared with the source framework on the same tokens, "
@@ -43,70 +44,6 @@ def _torch():
 
 def _transformers():
     return require("transformers", "gguf")
-
-
-# --- checking a checkpoint directory -------------------------------------------------------------
-
-def is_checkpoint_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
-
-
-def read_config(path: Path) -> dict:
-    cfg_path = path / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{cfg_path}: not a readable JSON config ({e})") from e
-    if not isinstance(cfg, dict) or "model_type" not in cfg:
-        raise InputError(f"{cfg_path}: has no 'model_type'; is this a Hugging Face checkpoint directory?")
-    return cfg
-
-
-def safetensors_files(path: Path) -> list[Path]:
-    """The checkpoint's safetensors files (sharded via model.safetensors.index.json or single)."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-            raise InputError(f"{index}: not a readable safetensors index ({e})") from e
-        files = [path / f for f in sorted(set(weight_map.values()))]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise InputError(f"{path}: the safetensors index names shards that are missing: {missing}")
-        return files
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
-        if pickled:
-            raise InputError(f"{path}: weights are only in pickle files ({', '.join(pickled)}); forgeml reads "
-                             "safetensors checkpoints. Re-save with save_pretrained(..., safe_serialization=True) "
-                             "from a process you trust")
-        raise InputError(f"{path}: no *.safetensors weights in the checkpoint directory")
-    return files
-
-
-def check_checkpoint(path: Path) -> dict:
-    """Everything that can be checked without loading weights; returns config.json's contents."""
-    from forgeml.safetensors_io import read_header
-
-    cfg = read_config(path)
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise InputError(f"{path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); save the "
-                         "tokenizer beside the model with tokenizer.save_pretrained(dir)")
-    for f in safetensors_files(path):
-        read_header(f)  # raises InputError on a corrupt or truncated header
-    return cfg
-
-
-def local_tokenizer_dir(model) -> Path | None:
-    """Where an in-memory model's tokenizer files are: its ``name_or_path``, when that is a local dir."""
-    name = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
-    if name:
-        p = Path(name)
-        if p.is_dir() and any((p / f).is_file() for f in TOKENIZER_FILES):
-            return p
-    return None
 
 
 # --- the converter ---------------------------------------------------------------------------------
@@ -153,7 +90,7 @@ class HFWeights:
 
 class HFConverter:
     name = "hf"
-    suffixes: tuple[str, ...] = ()  # checkpoint *directories*; forgeml.sources detects them
+    suffixes: tuple[str, ...] = ()  # checkpoint *directories*; forgeml.pipeline.sources detects them
 
     def accepts(self, obj: object) -> bool:
         """In-memory causal LMs from transformers (other transformers models stay with the torch converter)."""

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.converters import ConvertResult, ImportOptions
+from forgeml.ir import ConvertResult
+
+from forgeml.converters.base import ImportOptions
 from forgeml.errors import InputError, first_line
 from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
-from forgeml.validation import InputSet
-from forgeml.validation.inputs import check_inputs, example_from_spec
-from forgeml.validation.ort_runner import ort_runner
+from forgeml.runtime import InputSet
+from forgeml.parity.inputs import check_inputs, example_from_spec
+from forgeml.runtime.ort import ort_runner
 
 
 def load_onnx(path: Path):

@@ -1,5 +1,5 @@
 """scikit-learn → ONNX IR: fitted estimators and Pipelines (ColumnTransformer included), ``.skops``
-files, and pickle-based ``.pkl``/``.joblib`` files behind the pickle scanner and ``--trust-pickle``.
+files, and pickle-based ``.pkl``/``.joblib`` files behind the pickle scanner and ``options.trust_pickle``.
 
 Route: ``skl2onnx.to_onnx`` with explicit input types. Classifiers give two plain tensors,
 ``label`` (int64, or string for string classes) and ``probabilities`` (no ZipMap dict), or ``scores``
@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.converters import ConvertResult, ImportOptions
+from forgeml.ir import ConvertResult
+
+from forgeml.converters.base import ImportOptions
 from forgeml.converters._common import ir_from_proto
-from forgeml.converters._quiet import quiet
+from forgeml.runtime.quiet import quiet
 from forgeml.errors import ConversionError, InputError, TargetError, first_line, require
 from forgeml.ir import Provenance, sha256_file
-from forgeml.validation import InputSet, Runner
-from forgeml.validation.inputs import check_inputs
+from forgeml.runtime import InputSet, Runner
+from forgeml.parity.inputs import check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class NoTensorWeights:
 
     def named(self) -> dict[str, np.ndarray]:
         raise TargetError(f"safetensors: a scikit-learn {self._what} has no weight tensors to save (its fitted "
-                          f"state is estimator objects, not named arrays); use --to onnx, and keep the "
+                          f"state is estimator objects, not named arrays); use `targets` onnx, and keep the "
                           f"estimator itself as a .skops file (skops.io.dump)")
 
     def runner_with(self, weights: dict[str, np.ndarray]) -> Runner:
@@ -100,10 +102,10 @@ class SklearnConverter:
 
 def load_sklearn_file(path: Path, options: ImportOptions):
     """.skops through skops (types checked, nothing executed); pickles only after the scanner and with
-    --trust-pickle."""
+    `options.trust_pickle`."""
     if path.suffix.lower() == ".skops":
         return _load_skops(path, options)
-    from forgeml.validation.trusted_load import joblib_load
+    from forgeml.security.loaders import joblib_load
 
     return joblib_load(path, options.trust_pickle)
 
@@ -114,14 +116,14 @@ def _load_skops(path: Path, options: ImportOptions):
         untrusted = sio.get_untrusted_types(file=str(path))
     except Exception as e:
         raise InputError(f"{path}: not a readable .skops file ({type(e).__name__}: {e})") from e
-    from forgeml.validation.pickle_scan import SAFE, classify
+    from forgeml.security.pickle_scan import SAFE, classify
 
     # Types on the pickle scanner's allow-list (scikit-learn and numpy classes, e.g. the tree
     # structure of a forest) are trusted here too; anything else needs the user's word.
     unknown = [t for t in untrusted if classify(*t.rsplit(".", 1)) != SAFE] if untrusted else []
     if unknown and not options.trust_pickle:
         raise InputError(f"{path}: the .skops file uses types that are not on forgeml's allow-list: "
-                         f"{', '.join(unknown)}; pass --trust-pickle only if you trust its author")
+                         f"{', '.join(unknown)}; pass `options.trust_pickle` only if you trust its author")
     try:
         return sio.load(str(path), trusted=untrusted or None)
     except Exception as e:

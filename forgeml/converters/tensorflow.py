@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.converters import ConvertResult, ImportOptions
+from forgeml.ir import ConvertResult
+
+from forgeml.converters.base import ImportOptions
 from forgeml.converters._common import ir_from_proto
-from forgeml.converters._quiet import native_quiet, quiet
+from forgeml.runtime.quiet import native_quiet, quiet
 from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import Provenance, sha256_arrays, sha256_file
-from forgeml.validation import InputSet, Runner
-from forgeml.validation.inputs import check_inputs
+from forgeml.runtime import InputSet, Runner
+from forgeml.parity.inputs import check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ class TensorflowConverter:
         if name not in signatures:
             have = ", ".join(sorted(signatures)) or "none"
             raise InputError(f"{path}: the SavedModel has no signature {name!r} (it has: {have}); "
-                             f"pick one with --signature NAME")
+                             f"pick one with `options.signature` NAME")
         fn = signatures[name]
         _, in_specs = fn.structured_input_signature
         input_names = sorted(in_specs)
@@ -224,7 +226,7 @@ def _model_input_names(model) -> list[str] | None:
 
 
 def _keras_inputs(model, example_inputs, options: ImportOptions) -> tuple[list[str], InputSet]:
-    """Input names and example arrays, from the user's examples, --input, or the model's own inputs."""
+    """Input names and example arrays, from the user's examples, `options.input_specs`, or the model's own inputs."""
     known = _model_input_names(model)
     if example_inputs is None:
         if options.input_specs:
@@ -232,12 +234,12 @@ def _keras_inputs(model, example_inputs, options: ImportOptions) -> tuple[list[s
                                                            for s in options.input_specs}
         if known is None:
             raise InputError("the Keras model has no known input signature (a subclassed model that was never "
-                             "built): pass example inputs to forgeml.convert(), or --input name:DIMS:dtype")
+                             "built): pass example inputs to forgeml.convert(), or `options.input_specs` name:DIMS:dtype")
         arrays = {}
         for n, t in zip(known, model.inputs):
             shape = tuple(t.shape)
             if any(d is None for d in shape[1:]):
-                raise InputError(f"Keras input {n!r} has unknown dims {shape}; give --input {n}:DIMS:dtype")
+                raise InputError(f"Keras input {n!r} has unknown dims {shape}; give `options.input_specs` {n}:DIMS:dtype")
             arrays[n] = _example_for((2, *shape[1:]), str(np.dtype(_np_dtype(t.dtype))), n)
         return known, arrays
     if isinstance(example_inputs, dict):
@@ -289,7 +291,7 @@ def _saved_model_examples(in_specs: dict, names: list[str], example_inputs, opti
             continue
         shape = list(spec.shape.as_list()) if spec.shape.rank is not None else None
         if shape is None or any(d is None for d in shape[1:]):
-            raise InputError(f"{path}: signature input {n!r} has unknown dims {shape}; give --input {n}:DIMS:dtype")
+            raise InputError(f"{path}: signature input {n!r} has unknown dims {shape}; give `options.input_specs` {n}:DIMS:dtype")
         out[n] = _example_for([2 if shape and shape[0] is None else shape[0], *shape[1:]] if shape else [],
                               dtype, n)
     return out
@@ -403,7 +405,7 @@ def _refuse_leftover_tf_ops(proto, what: str) -> None:
                     if n.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft") and n.domain not in imports})
     if bad:
         raise ConversionError(f"tensorflow->onnx: tf2onnx could not convert these TensorFlow ops of the {what}: "
-                              f"{', '.join(bad)}; try another --opset, or replace them in the model")
+                              f"{', '.join(bad)}; try another `options.opset`, or replace them in the model")
 
 
 def _name_batch_dims(proto) -> None:

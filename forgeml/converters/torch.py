@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.converters import ConvertResult, ImportOptions
-from forgeml.converters._quiet import quiet
+from forgeml.ir import ConvertResult
+
+from forgeml.converters.base import ImportOptions
+from forgeml.runtime.quiet import quiet
 from forgeml.errors import ConversionError, InputError, first_line, require
 from forgeml.ir import IRModel, Provenance, Signature, sha256_arrays, sha256_file, signature_of
-from forgeml.validation import InputSet
-from forgeml.validation.inputs import check_inputs, example_from_spec
-from forgeml.validation.torch_runner import torch_runner
+from forgeml.runtime import InputSet
+from forgeml.parity.inputs import check_inputs, example_from_spec
+from forgeml.runtime.torch import torch_runner
 
 _LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch._export", "onnxscript", "torch.fx")
 
@@ -151,8 +153,8 @@ def _is_legacy_pickle(path: Path) -> bool:
 
 
 def _load_pickled(path: Path, example_inputs, options: ImportOptions):
-    """torch.save output: weights-only first; a whole pickled module only with --trust-pickle."""
-    from forgeml.validation.trusted_load import torch_load
+    """torch.save output: weights-only first; a whole pickled module only with `options.trust_pickle`."""
+    from forgeml.security.loaders import torch_load
 
     torch = _torch()
     obj = torch_load(path, options.trust_pickle)
@@ -186,7 +188,7 @@ def _example_arrays(example_inputs, input_names: list[str], options: ImportOptio
     torch = _torch()
     if example_inputs is None:
         if not options.input_specs:
-            raise InputError("no example inputs: pass them to forgeml.convert(), or give --input name:DIMS:dtype "
+            raise InputError("no example inputs: pass them to forgeml.convert(), or give `options.input_specs` name:DIMS:dtype "
                              "for every model input")
         rng = np.random.default_rng(0)
         return {s.name: example_from_spec(s, rng) for s in options.input_specs}

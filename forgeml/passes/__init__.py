@@ -15,9 +15,9 @@ __all__ = ["ForgePass", "PassInputs", "PassResult", "PASSES", "DEFAULT_PASSES", 
 def _table() -> dict[str, type[ForgePass]]:
     from forgeml.passes.check import CheckPass
     from forgeml.passes.cleanup import CleanupPass
-    from forgeml.passes.fp16 import Fp16Pass
+    from forgeml.passes.precision.fp16 import Fp16Pass
     from forgeml.passes.optimize import OptimizePass
-    from forgeml.passes.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
+    from forgeml.passes.precision.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
     from forgeml.passes.simplify import SimplifyPass
 
     return {p.name: p for p in (CheckPass, SimplifyPass, CleanupPass, OptimizePass, Fp16Pass, Int8DynamicPass,

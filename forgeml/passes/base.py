@@ -11,7 +11,7 @@ from onnx_ir.passes import FunctionalPass, PassResult
 
 if TYPE_CHECKING:
     from forgeml.ir import Signature
-    from forgeml.validation import InputSet
+    from forgeml.runtime import InputSet
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""``--quantize MODE`` → the passes that implement it, appended after the default passes.
+"""``quantize.mode MODE`` → the passes that implement it, appended after the default passes.
 
     fp16         fp16
     int8         int8-dynamic   (weights int8, activations quantized at run time)
-    int8-static  int8-static    (QDQ, calibrated; needs --calib or --calib-synthetic)
+    int8-static  int8-static    (QDQ, calibrated; needs `quantize.calibration` or `quantize.synthetic_calibration`)
     int4         int4           (MatMul weights 4-bit, MatMulNBits)
 
 ``optimize=True`` puts the ``optimize`` pass (onnxruntime's offline fusions) before int8/int4. It is
@@ -11,14 +11,14 @@ transformer-base, 2 AVX-512 VNNI cores: int8 2.34x vs optimize+int8 2.01x over f
 applies the same fusions when it loads the model, and fused ops quantize less well.
 
 Both the CLI and ``forgeml.convert()`` call ``quantize_pipeline``, so a mode means the same passes
-everywhere. Budgets default to the precision's tolerance profile (``forgeml.validation.tolerances``).
+everywhere. Budgets default to the precision's tolerance profile (``forgeml.parity.tolerances``).
 """
 
 from __future__ import annotations
 
 from forgeml.errors import InputError
 from forgeml.passes.base import ForgePass
-from forgeml.passes.precision import BudgetConfig
+from forgeml.passes.precision.base import BudgetConfig
 
 MODES = ("fp16", "int8", "int8-static", "int4")
 
@@ -27,12 +27,12 @@ def quantize_pipeline(mode: str, *, has_calibration: bool = False, calib_synthet
                       max_cosine_drop: float | None = None, min_top1: float | None = None,
                       optimize: bool = False, fallback: bool = True) -> list[ForgePass]:
     """The passes for ``mode``. Refuses int8-static without calibration unless ``calib_synthetic``."""
-    from forgeml.passes.fp16 import Fp16Pass
+    from forgeml.passes.precision.fp16 import Fp16Pass
     from forgeml.passes.optimize import OptimizePass
-    from forgeml.passes.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
+    from forgeml.passes.precision.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
 
     if mode not in MODES:
-        raise InputError(f"--quantize {mode!r}: unknown mode; choose one of {', '.join(MODES)}")
+        raise InputError(f"`quantize.mode` {mode!r}: unknown mode; choose one of {', '.join(MODES)}")
     check_budget(max_cosine_drop, min_top1)
     budget = BudgetConfig(min_cosine=None if max_cosine_drop is None else 1.0 - max_cosine_drop,
                           min_top1=min_top1, fallback=fallback)
@@ -42,9 +42,9 @@ def quantize_pipeline(mode: str, *, has_calibration: bool = False, calib_synthet
         return ([OptimizePass()] if optimize else []) + [Int8DynamicPass(budget=budget)]
     if mode == "int8-static":
         if not has_calibration and not calib_synthetic:
-            raise InputError("--quantize int8-static needs calibration data: give --calib data.npz (arrays keyed "
+            raise InputError("`quantize.mode` int8-static needs calibration data: give `quantize.calibration` data.npz (arrays keyed "
                              "by input name, first axis = samples; in the API: calibration=[{name: array}, …]), "
-                             "or --calib-synthetic to calibrate on random inputs (the report then flags the "
+                             "or `quantize.synthetic_calibration` to calibrate on random inputs (the report then flags the "
                              "result as not representative)")
         cfg = Int8StaticPass.Config(calibration="user" if has_calibration else "synthetic", budget=budget)
         return [Int8StaticPass(cfg)]
@@ -53,6 +53,6 @@ def quantize_pipeline(mode: str, *, has_calibration: bool = False, calib_synthet
 
 def check_budget(max_cosine_drop: float | None, min_top1: float | None) -> None:
     if max_cosine_drop is not None and not 0.0 <= max_cosine_drop < 1.0:
-        raise InputError(f"--max-cosine-drop {max_cosine_drop:g}: must be in [0, 1), e.g. 0.01")
+        raise InputError(f"`quantize.max_cosine_drop` {max_cosine_drop:g}: must be in [0, 1), e.g. 0.01")
     if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
-        raise InputError(f"--min-top1 {min_top1:g}: must be in [0, 1], e.g. 0.98")
+        raise InputError(f"`quantize.min_top1` {min_top1:g}: must be in [0, 1], e.g. 0.98")

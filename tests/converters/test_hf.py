@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("transformers", reason="the hf converter needs transformers (forgeml[gguf])")
 
-from forgeml.cli import main  # noqa: E402
+from forgeml.cli.app import main  # noqa: E402
 from forgeml.errors import InputError  # noqa: E402
-from forgeml.sources import resolve  # noqa: E402
+from forgeml.pipeline.sources import resolve  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import forgeml
-from forgeml.cli import main
+from forgeml.cli.app import main
 from forgeml.errors import ConversionError, InputError
-from forgeml.validation.ort_runner import ort_runner
+from forgeml.runtime.ort import ort_runner
 
 pytest.importorskip("skl2onnx")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import forgeml
-import forgeml.sources
-from forgeml.cli import main
+import forgeml.pipeline.sources
+from forgeml.cli.app import main
 from forgeml.errors import InputError
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_zoo_to_onnx_and_safetensors(keras, tmp_path, name):
                                                 "safetensors"]
     tensors = load_file(str(result.artifacts["safetensors"].path))
     # names in the file are Keras's own weight paths, values the model's own
-    keras_model = result.manifest and forgeml.sources.resolve(f"zoo:{name}").model
+    keras_model = result.manifest and forgeml.pipeline.sources.resolve(f"zoo:{name}").model
     own = {w.path: np.asarray(w.numpy()) for w in keras_model.weights}
     assert set(tensors) == set(own) and all(t.shape == own[k].shape for k, t in tensors.items())
     if name == "keras_cnn":
@@ -82,7 +82,11 @@ def test_sequential_without_name_and_subclassed(keras, tmp_path):
 
     x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
     sub = Sub()
-    result = forgeml.convert(sub, x, passes=[], dynamic_batch=True, out_dir=tmp_path / "sub")
+    result = forgeml.convert(sub,
+                             x,
+                             passes=[],
+                             out_dir=tmp_path / "sub",
+                             options=forgeml.ImportOptions(dynamic_batch=True))
     _check_rows(result)
     assert result.manifest["signature"]["inputs"][0]["shape"] == ["batch", 5]
     assert result.manifest["stages"][0]["parity"]["batches"] == 4  # batches of 3, 4, 5, 6 rows
@@ -126,7 +130,11 @@ def test_saved_model_signatures(keras, tmp_path):
     _check_rows(result)
     assert [o["name"] for o in result.manifest["signature"]["outputs"]] == ["y"]
     assert main(["convert", str(path), "--signature", "double", "-o", str(tmp_path / "b"), "--passes", ""]) == 0
-    double = forgeml.convert(str(path), targets=["onnx"], passes=[], signature="double", out_dir=tmp_path / "b2")
+    double = forgeml.convert(str(path),
+                             targets=["onnx"],
+                             passes=[],
+                             out_dir=tmp_path / "b2",
+                             options=forgeml.ImportOptions(signature="double"))
     _check_rows(double)
     assert [o["name"] for o in double.manifest["signature"]["outputs"]] == ["z"]
     assert main(["convert", str(path), "--signature", "nope", "-o", str(tmp_path / "c")]) == 2

@@ -60,7 +60,7 @@ def test_torchscript_file_uses_the_torchscript_exporter(tmp_path):
     assert r.ok, r.parity.table()
     assert r.manifest["source"]["route"] == "torchscript (TorchScript archive)"
     assert "fallback" not in r.manifest["source"]  # by design, not a fallback: no warning
-    from forgeml.validation.gating import warnings
+    from forgeml.report.gating import warnings
 
     assert not [w for w in warnings(r.manifest) if "fell back" in w]
 
@@ -72,7 +72,7 @@ def test_dynamo_failure_falls_back_and_the_report_names_it(tmp_path):
     route = r.manifest["source"]["route"]
     assert route.startswith("torchscript (fallback: ") and "data-dependent" in route
     assert "data-dependent" in r.manifest["source"]["fallback"]
-    from forgeml.validation.gating import warnings
+    from forgeml.report.gating import warnings
 
     assert any("fell back to torchscript" in w for w in warnings(r.manifest))
     assert "route: torchscript" in (r.out_dir / "report.md").read_text()
@@ -82,8 +82,12 @@ def test_parity_catches_a_branch_the_tracer_baked_in(tmp_path):
     """The traced graph took the x.sum() > 0 branch; negative user inputs expose it."""
     torch.manual_seed(0)
     negative = {"x": -np.ones((2, 4), np.float32)}
-    r = forgeml.convert(Branchy().eval(), torch.ones(2, 4), targets=["onnx"], out_dir=tmp_path / "o",
-                        passes=[], inputs=[negative])
+    r = forgeml.convert(Branchy().eval(),
+                        torch.ones(2, 4),
+                        targets=["onnx"],
+                        out_dir=tmp_path / "o",
+                        passes=[],
+                        parity=forgeml.ParityOptions(inputs=[negative]))
     assert not r.ok and r.exit_code == 1
     assert r.manifest["ok"] is False
     assert not r.manifest["stages"][0]["parity"]["passed"]
@@ -113,10 +117,14 @@ def test_state_dict_file_is_refused_with_a_hint(tmp_path):
 def test_pickled_module_needs_trust(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(Branchy(), path)
-    with pytest.raises(InputError, match="--trust-pickle"):
+    with pytest.raises(InputError, match="`options.trust_pickle`"):
         forgeml.convert(str(path), torch.ones(2, 4), out_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
-    r = forgeml.convert(str(path), torch.ones(2, 4), out_dir=tmp_path / "o", trust_pickle=True, passes=[])
+    r = forgeml.convert(str(path),
+                        torch.ones(2, 4),
+                        out_dir=tmp_path / "o",
+                        passes=[],
+                        options=forgeml.ImportOptions(trust_pickle=True))
     assert r.ok
 
 

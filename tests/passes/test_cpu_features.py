@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forgeml.passes.cpu_features import detect, int8_settings, parse
+from forgeml.passes.precision.cpu_features import detect, int8_settings, parse
 
 
 def test_vnni_gets_full_range():

@@ -7,9 +7,9 @@ from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 
 from forgeml.errors import PassError
 from forgeml.passes import from_proto, to_proto
-from forgeml.passes.fallback import keep_schedule
-from forgeml.passes.precision import BudgetConfig
-from forgeml.passes.quantize import Int8DynamicPass
+from forgeml.passes.precision.fallback import keep_schedule
+from forgeml.passes.precision.base import BudgetConfig
+from forgeml.passes.precision.quantize import Int8DynamicPass
 
 OUTLIER = 30.0
 

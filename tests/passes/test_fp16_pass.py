@@ -7,7 +7,7 @@ import onnx
 from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 
 from forgeml.passes import from_proto, to_proto
-from forgeml.passes.fp16 import Fp16Pass
+from forgeml.passes.precision.fp16 import Fp16Pass
 
 
 def test_fp16_halves_weights_and_keeps_io_float32(x_batch):

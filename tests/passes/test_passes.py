@@ -14,7 +14,7 @@ from forgeml.passes import PASSES, make_pass
 from forgeml.passes.check import CheckPass
 from forgeml.passes.cleanup import CleanupPass
 from forgeml.passes.simplify import SimplifyPass
-from forgeml.validation.ort_runner import ort_runner
+from forgeml.runtime.ort import ort_runner
 
 DEAD_AND_DUPLICATES = """
 <ir_version: 8, opset_import: ["" : 17]>

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import forgeml
-from forgeml.cli import main
+from forgeml.cli.app import main
 from forgeml.errors import InputError
 from forgeml.ir import Signature, TensorSpec
 from forgeml.passes.modes import MODES, quantize_pipeline
-from forgeml.validation.inputs import fit_calibration, load_calibration
+from forgeml.parity.inputs import fit_calibration, load_calibration
 
 PROFILE = {"fp16": "fp16", "int8": "int8", "int8-static": "int8", "int4": "int4"}
 LAST_PASS = {"fp16": "fp16", "int8": "int8-dynamic", "int8-static": "int8-static", "int4": "int4"}
@@ -28,8 +28,11 @@ def _quantized_stages(manifest: dict, mode: str) -> list[dict]:
 @pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
 def test_every_mode_from_the_api(tmp_path, name):
     for mode in MODES:
-        result = forgeml.convert(f"zoo:{name}", targets=["onnx"], quantize=mode, calib_synthetic=True,
-                                 parity_batches=2, out_dir=tmp_path / mode)
+        result = forgeml.convert(f"zoo:{name}",
+                                 targets=["onnx"],
+                                 out_dir=tmp_path / mode,
+                                 parity=forgeml.ParityOptions(batches=2),
+                                 quantize=forgeml.QuantizeOptions(mode, synthetic_calibration=True))
         m = json.loads((result.out_dir / "manifest.json").read_text())
         assert result.ok, (name, mode, result.parity.table())
         assert m["quantize"] == mode and m["precision"] == PROFILE[mode]
@@ -76,8 +79,11 @@ def test_forced_fallback_from_the_api_and_cli(tmp_path, capsys):
     plain_stage = next(s for s in plain.manifest["stages"] if s["name"] == "int8-dynamic")
     assert plain.ok and plain_stage["parity"]["rows"][0]["cosine"] < 0.9999  # plain int8 misses the budget
 
-    result = forgeml.convert(str(tmp_path / "outlier.onnx"), {"x": x}, targets=["onnx"], quantize="int8",
-                             max_cosine_drop=1e-4, out_dir=tmp_path / "tight")
+    result = forgeml.convert(str(tmp_path / "outlier.onnx"),
+                             {"x": x},
+                             targets=["onnx"],
+                             out_dir=tmp_path / "tight",
+                             quantize=forgeml.QuantizeOptions("int8", max_cosine_drop=1e-4))
     stage = next(s for s in result.manifest["stages"] if s["name"] == "int8-dynamic")
     d = stage["details"]
     # The costliest layer is kept first; how many more depends on the CPU's int8 kernels.
@@ -125,9 +131,9 @@ def test_int8_static_without_calibration_is_refused(capsys):
 def test_unknown_mode_and_bad_budget():
     with pytest.raises(InputError, match="unknown mode"):
         quantize_pipeline("int3")
-    with pytest.raises(InputError, match="--max-cosine-drop"):
+    with pytest.raises(InputError, match="`quantize.max_cosine_drop`"):
         quantize_pipeline("int8", max_cosine_drop=2.0)
-    with pytest.raises(InputError, match="--min-top1"):
+    with pytest.raises(InputError, match="`quantize.min_top1`"):
         quantize_pipeline("int8", min_top1=1.5)
     assert main(["convert", "zoo:mlp", "--min-top1", "0.9"]) == 2  # needs --quantize
 

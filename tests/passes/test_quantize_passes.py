@@ -10,7 +10,7 @@ from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 
 from forgeml.errors import PassError
 from forgeml.passes import from_proto, to_proto
-from forgeml.passes.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
+from forgeml.passes.precision.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
 
 
 def _ops(model) -> Counter:
@@ -45,7 +45,7 @@ def test_int8_static_calibrates_qdq(x_batch):
 
 def test_int8_static_refuses_without_calibration():
     proto = mlp_proto()
-    with pytest.raises(PassError, match="needs calibration data.*--calib"):
+    with pytest.raises(PassError, match="needs calibration data.*`quantize.calibration`"):
         Int8StaticPass().bind(bound_inputs(proto, calibration=0))(from_proto(proto))
 
 
@@ -77,8 +77,8 @@ def test_int4_without_eligible_matmul_is_an_error():
 
 
 def test_prepare_rewrites_gemm_only_where_the_config_asks(x_batch):
-    from forgeml.passes.fp16 import Fp16Pass
-    from forgeml.passes.quantize import Int4Config, Int8DynamicConfig
+    from forgeml.passes.precision.fp16 import Fp16Pass
+    from forgeml.passes.precision.quantize import Int4Config, Int8DynamicConfig
 
     proto = mlp_proto(gemm=True)
     ref = run_proto(proto, x_batch)

@@ -21,14 +21,15 @@ pytest.importorskip("gguf", reason="the gguf target needs the gguf package (forg
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed; scripts/setup.sh builds and installs "
                     "it (pip install 'forgeml[gguf]')")
 
-from forgeml.cli import main  # noqa: E402
-from forgeml.converters import ConvertResult  # noqa: E402
+from forgeml.cli.app import main  # noqa: E402
+from forgeml.ir import ConvertResult  # noqa: E402
 from forgeml.errors import TargetError  # noqa: E402
 from forgeml.ir import Provenance  # noqa: E402
-from forgeml.targets import TARGETS, TargetContext  # noqa: E402
-from forgeml.targets.gguf import Config  # noqa: E402
-from forgeml.validation.parity import measure  # noqa: E402
-from forgeml.validation.tolerances import profile_for  # noqa: E402
+from forgeml.targets import TARGETS
+from forgeml.targets.base import TargetContext  # noqa: E402
+from forgeml.targets.gguf.target import Config  # noqa: E402
+from forgeml.parity.measure import measure  # noqa: E402
+from forgeml.parity.tolerances import profile_for  # noqa: E402
 
 ARCHS = ("tiny-llama", "tiny-qwen2", "tiny-gpt2")
 TEXTS = ["Hello world! It's 2024, and the parser isn't done.",
@@ -102,7 +103,7 @@ def test_kquant_through_llama_cpp_quantizer(sources, tmp_path):
     _, src = sources["tiny-llama"]
     artifact, parity = _run(src, "q4_k_m", tmp_path)
     assert parity.passed, parity.rows[0]
-    from forgeml.inspection import inspect_file
+    from forgeml.pipeline.inspection import inspect_file
 
     assert inspect_file(artifact.path)["file_type"] == "MOSTLY_Q4_K_M"
 
@@ -115,7 +116,7 @@ def test_in_memory_model_streams_from_its_state_dict(sources, tmp_path):
 
 def test_unpermuted_llama_qk_would_be_caught(sources, tmp_path, monkeypatch):
     """The Q/K permutation matters: without it llama.cpp's rope rotates the wrong pairs."""
-    from forgeml.targets import gguf_arch
+    from forgeml.targets.gguf import arch as gguf_arch
 
     monkeypatch.setattr(gguf_arch, "permute_qk", lambda w, n_head: w)
     _, src = sources["tiny-llama"]
@@ -135,7 +136,7 @@ def test_unpermuted_llama_qk_would_be_caught(sources, tmp_path, monkeypatch):
 def test_llama_cpp_tokenizes_like_the_source(sources, tmp_path, name):
     from transformers import AutoTokenizer
 
-    from forgeml.validation.llama_runner import tokenize
+    from forgeml.targets.gguf.runner import tokenize
 
     path, src = sources[name]
     ctx, ir = _ctx(src, "q8_0")
@@ -160,7 +161,7 @@ def _tokenizer_copy(path: Path, dst: Path, edit) -> Path:
 
 
 def test_unknown_pre_tokenizer_is_refused(sources, tmp_path):
-    from forgeml.targets.gguf_vocab import read_vocab
+    from forgeml.targets.gguf.vocab import read_vocab
 
     path, _ = sources["tiny-qwen2"]
 
@@ -174,7 +175,7 @@ def test_unknown_pre_tokenizer_is_refused(sources, tmp_path):
 
 
 def test_prefix_space_and_normalizer_variants_are_refused(sources, tmp_path):
-    from forgeml.targets.gguf_vocab import read_vocab
+    from forgeml.targets.gguf.vocab import read_vocab
 
     gpt2, _ = sources["tiny-gpt2"]
     d = _tokenizer_copy(gpt2, tmp_path / "a", lambda tj: tj["pre_tokenizer"].update(add_prefix_space=True))
@@ -187,7 +188,7 @@ def test_prefix_space_and_normalizer_variants_are_refused(sources, tmp_path):
 
 
 def test_llama3_regex_is_named_llama_bpe(sources, tmp_path):
-    from forgeml.targets.gguf_vocab import LLAMA3_REGEX, read_vocab
+    from forgeml.targets.gguf.vocab import LLAMA3_REGEX, read_vocab
 
     path, _ = sources["tiny-qwen2"]
     def llama3(tj, ignore_merges):
@@ -222,7 +223,7 @@ def test_unsupported_architecture_is_refused_with_the_list(sources, tmp_path):
 
 
 def test_failed_check_leaves_no_partial_file(sources, tmp_path, monkeypatch):
-    from forgeml.validation import gguf_weights
+    from forgeml.targets.gguf import check as gguf_weights
 
     monkeypatch.setitem(gguf_weights.MAX_REL_RMSE, "Q8_0", 1e-9)
     _, src = sources["tiny-gpt2"]
@@ -233,7 +234,7 @@ def test_failed_check_leaves_no_partial_file(sources, tmp_path, monkeypatch):
 
 
 def test_inspect_gguf_and_truncated_file(sources, tmp_path, capsys):
-    from forgeml.inspection import inspect_file
+    from forgeml.pipeline.inspection import inspect_file
 
     _, src = sources["tiny-gpt2"]
     ctx, ir = _ctx(src, "q4_0")
@@ -261,8 +262,12 @@ def test_pipeline_writes_manifest_rows(tmp_path):
     import forgeml
 
     out = tmp_path / "out"
-    result = forgeml.convert("zoo:tiny-llama", targets=["gguf"], passes=[], out_dir=out, parity_batches=1,
-                             target_configs={"gguf": Config(type="q8_0")})
+    result = forgeml.convert("zoo:tiny-llama",
+                             targets=["gguf"],
+                             passes=[],
+                             out_dir=out,
+                             target_configs={"gguf": Config(type="q8_0")},
+                             parity=forgeml.ParityOptions(batches=1))
     assert result.ok, result.manifest
     manifest = json.loads((out / "manifest.json").read_text())
     stage = next(s for s in manifest["stages"] if s["name"] == "gguf")
@@ -276,7 +281,7 @@ def test_pipeline_writes_manifest_rows(tmp_path):
 
 def test_chunked_streaming_writes_the_same_bytes(sources, tmp_path, monkeypatch):
     """Tensors streamed in row slices (the Q/K permutation per whole heads) give the identical file."""
-    from forgeml.targets import gguf_write
+    from forgeml.targets.gguf import write as gguf_write
 
     _, src = sources["tiny-llama"]
     ctx, ir = _ctx(src, "q8_0")
@@ -292,7 +297,7 @@ def test_bf16_and_f16_checkpoints_read_exactly(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from forgeml.targets.gguf_tensors import SafetensorsSource
+    from forgeml.targets.gguf.tensors import SafetensorsSource
 
     g = torch.Generator().manual_seed(0)
     t = {"a": torch.randn(40, 8, generator=g).to(torch.bfloat16), "b": torch.randn(8, generator=g).half()}
@@ -313,13 +318,13 @@ def test_non_llm_source_fails_the_gguf_target_with_exit_2(tmp_path, capsys):
 
 def test_write_checkpoint_streams_without_the_model(sources, tmp_path):
     """The public writer for checkpoints too big to load: same file as the target writes."""
-    from forgeml.targets.gguf import write_checkpoint
+    from forgeml.targets.gguf.target import write_checkpoint
 
     path, src = sources["tiny-qwen2"]
     meta = write_checkpoint(path, tmp_path / "direct.gguf", "q8_0")
     assert meta["weight_check"]["passed"] and meta["tokenizer"]["pre"] == "qwen2"
     assert meta["tokenizer"]["chat_template"]
-    from forgeml.validation.llama_runner import llama_runner
+    from forgeml.targets.gguf.runner import llama_runner
 
     logits = llama_runner(tmp_path / "direct.gguf", n_ctx=64)(src.example)["logits"]
     ref = src.reference(src.example)["logits"]

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from forgeml.cli import main
+from forgeml.cli.app import main
 from forgeml.errors import InputError, TargetError
 from forgeml.ir import IRModel, Provenance, Signature, TensorSpec, signature_of
-from forgeml.targets import TARGETS, TargetContext
-from forgeml.targets.tensorrt import TensorRTConfig, TrtProfile, config_from_cli, plan_for, resolve_profiles
+from forgeml.targets import TARGETS
+from forgeml.targets.base import TargetContext
+from forgeml.cli.targets import tensorrt_config as config_from_cli
+from forgeml.targets.tensorrt.target import TensorRTConfig, TrtProfile, plan_for, resolve_profiles
 
 
 def _has_tensorrt_and_gpu() -> tuple[bool, str]:
@@ -169,10 +171,10 @@ def test_engine_fp32_parity_and_manifest(tmp_path):
 @pytest.mark.gpu
 @gpu
 def test_engine_dynamic_batch_profile_and_fp16(tmp_path):
-    from forgeml.pipeline import PipelineConfig, run
+    from forgeml.pipeline.run import PipelineConfig, run
     from forgeml.converters import ImportOptions
     from forgeml.passes import make_pass
-    from forgeml.sources import resolve
+    from forgeml.pipeline.sources import resolve
 
     cfg = TensorRTConfig(profiles=(TrtProfile.parse("x:1x3x32x32:2x3x32x32:8x3x32x32"),),
                          timing_cache=tmp_path / "t.cache")

@@ -21,9 +21,9 @@ pytest.importorskip("ai_edge_litert", reason="needs forgeml[tflite]")
 pytest.importorskip("torch", reason="the zoo models are torch models")
 
 from forgeml.errors import TargetError  # noqa: E402
-from forgeml.targets.tflite import TFLiteConfig, variant_for  # noqa: E402
-from forgeml.targets.tflite_convert import signature_keys  # noqa: E402
-from forgeml.targets.tflite_io import TensorMap  # noqa: E402
+from forgeml.targets.tflite.target import TFLiteConfig, variant_for  # noqa: E402
+from forgeml.targets.tflite.convert import signature_keys  # noqa: E402
+from forgeml.formats.tflite import TensorMap  # noqa: E402
 
 
 class Closed:
@@ -50,8 +50,8 @@ def _pipeline(src, *, targets=("tflite",), quantize=None, calibration=(), dynami
               out: Path):
     from forgeml.converters import ImportOptions
     from forgeml.passes import DEFAULT_PASSES, make_pass
-    from forgeml.pipeline import PipelineConfig, run
-    from forgeml.sources import resolve
+    from forgeml.pipeline.run import PipelineConfig, run
+    from forgeml.pipeline.sources import resolve
 
     cfg = PipelineConfig(targets=tuple(targets), passes=tuple(make_pass(p) for p in DEFAULT_PASSES),
                          import_options=ImportOptions(dynamic_batch=dynamic_batch), quantize=quantize,
@@ -62,7 +62,7 @@ def _pipeline(src, *, targets=("tflite",), quantize=None, calibration=(), dynami
 
 def _calibration(tmp: Path, name: str, n: int = 16):
     """--calib data as a user gives it: an .npz keyed by input name, read by the CLI's loader."""
-    from forgeml.validation.inputs import load_calibration
+    from forgeml.parity.inputs import load_calibration
     from models_zoo import ZOO
 
     ex = ZOO[name].build().example_inputs
@@ -130,8 +130,8 @@ def test_the_guard_would_catch_onnx2tf_downloading(tmp_path):
 @pytest.mark.slow
 def test_runner_speaks_source_layout(cnn_offline):
     """The .tflite takes NHWC; the runner takes the source's NCHW and matches onnxruntime on it."""
-    from forgeml.validation.ort_runner import ort_runner
-    from forgeml.validation.tflite_runner import tflite_runner
+    from forgeml.runtime.ort import ort_runner
+    from forgeml.targets.tflite.runner import tflite_runner
 
     result = cnn_offline[0]
     run = tflite_runner(result.artifacts["tflite"].path)
@@ -148,7 +148,7 @@ def test_runner_speaks_source_layout(cnn_offline):
 
 @pytest.mark.slow
 def test_inspect_shows_signature_and_mapping(cnn_offline, capsys):
-    from forgeml.cli import main
+    from forgeml.cli.app import main
 
     path = str(cnn_offline[0].artifacts["tflite"].path)
     assert main(["inspect", path, "--json"]) == 0
@@ -180,7 +180,7 @@ def test_cnn_quantized_variants(tmp_path, quantize, calib, variant, profile):
     if variant == "int8":
         assert st["metadata"]["calibration_samples"] == 16 and st["metadata"]["float_ops"] == {}
     if variant == "int8-dynamic":
-        assert "without --calib" in st["metadata"]["why"]
+        assert "without `quantize.calibration`" in st["metadata"]["why"]
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def build():
 @pytest.mark.slow
 def test_op_that_cannot_be_lowered(tmp_path, capsys):
     """BitwiseXor has no onnx2tf lowering: exit 2, ONNX still written, the manifest names op, node, layer."""
-    from forgeml.cli import main
+    from forgeml.cli.app import main
 
     (tmp_path / "unlowerable.py").write_text(_UNLOWERABLE)
     out = tmp_path / "out"
@@ -273,9 +273,10 @@ def test_keras_route_names_and_numbers():
     """Keras 3 model → TFLiteConverter directly: signature keyed by the source names, fp32 and int8 numbers."""
     keras = pytest.importorskip("keras")
     from forgeml.ir import Signature, TensorSpec
-    from forgeml.targets import tflite_convert, tflite_keras
-    from forgeml.targets.tflite_io import IOMap, embed
-    from forgeml.validation.tflite_runner import tflite_runner
+    from forgeml.targets.tflite import convert as tflite_convert
+    from forgeml.targets.tflite import keras as tflite_keras
+    from forgeml.formats.tflite import IOMap, embed
+    from forgeml.targets.tflite.runner import tflite_runner
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 3), name="pixels")
@@ -308,7 +309,7 @@ def test_variant_follows_quantize():
     assert variant_for("int8", False, cfg)[0] == "int8-dynamic"
     assert variant_for("int8-static", True, cfg)[0] == "int8"
     assert variant_for(None, False, TFLiteConfig(variant="fp16"))[0] == "fp16"
-    with pytest.raises(TargetError, match="--calib"):
+    with pytest.raises(TargetError, match="`quantize.calibration`"):
         variant_for("int8-static", False, cfg)
     with pytest.raises(TargetError, match="int4"):
         variant_for("int4", True, cfg)
@@ -323,7 +324,7 @@ def test_layout_map_round_trip_and_signature_keys():
 
 
 def test_inspect_rejects_a_file_that_is_not_tflite(tmp_path, capsys):
-    from forgeml.cli import main
+    from forgeml.cli.app import main
 
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"\x00" * 64)

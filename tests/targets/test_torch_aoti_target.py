@@ -14,13 +14,16 @@ from onnx import TensorProto, helper
 
 import forgeml
 from forgeml.errors import TargetError
-from forgeml.targets.torch_aoti import run_package
+from forgeml.targets.torch_aoti.target import run_package
 
 
 @pytest.mark.parametrize("name", ["cnn", pytest.param("mlp", marks=pytest.mark.slow),
                                   pytest.param("transformer", marks=pytest.mark.slow)])
 def test_zoo_compiles_and_matches_torch(tmp_path, name):
-    r = forgeml.convert(f"zoo:{name}", targets=["torch-aoti"], out_dir=tmp_path / "out", parity_batches=2)
+    r = forgeml.convert(f"zoo:{name}",
+                        targets=["torch-aoti"],
+                        out_dir=tmp_path / "out",
+                        parity=forgeml.ParityOptions(batches=2))
     assert r.ok, r.errors
     stage = next(s for s in r.manifest["stages"] if s["name"] == "torch-aoti")
     assert stage["parity"]["passed"] and stage["parity"]["profile"] == "fp32"
@@ -62,7 +65,10 @@ def test_cuda_package_matches_torch(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible: the CUDA AOTInductor path needs one")
-    r = forgeml.convert("zoo:transformer", targets=["torch-aoti"], out_dir=tmp_path / "out", parity_batches=1)
+    r = forgeml.convert("zoo:transformer",
+                        targets=["torch-aoti"],
+                        out_dir=tmp_path / "out",
+                        parity=forgeml.ParityOptions(batches=1))
     stage = next(s for s in r.manifest["stages"] if s["name"] == "torch-aoti")
     assert stage["metadata"]["device"] == "cuda" and stage["metadata"]["compute_capability"]
     assert r.ok, (r.errors, stage.get("parity"))

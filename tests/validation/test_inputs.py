@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from forgeml.compare import synth_example
+from forgeml.pipeline.compare import synth_example
 from forgeml.errors import PassError
 from forgeml.ir import Signature, TensorSpec
-from forgeml.passes.precision import synthetic_from_graph
-from forgeml.validation.inputs import example_from_spec
+from forgeml.passes.precision.base import synthetic_from_graph
+from forgeml.parity.inputs import example_from_spec
 
 
 def test_dims_mapping_and_integer_range():

@@ -9,11 +9,11 @@ from tests.validation.fault_passes import PlantWrongWeight, weight_of_module
 
 from forgeml.converters import ImportOptions
 from forgeml.passes import make_pass
-from forgeml.pipeline import PipelineConfig, run
-from forgeml.sources import resolve
-from forgeml.validation.inputs import parity_inputs
-from forgeml.validation.localize import localize_stage
-from forgeml.validation.tolerances import profile_for
+from forgeml.pipeline.run import PipelineConfig, run
+from forgeml.pipeline.sources import resolve
+from forgeml.parity.inputs import parity_inputs
+from forgeml.parity.localize import localize_stage
+from forgeml.parity.tolerances import profile_for
 
 MODULE = "layers.1.ff1"  # a Linear deep inside the zoo transformer
 

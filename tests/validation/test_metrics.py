@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgeml.validation.metrics import OutputAccumulator
-from forgeml.validation.parity import measure
-from forgeml.validation.tolerances import PROFILES
+from forgeml.parity.metrics import OutputAccumulator
+from forgeml.parity.measure import measure
+from forgeml.parity.tolerances import PROFILES
 
 
 def _row(ref, cand, profile="fp32"):

@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import pytest
 
-from forgeml.cli import main
+from forgeml.cli.app import main
 from forgeml.errors import InputError
-from forgeml.validation.pickle_scan import DANGEROUS, SAFE, UNKNOWN, refuse_unsafe, scan_bytes, scan_file
+from forgeml.security.pickle_scan import DANGEROUS, SAFE, UNKNOWN, refuse_unsafe, scan_bytes, scan_file
 
 
 class Payload:
@@ -84,7 +84,7 @@ def test_builtins_eval_and_unknown_class(tmp_path):
     f.write_bytes(pickle.dumps(Custom()))
     report = scan_file(f)
     assert [g.verdict for g in report.globals] == [UNKNOWN]
-    with pytest.raises(InputError, match="--trust-pickle"):
+    with pytest.raises(InputError, match="`options.trust_pickle`"):
         refuse_unsafe(f, trust_pickle=False)
     assert refuse_unsafe(f, trust_pickle=True).flagged  # the user vouched for their own class
 
@@ -117,8 +117,12 @@ def test_clean_sklearn_pickle_and_joblib_need_trust_then_convert(tmp_path):
         assert main(["convert", str(f), "-o", str(tmp_path / "no")]) == 2  # scan passes, trust still needed
     import forgeml
 
-    result = forgeml.convert(str(jl), targets=["onnx"], passes=[], trust_pickle=True, out_dir=tmp_path / "out",
-                             inputs=[{"X": np.random.default_rng(1).normal(5, 2, (16, 4)).astype(np.float32)}])
+    result = forgeml.convert(str(jl),
+                             targets=["onnx"],
+                             passes=[],
+                             out_dir=tmp_path / "out",
+                             parity=forgeml.ParityOptions(inputs=[{"X": np.random.default_rng(1).normal(5, 2, (16, 4)).astype(np.float32)}]),
+                             options=forgeml.ImportOptions(trust_pickle=True))
     assert result.ok
     rows = {r["output"]: r for r in result.manifest["stages"][0]["parity"]["rows"]}
     assert rows["label"]["exact_match"] == 1.0 and rows["probabilities"]["max_abs"] < 1e-4
@@ -182,7 +186,7 @@ def test_decompression_bomb_is_refused_at_the_stated_limit(tmp_path, codec):
     import lzma
     import zlib
 
-    from forgeml.validation.pickle_scan import ScanLimits
+    from forgeml.security.pickle_scan import ScanLimits
 
     compress = {"gzip": gzip.compress, "bz2": bz2.compress, "lzma": lzma.compress, "zlib": zlib.compress}[codec]
     # a pickle whose one bytes literal is 64 MiB of zeros: it compresses to a few KB
@@ -273,7 +277,7 @@ def test_trusted_load_resolves_names_and_refuses_what_they_really_are(tmp_path, 
     import sys
     import types
 
-    from forgeml.validation.trusted_load import joblib_load
+    from forgeml.security.loaders import joblib_load
 
     shim = types.ModuleType("innocent_helpers")
     shim.tidy = os.system

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from forgeml.validation import report_html
+from forgeml.parity.table import fmt
+from forgeml.report import html as report_html
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def test_report_written_beside_manifest_and_complete(int8_run):
     # the int8 stage's measured numbers are what the table shows
     q = next(s for s in manifest["stages"] if s["name"] == "int8-dynamic")
     assert q["parity"]["profile"] == "int8" and "int8" in html
-    assert report_html._fmt(q["parity"]["rows"][0]["cosine"]) in html
+    assert fmt(q["parity"]["rows"][0]["cosine"]) in html
     # error plots and the variants chart are inline SVG, one pair per stage output
     assert html.count('aria-label="error histogram"') == len(manifest["stages"])
     assert 'aria-label="variants: size vs latency vs accuracy"' in html
@@ -118,7 +119,7 @@ def test_variants_side_by_side(int8_run):
         par = stages[name]["parity"]
         _, path, profile, size, _latency, cosine = row[:6]
         assert path == art["path"] and profile == par["profile"] and size == report_html._bytes(art["bytes"])
-        assert cosine == report_html._fmt(min(r["cosine"] for r in par["rows"]))
+        assert cosine == fmt(min(r["cosine"] for r in par["rows"]))
         assert row[-1] == ("pass" if par["passed"] else "FAIL")
         assert f"{escape(name)} (acc " in part  # the chart's label for this variant
     # --quantize int8 made the graph targets int8; safetensors keeps the source's fp32 weights

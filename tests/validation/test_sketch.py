@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from forgeml.validation.parity import measure
-from forgeml.validation.sketch import SAMPLE, ErrorSketch, sample_values
-from forgeml.validation.tolerances import profile_for
+from forgeml.parity.measure import measure
+from forgeml.parity.sketch import SAMPLE, ErrorSketch, sample_values
+from forgeml.parity.tolerances import profile_for
 
 
 def test_histogram_counts_every_element_in_the_right_bin():

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from forgeml.cli import main
-from forgeml.validation.trt_readiness import check_file, check_model
+from forgeml.cli.app import main
+from forgeml.targets.tensorrt.readiness import check_file, check_model
 
 F = TensorProto.FLOAT
 

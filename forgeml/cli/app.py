@@ -1,0 +1,517 @@
+"""The ``forgeml`` command: parses, calls the API, prints. Nothing here converts anything.
+
+Exit codes: 0 every stage within tolerance; 1 a parity failure (report still written), or with
+``--fail-on warn`` a warning; 2 bad input or usage, or a target that could not be built.
+``--json`` prints one JSON summary on stdout for CI. ``--debug`` anywhere shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Convert models between frameworks and runtimes, and prove every step numerically.\n\n"
+         "Add --debug anywhere to see tracebacks and framework logs.",
+)
+zoo_app = typer.Typer(help="The built-in models (zoo:NAME sources).", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+report_app = typer.Typer(help="Work with parity reports and manifests.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+def _err():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _out():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _escape(text: str) -> str:
+    """Messages carry square brackets (pip extras like forgeml[torch]) that rich would take for markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _split(values: Optional[List[str]]) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command()
+def convert(
+    ctx: typer.Context,
+    src: str = typer.Argument(..., help="model file, zoo:NAME, or python:module:function"),
+    to: List[str] = typer.Option(["onnx"], "--to", "-t", help="targets, comma-separated: onnx,safetensors,tensorrt,torch-aoti"),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="output directory"),
+    passes: Optional[str] = typer.Option(None, "--passes", help="passes in order, comma-separated "
+                                         "(default: check,simplify,cleanup; '' for none)"),
+    inputs: Optional[List[Path]] = typer.Option(None, "--inputs", help="extra parity inputs: .npz keyed by input name"),
+    input_spec: Optional[List[str]] = typer.Option(None, "--input", help="name:DIMS:dtype for sources without "
+                                                   "example inputs, e.g. x:1x3x224x224:float32"),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="make the batch axis dynamic"),
+    opset: Optional[int] = typer.Option(None, "--opset"),
+    parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
+    rtol: Optional[float] = typer.Option(None, "--rtol", help="override the profile's relative tolerance"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="fp16 | int8 | int8-static | int4"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration data: .npz keyed by input name, "
+                                         "first axis = samples"),
+    calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="int8-static without --calib: calibrate "
+                                         "on seeded random inputs (flagged in the report as not representative)"),
+    max_cosine_drop: Optional[float] = typer.Option(None, "--max-cosine-drop", help="accuracy budget of the "
+                                                    "--quantize stage: 1 - cosine vs the float model "
+                                                    "(default: the precision's profile)"),
+    min_top1: Optional[float] = typer.Option(None, "--min-top1", help="accuracy budget of the --quantize stage: "
+                                             "top-1 agreement with the float model (default: the profile's)"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
+    signature: Optional[str] = typer.Option(None, "--signature", help="SavedModel signature to convert "
+                                            "(default: serving_default)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
+    report: Optional[Path] = typer.Option(None, "--report", help="also write the report here: .html for HTML, "
+                                          "anything else markdown (report.md and report.html are always in OUT)"),
+    localize: bool = typer.Option(False, "--localize", help="when a stage fails, find its first diverging node "
+                                  "whatever the model's size (done automatically for small graphs)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="exit 1 on: fail (a parity failure) | warn (also warnings)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout instead of the table"),
+    trt_profile: Optional[List[str]] = typer.Option(None, "--trt-profile", help="TensorRT shapes for a dynamic "
+                                                    "input: name:MIN:OPT:MAX, e.g. x:1x3x32x32:8x3x32x32:32x3x32x32"),
+    trt_workspace: Optional[int] = typer.Option(None, "--trt-workspace", help="TensorRT builder workspace, MiB"),
+    trt_timing_cache: Optional[Path] = typer.Option(None, "--trt-timing-cache", help="TensorRT timing cache file, "
+                                                    "reused between builds (default: ~/.cache/forgeml/tensorrt/)"),
+    trt_plugin: Optional[List[str]] = typer.Option(None, "--trt-plugin", help="custom ops you load TensorRT "
+                                                   "plugins for"),
+    gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="gguf target weights: f32 | f16 | bf16 | "
+                                            "q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)"),
+):
+    """Convert SRC to the --to targets, checking parity after every stage."""
+    from forgeml.converters import ImportOptions
+    from forgeml.fileio import check_out_dir
+    from forgeml.options import ParityOptions, QuantizeOptions
+    from forgeml.pipeline.config import build_config
+    from forgeml.pipeline.run import run
+    from forgeml.pipeline.sources import resolve
+    from forgeml.parity.inputs import load_calibration, parse_input_spec, read_npz
+
+    err = _err()
+    _check_fail_on(fail_on)
+    check_out_dir(out, force)
+    if report is not None and not (report.parent.resolve().is_dir() and os.access(report.parent.resolve(), os.W_OK)):
+        from forgeml.errors import InputError
+
+        raise InputError(f"--report {report}: its directory does not exist or is not writable")
+    if not quantize and (calib or calib_synthetic or max_cosine_drop is not None or min_top1 is not None):
+        from forgeml.errors import InputError
+
+        raise InputError("--calib, --calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
+                         "--quantize fp16|int8|int8-static|int4")
+    target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type)
+    # Everything is checked and read before the (slow) import, so a wrong flag or file fails at once;
+    # inputs are checked against the model's signature once it is imported.
+    config = build_config(
+        targets=_split(to), passes=None if passes is None else _split([passes]),
+        quantize=None if not quantize else QuantizeOptions(
+            quantize, calibration=tuple(load_calibration(calib)) if calib else (),
+            synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1),
+        parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
+                             rtol=rtol, localize="always" if localize else "auto"),
+        import_options=ImportOptions(dynamic_batch=dynamic_batch,
+                                     input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
+                                     opset=opset, trust_pickle=trust_pickle, signature=signature),
+        target_configs=target_configs,
+        command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+    )
+    with err.status(f"loading {src} …"):
+        resolved = resolve(src)
+    status = err.status("")
+    status.start()
+
+    def on_event(e):
+        if e.status == "start":
+            status.update(f"{e.kind} [bold]{e.name}[/] …")
+            return
+        if e.status == "failed":
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
+            return
+        mark = "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
+        err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
+
+    try:
+        result = run(resolved, config, out, force=force, on_event=on_event)
+    finally:
+        status.stop()
+    if report:
+        try:
+            result.save_report(report)
+        except OSError as e:
+            from forgeml.errors import InputError
+
+            raise InputError(f"--report {report}: could not write it ({e.strerror}); "
+                             f"the run itself is complete in {result.out_dir}") from e
+    from forgeml.report.gating import exit_code, summary
+
+    code = exit_code(result.manifest, fail_on)
+    if as_json:
+        print(json.dumps(summary(result.manifest, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
+    else:
+        _print_summary(result)
+        _print_divergence(result.manifest)
+    raise typer.Exit(code)
+
+
+def _check_fail_on(fail_on: str) -> None:
+    from forgeml.errors import InputError
+    from forgeml.report.gating import FAIL_ON
+
+    if fail_on not in FAIL_ON:
+        raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
+
+
+def _print_divergence(manifest: dict) -> None:
+    err = _err()
+    for st in manifest.get("stages", []):
+        d = st.get("divergence")
+        if not d:
+            continue
+        if d.get("found"):
+            mod = f", module {d['module']}" + (f" ({d['module_class']})" if d.get("module_class") else "") \
+                if d.get("module") else ""
+            err.print(f"[red]first divergence[/] in {_escape(st['name'])}: node {_escape(d['node'])} "
+                      f"({_escape(d['op'])}){_escape(mod)}", soft_wrap=True)
+            if d.get("source_line"):
+                err.print(f"  {d['source_line']}", soft_wrap=True, markup=False)
+        else:
+            err.print(f"first divergence in {st['name']} not localized: {d.get('note', '')}", soft_wrap=True,
+                      markup=False)
+
+
+def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type) -> dict:
+    from forgeml.cli.targets import gguf_config, tensorrt_config
+
+    configs = {"tensorrt": tensorrt_config(_split(trt_profile), trt_workspace, trt_timing_cache, _split(trt_plugin)),
+               "gguf": gguf_config(gguf_type)}
+    return {name: cfg for name, cfg in configs.items() if cfg is not None}
+
+
+def _print_summary(result) -> None:
+    from rich.table import Table
+
+    out = _out()
+    table = Table(title="parity vs " + (result.manifest["stages"][0]["parity"]["reference"]), title_justify="left")
+    for col in ("stage", "output", "max abs", "cosine", "top-1", "verdict"):
+        table.add_column(col)
+    for stage, parity in result.parity.stages:
+        for row in parity.rows:
+            top1 = row.get("top1")
+            table.add_row(f"{stage} ({parity.profile.name})", row["output"],
+                          f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
+                          f"{row['cosine']:.6f}" if "cosine" in row else "–",
+                          f"{top1:.3f}" if top1 is not None else "–",
+                          "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
+    out.print(table)
+    source = result.manifest["source"]
+    if source.get("fallback"):
+        out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source['route'].split(' ')[0])}: "
+                  f"{_escape(source['fallback'])}")
+    for name, why in result.errors.items():
+        out.print(f"[red]target {name} failed:[/] {_escape(in_flags(why))}")
+    verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
+    out.print(f"{verdict}  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
+              f"(manifest.json, report.md, report.html)")
+
+
+@app.command()
+def inspect(file: Path = typer.Argument(..., help=".onnx, .safetensors, .tflite or .gguf file"),
+            as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """Signature, ops, parameter count, bytes and metadata of an artifact."""
+    from forgeml.pipeline.inspection import inspect_file
+
+    info = inspect_file(file)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out = _out()
+    out.print(f"[bold]{info['path']}[/]  {info['format']}  {info['bytes']:,} bytes")
+    skip = {"path", "format", "bytes", "tensor_table", "inputs", "outputs", "ops", "metadata",
+            "signatures", "mapping", "forgeml_io"}
+    for k, v in info.items():
+        if k not in skip:
+            out.print(f"  {k}: {v}")
+    for kind in ("inputs", "outputs"):
+        for t in info.get(kind, []):
+            out.print(f"  {kind[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}")
+    for key, sig in (info.get("signatures") or {}).items():
+        for kind in ("inputs", "outputs"):
+            for name, t in sig[kind].items():
+                out.print(f"  signature {key} {kind[:-1]:6} {name} → tensor {t['name']!r}: {t['shape']} {t['dtype']}")
+    for line in info.get("mapping") or []:
+        out.print(f"  map {line}")
+    if info.get("ops"):
+        out.print("  ops: " + ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))
+    for k, v in (info.get("metadata") or {}).items():
+        text = v if len(str(v)) < 120 else str(v)[:117] + "…"
+        out.print(f"  meta {k}: {text}")
+    for t in (info.get("tensor_table") or [])[:50]:
+        out.print(f"  {t['name']:50} {t['dtype']:5} {t['shape']}")
+    if len(info.get("tensor_table") or []) > 50:
+        out.print(f"  … {len(info['tensor_table']) - 50} more tensors (--json for all)")
+
+
+@app.command()
+def parity(
+    ctx: typer.Context,
+    a: str = typer.Argument(..., help="the reference: a model file, an artifact, zoo:NAME or python:module:function"),
+    b: str = typer.Argument(..., help="the candidate judged against A (same kinds as A)"),
+    inputs: Optional[List[Path]] = typer.Option(None, "--inputs", help=".npz keyed by input name; one batch per "
+                                                "file (default: A's example plus seeded random batches)"),
+    model: Optional[str] = typer.Option(None, "--model", help="the model a .safetensors side's weights belong to"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="tolerance profile fp32|fp16|int8|int4 "
+                                          "(default: B's recorded precision, else fp32)"),
+    batches: int = typer.Option(3, "--batches", min=0, help="seeded random batches besides the example"),
+    atol: Optional[float] = typer.Option(None, "--atol"),
+    rtol: Optional[float] = typer.Option(None, "--rtol"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the report here (.html or .md)"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="exit 1 on: fail | warn"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout"),
+):
+    """Compare any two models or artifacts on the same inputs, with convert's metrics and exit codes."""
+    from forgeml.pipeline.compare import compare
+    from forgeml.report.gating import exit_code, summary
+
+    _check_fail_on(fail_on)
+    from forgeml.parity.inputs import read_npz
+
+    user = [read_npz(p) for p in inputs or []]
+    with _err().status(f"running {a} and {b} …"):
+        m = compare(a, b, inputs=user, model=model, profile=profile, batches=batches, atol=atol, rtol=rtol,
+                    command=" ".join(shlex.quote(x) for x in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]))
+    if report:
+        from forgeml.report.html import save_report
+
+        save_report(m, report)
+    code = exit_code(m, fail_on)
+    if as_json:
+        print(json.dumps(summary(m, fail_on=fail_on), indent=2))
+        raise typer.Exit(code)
+    from rich.table import Table
+
+    st = m["stages"][0]
+    par = st["parity"]
+    table = Table(title=f"{b} vs {a} ({par['profile']})", title_justify="left")
+    for col in ("output", "max abs", "cosine", "top-1", "verdict"):
+        table.add_column(col)
+    for row in par["rows"]:
+        top1 = row.get("top1")
+        table.add_row(row["output"], f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
+                      f"{row['cosine']:.6f}" if "cosine" in row else "–", f"{top1:.3f}" if top1 is not None else "–",
+                      "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {_escape(row.get('problem', ''))}")
+    out = _out()
+    out.print(table)
+    for note in st.get("notes", []):
+        out.print(f"note: {note}")
+    out.print(f"A: {m['source']['framework']} {st['reference_latency']['median_ms']:.3g} ms · "
+              f"B: {st['runtime']} {st['latency']['median_ms']:.3g} ms (median, example batch)")
+    out.print("[green]PASS[/]" if m["ok"] else "[red]FAIL[/]")
+    raise typer.Exit(code)
+
+
+@report_app.command("diff")
+def report_diff(old: Path = typer.Argument(..., help="the earlier release's manifest.json (or its directory)"),
+                new: Path = typer.Argument(..., help="this release's manifest.json (or its directory)"),
+                as_json: bool = typer.Option(False, "--json", help="print the diff as JSON")):
+    """What changed between two releases: verdict, metrics, sizes, latency, passes, tools."""
+    from forgeml.report.diff import diff, render_md
+
+    manifests = []
+    for p in (old, new):
+        path = p / "manifest.json" if p.is_dir() else p
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            from forgeml.errors import InputError
+
+            raise InputError(f"report diff: cannot read {path}: {e}") from e
+    d = diff(*manifests)
+    print(json.dumps(d, indent=2) if as_json else render_md(d, str(old), str(new)), end="" if not as_json else "\n")
+    raise typer.Exit(0 if manifests[1].get("ok") else 1)
+
+
+@app.command()
+def reproduce(manifest: Path = typer.Argument(..., help="OUT/manifest.json of the run to repeat"),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to rerun (default: OUT-reproduced)"),
+              force: bool = typer.Option(False, "--force", help="replace the rerun directory if it exists"),
+              as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
+    """Rerun a recorded conversion into a new directory and check its artifacts are byte-identical."""
+    from forgeml.pipeline.reproduce import reproduce as run_again
+
+    with _err().status("rerunning …"):
+        r = run_again(manifest, out, force=force)
+    if as_json:
+        print(json.dumps(r, indent=2))
+    else:
+        o = _out()
+        o.print(f"reran from the {r['how']} into {r['new_dir']}")
+        for name, a in r["artifacts"].items():
+            extra = f" (max abs {a['max_abs']:.3g} between the two files' outputs)" if "max_abs" in a else ""
+            o.print(f"  {name:12} {a['status']}{extra}{' — ' + a['note'] if a.get('note') else ''}")
+        if "calibration" in r:
+            o.print(f"  calibration data: {'same' if r['calibration']['same'] else 'DIFFERENT'} (by sha256)")
+        o.print("[green]REPRODUCED[/]" if r["ok"] else "[red]NOT REPRODUCED[/]")
+    raise typer.Exit(0 if r["ok"] else 1)
+@app.command("check-trt")
+def check_trt(file: Path = typer.Argument(..., help=".onnx model to check"),
+              tensorrt: str = typer.Option("10.1", "--tensorrt", help="support table: 10.1 or 8.5"),
+              plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="custom ops you have TensorRT "
+                                                         "plugins for (comma-separated or repeated)"),
+              as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """Static TensorRT readiness (no GPU, no TensorRT needed). Exit 0 ready, 1 blocking findings, 2 bad input."""
+    from rich.markup import escape
+
+    from forgeml.targets.tensorrt.readiness import check_file
+
+    result = check_file(file, tensorrt=tensorrt, plugins=tuple(_split(plugin)))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        out = _out()
+        colour = {"error": "red", "warning": "yellow", "info": "dim"}
+        for f in result.findings:
+            out.print(f"[{colour[f.severity]}]{escape(f.line())}[/]", soft_wrap=True)
+        out.print(("[green]" if result.ready else "[red]") + escape(f"{file}: {result.summary()}") + "[/]  "
+                  f"(support table: {escape(result.source)})", soft_wrap=True)
+    raise typer.Exit(0 if result.ready else 1)
+
+
+@app.command()
+def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .joblib, .pt/.pth/.bin, .npy, .npz"),
+         as_json: bool = typer.Option(False, "--json", help="print the raw JSON")):
+    """List the globals a pickle would import, without loading it. Exit 0 when every global is on the
+    allow-list, 1 when any is not (or part of the file cannot be read as pickle opcodes), 2 for bad input."""
+    from rich.markup import escape
+
+    from forgeml.security.pickle_scan import scan_file
+
+    report = scan_file(file)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        raise typer.Exit(0 if report.clean else 1)
+    out = _out()
+    out.print(f"[bold]{escape(str(report.path))}[/]  {report.format}  {report.pickles} pickle(s), "
+              f"{len(report.globals)} global(s)")
+    for g in report.globals:
+        color = {"safe": "green", "unknown": "yellow", "dangerous": "red"}[g.verdict]
+        where = f"{g.member}@{g.offset}" if g.member else f"offset {g.offset}"
+        out.print(f"  [{color}]{g.verdict:9}[/] " + escape(f"{g.module}.{g.name}  ({g.opcode} at {where})"))
+    for problem in report.problems:
+        out.print("  [red]unreadable[/] " + escape(problem))
+    out.print("[green]clean[/]: only allow-listed globals" if report.clean else
+              f"[red]UNSAFE[/]: {len(report.flagged)} global(s) outside the allow-list"
+              + (f", {len(report.problems)} unreadable part(s)" if report.problems else ""))
+    raise typer.Exit(0 if report.clean else 1)
+
+
+@zoo_app.command("list")
+def zoo_list():
+    """The built-in models."""
+    from models_zoo import ZOO
+
+    out = _out()
+    for m in ZOO.values():
+        out.print(f"zoo:{m.name:14} {m.kind:10} {m.description}")
+
+
+@zoo_app.command("export")
+def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
+               out: Path = typer.Option(None, "--out", "-o", help="file stem (default: ./NAME)"),
+               force: bool = typer.Option(False, "--force")):
+    """Write a zoo model in its framework's own format (torch: .pt2) plus NAME.inputs.npz."""
+    from forgeml.errors import InputError, require
+    from models_zoo import ZOO
+    from models_zoo.export import SAVERS, export, output_paths
+
+    if name not in ZOO:
+        raise InputError(f"unknown zoo model {name!r}; `forgeml zoo list` shows: {', '.join(ZOO)}")
+    kind = ZOO[name].kind
+    if kind not in SAVERS:
+        raise InputError(f"zoo:{name} is a {kind} model; `zoo export` writes {', '.join(SAVERS)} models")
+    from forgeml.pipeline.sources import FRAMEWORKS
+
+    require(*FRAMEWORKS.get(kind, (kind, kind)))
+    stem = out or Path(name)
+    existing = [str(p) for p in output_paths(name, stem) if p.exists() or p.is_symlink()]
+    if existing and not force:
+        raise InputError(f"{' and '.join(existing)} already exists; pass --force to replace it")
+    path, npz = export(name, stem, force=True)
+    _out().print(f"wrote {path} and {npz}")
+
+
+# The library names options by their API path in backticks (errors.py); the CLI shows its flags.
+FLAGS = {
+    "`quantize.mode`": "--quantize", "`quantize.calibration`": "--calib",
+    "`quantize.synthetic_calibration`": "--calib-synthetic", "`quantize.max_cosine_drop`": "--max-cosine-drop",
+    "`quantize.min_top1`": "--min-top1", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
+    "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
+    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize", "`force`": "--force",
+    "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
+    "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
+    "`gguf Config.type`": "--gguf-type",
+}
+
+
+def in_flags(message: str) -> str:
+    """A library message in the CLI's terms: each option's API path becomes the flag that sets it."""
+    for term, flag in FLAGS.items():
+        message = message.replace(term, flag)
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ForgeErrors become one line and their exit code; --debug shows the traceback."""
+    from forgeml.errors import ForgeError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        rv = app(args=args, prog_name="forgeml", standalone_mode=False, obj={"argv": args})
+        return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
+    except typer.Exit as e:
+        return e.exit_code
+    except ForgeError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _err().print(f"[red]forgeml: error:[/] {_escape(in_flags(str(e)))}", soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err().print("forgeml: interrupted")
+        return 130
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        # typer vendors its own click, so match the exception's shape rather than its class.
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            return e.exit_code
+        if type(e).__name__ == "Abort":
+            return 1
+        raise
+
+if __name__ == "__main__":
+    sys.exit(main())

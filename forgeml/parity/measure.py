@@ -1,0 +1,93 @@
+"""Parity: run a candidate on the same inputs as the reference and judge every output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from forgeml.runtime import InputSet, Runner
+from forgeml.parity.metrics import OutputAccumulator
+from forgeml.parity.tolerances import Tolerance
+
+
+@dataclass
+class StageParity:
+    """One stage's verdict: a row of metrics per output, judged against one tolerance profile."""
+
+    passed: bool
+    reference: str
+    profile: Tolerance
+    rows: list[dict]
+    batches: int
+    sketches: dict[str, dict] = field(default_factory=dict)  # output → error histogram + value sample
+
+    def to_json(self) -> dict:
+        out = {"passed": self.passed, "reference": self.reference, "profile": self.profile.name,
+               "tolerance": self.profile.to_json(), "batches": self.batches, "rows": self.rows}
+        if self.sketches:
+            out["sketches"] = self.sketches
+        return out
+
+    def failing_outputs(self) -> list[str]:
+        return [r["output"] for r in self.rows if not r["passed"]]
+
+
+def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str) -> list[dict[str, np.ndarray]]:
+    """The reference's outputs on every input set. A failure there is the user's input not fitting
+    the model (``InputError``, one line naming ``what``), not a parity verdict."""
+    from forgeml.errors import ForgeError, InputError, first_line
+
+    try:
+        return [runner(s) for s in input_sets]
+    except ForgeError:
+        raise
+    except Exception as e:
+        raise InputError(f"{what} failed on the inputs: {first_line(e, with_type=True)}") from e
+
+
+def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runner,
+            input_sets: Sequence[InputSet], tol: Tolerance, *, reference: str,
+            output_names: Sequence[str]) -> StageParity:
+    """Compare ``candidate`` on ``input_sets`` with the precomputed reference outputs.
+
+    Outputs are matched by the source model's names; a missing or extra output fails its row.
+    """
+    from forgeml.parity.sketch import SAMPLE, ErrorSketch
+
+    accs = {n: OutputAccumulator(n) for n in output_names}
+    sketches = {n: ErrorSketch() for n in output_names}
+    per_batch = max(1, SAMPLE // max(len(input_sets), 1))
+    for inputs, ref in zip(input_sets, reference_outputs, strict=True):
+        got = candidate(inputs)
+        for name in output_names:
+            if name not in got:
+                accs[name].problems.append(f"candidate has no output named {name!r} (it has {sorted(got)})")
+                continue
+            accs[name].add(ref[name], got[name], tol.rtol)
+            sketches[name].add(np.asarray(ref[name]), np.asarray(got[name]), per_batch)
+    rows = [accs[n].row(tol) for n in output_names]
+    drawn = {n: j for n, s in sketches.items() if (j := s.to_json()) is not None}
+    return StageParity(passed=all(r["passed"] for r in rows), reference=reference, profile=tol,
+                       rows=rows, batches=len(input_sets), sketches=drawn)
+
+
+@dataclass
+class ParityReport:
+    """Parity of every stage of one run, in order. ``table()`` is what a person reads."""
+
+    stages: list[tuple[str, StageParity]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(p.passed for _, p in self.stages)
+
+    def add(self, stage: str, parity: StageParity) -> None:
+        self.stages.append((stage, parity))
+
+
+    def table(self) -> str:
+        from forgeml.parity.table import parity_table
+
+        return parity_table(self.stages)

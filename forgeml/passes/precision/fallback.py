@@ -1,0 +1,155 @@
+"""Accuracy-aware fallback: keep the nodes that cost the most accuracy in float until a budget holds.
+
+The search works for any precision pass that can rebuild its model with some nodes left alone:
+
+1. quantize everything the pass can, and judge the result against the float model it started from
+   (onnxruntime on both, the same inputs) with the budget as a tolerance profile;
+2. if the budget is missed, rank the candidate nodes by the error each *adds*: run both models with
+   every candidate's inputs and outputs exposed, and take, per node, the relative error of its output
+   minus the largest relative error already on its inputs (what flowed in from upstream);
+3. keep the top-ranked nodes in float — 1, 2, 3, 4, 6, 8, 12, … of them — rebuilding and judging after
+   each step, until the budget holds. Every step is recorded (kept nodes, metrics, what it bought).
+
+When the budget holds only with every candidate kept (nothing quantized: nothing gained) or the step
+limit is reached, the search raises ``PassError``: a stage that cannot keep its promise fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from forgeml.errors import PassError
+from forgeml.runtime import InputSet
+from forgeml.parity.measure import StageParity, measure
+from forgeml.parity.tolerances import Tolerance
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[frozenset], object]
+"""Rebuilds the low-precision model (a ModelProto) with the given node names left in float."""
+
+
+@dataclass
+class FallbackResult:
+    proto: object  # the chosen onnx.ModelProto
+    kept: list[str]  # nodes left in float, most costly first
+    steps: list[dict] = field(default_factory=list)
+    parity: StageParity | None = None
+    ranking: list[dict] = field(default_factory=list)  # the costliest nodes and the error each adds
+
+
+def _session_runner(proto):
+    from forgeml.runtime.ort import ort_runner
+
+    return ort_runner(proto.SerializeToString())
+
+
+def summarize(parity: StageParity) -> dict:
+    """The worst value of each metric over the outputs (what a budget step is judged by)."""
+    out: dict = {"passed": parity.passed}
+    for key in ("cosine", "centered_cosine", "top1"):
+        values = [r[key] for r in parity.rows if key in r]
+        if values:
+            out[key] = round(float(min(values)), 6)
+    failing = [r.get("problem", "") for r in parity.rows if not r["passed"]]
+    if failing:
+        out["problem"] = "; ".join(failing)
+    return out
+
+
+def keep_schedule(n: int, max_steps: int) -> list[int]:
+    """How many nodes to keep at each step: 1, 2, 3, 4, 6, 8, 12, 16, … below ``n``."""
+    counts, k = [], 1
+    while k < n and len(counts) < max_steps:
+        counts.append(k)
+        k = k + 1 if k < 4 else k + k // 2
+    return counts
+
+
+def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inputs: Sequence[InputSet]
+                ) -> list[dict]:
+    from forgeml.passes.graph_tools import with_probes
+
+    names = sorted({t for n in candidates for group in io[n] for t in group})
+    f_run = _session_runner(with_probes(float_proto, names))
+    q_run = _session_runner(with_probes(low_proto, names))
+    diff_sq: dict[str, float] = {}
+    ref_sq: dict[str, float] = {}
+    for batch in inputs:
+        fo, qo = f_run(batch), q_run(batch)
+        for t in names:
+            if t not in fo or t not in qo:
+                continue
+            a, b = np.asarray(fo[t]), np.asarray(qo[t])
+            if a.shape != b.shape or a.dtype.kind != "f" or b.dtype.kind != "f":
+                continue
+            a, b = a.astype(np.float64), b.astype(np.float64)
+            diff_sq[t] = diff_sq.get(t, 0.0) + float(np.sum((a - b) ** 2))
+            ref_sq[t] = ref_sq.get(t, 0.0) + float(np.sum(a * a))
+
+    def rel(t: str) -> float | None:
+        if t not in diff_sq:
+            return None
+        return (diff_sq[t] / max(ref_sq[t], 1e-30)) ** 0.5
+
+    ranking = []
+    for n in candidates:
+        ins, outs = io[n]
+        out_err = [e for e in (rel(t) for t in outs) if e is not None]
+        if not out_err:
+            continue
+        in_err = [e for e in (rel(t) for t in ins) if e is not None]
+        added = max(out_err) - (max(in_err) if in_err else 0.0)
+        ranking.append({"node": n, "added_error": round(float(added), 6),
+                        "output_error": round(float(max(out_err)), 6)})
+    ranking.sort(key=lambda r: r["added_error"], reverse=True)
+    return ranking
+
+
+def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Sequence[InputSet],
+           budget: Tolerance, *, what: str, max_steps: int = 10, enabled: bool = True) -> FallbackResult:
+    """Build the low-precision model and, if it misses ``budget``, keep costly nodes in float."""
+    from forgeml.passes.graph_tools import node_io
+
+    output_names = [o.name for o in float_proto.graph.output]
+    f_run = _session_runner(float_proto)
+    reference = [f_run(b) for b in inputs]
+
+    def judge(proto) -> StageParity:
+        return measure(reference, _session_runner(proto), inputs, budget, reference="float model",
+                       output_names=output_names)
+
+    proto = build(frozenset())
+    parity = judge(proto)
+    steps = [{"kept": 0, **summarize(parity)}]
+    result = FallbackResult(proto, [], steps, parity)
+    if parity.passed or not enabled:
+        return result
+    io = node_io(float_proto)
+    ranking = _rel_errors(float_proto, proto, [c for c in candidates if c in io], io, inputs)
+    result.ranking = ranking[:20]
+    order = [r["node"] for r in ranking]
+    order += [c for c in candidates if c not in order]  # nodes whose error could not be measured go last
+    log.info("%s misses its budget (%s); trying to keep nodes in float", what, steps[0].get("problem"))
+    for k in keep_schedule(len(order), max_steps):
+        kept = order[:k]
+        proto = build(frozenset(kept))
+        parity = judge(proto)
+        prev = steps[-1]
+        step = {"kept": k, "added_nodes": order[prev["kept"]:k], **summarize(parity)}
+        for key in ("cosine", "centered_cosine", "top1"):
+            if key in step and key in prev:
+                step[f"{key}_gain"] = round(step[key] - prev[key], 6)
+        steps.append(step)
+        if parity.passed:
+            return FallbackResult(proto, kept, steps, parity, result.ranking)
+    best = max(steps, key=lambda s: (s.get("cosine", 0.0), s.get("top1", 0.0)))
+    raise PassError(
+        f"{what}: the accuracy budget ({budget.describe()}, against the float model) is not met even with "
+        f"{steps[-1]['kept']} of {len(order)} quantizable nodes kept in float (best: cosine "
+        f"{best.get('cosine')}, top-1 {best.get('top1')} with {best['kept']} kept); loosen it with "
+        f"`quantize.max_cosine_drop`/`quantize.min_top1`, give representative `quantize.calibration` data, or choose a wider precision")

@@ -1,0 +1,98 @@
+"""What one run is asked to do: ``PipelineConfig``, built by ``build_config`` from the API's
+keywords or the CLI's flags, with the checks both need done once, before anything is imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from forgeml.converters import ImportOptions
+from forgeml.errors import InputError
+from forgeml.options import ParityOptions, QuantizeOptions
+from forgeml.parity.tolerances import Tolerance
+from forgeml.passes import ForgePass
+from forgeml.runtime import InputSet
+from forgeml.targets import TARGETS
+
+
+@dataclass(frozen=True)
+class ToleranceOverrides:
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    quantized: ToleranceOverrides | None = None  # only for profiles with no elementwise rule (fp16/int8/int4)
+
+    def apply(self, tol: Tolerance) -> Tolerance:
+        tol = tol.with_overrides(atol=self.atol, rtol=self.rtol, min_cosine=self.min_cosine,
+                                 min_top1=self.min_top1)
+        if self.quantized is not None and tol.atol is None:
+            tol = self.quantized.apply(tol)
+        return tol
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    targets: tuple[str, ...]
+    passes: tuple[ForgePass, ...]
+    import_options: ImportOptions = ImportOptions()
+    parity_batches: int = 3  # seeded random batches besides the example inputs
+    seed: int = 0
+    user_inputs: tuple[InputSet, ...] = ()
+    tolerance: ToleranceOverrides = ToleranceOverrides()
+    quantize: str | None = None  # fp16 | int8 | int8-static | int4: passes and targets follow it
+    calibration: tuple[InputSet, ...] = ()  # `quantize.calibration`: representative inputs, checked against the signature
+    target_configs: Mapping[str, object] = field(default_factory=dict)  # target name → its Config instance
+    command: str = ""
+    localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
+    latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
+
+
+def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
+                 quantize: QuantizeOptions | None = None, parity: ParityOptions = ParityOptions(),
+                 import_options: ImportOptions = ImportOptions(), target_configs: Mapping[str, object] | None = None,
+                 command: str = "") -> PipelineConfig:
+    """The one place that turns the caller's options (``forgeml.convert``'s option objects, which the CLI
+    builds from its flags) into a ``PipelineConfig``: pass names into passes, ``quantize`` into its passes,
+    budgets into tolerance overrides, with the checks both front ends need. Messages name options by
+    their API path (`quantize.calibration`); the CLI shows its flags instead."""
+    from forgeml.passes import DEFAULT_PASSES, make_pass
+
+    if parity.batches < 0:
+        raise InputError(f"`parity.batches` {parity.batches}: must be 0 or more")
+    pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
+    q = quantize
+    if q is not None:
+        from forgeml.passes.modes import quantize_pipeline
+
+        if q.synthetic_calibration and q.calibration:
+            raise InputError("`quantize.synthetic_calibration` replaces `quantize.calibration`; give one of them")
+        if q.synthetic_calibration and q.mode == "int8-static" and "tflite" in targets:
+            raise InputError("the tflite target calibrates its full-integer model on real data only: give "
+                             "`quantize.calibration` (`quantize.synthetic_calibration` applies to the ONNX passes)")
+        pass_objs += tuple(quantize_pipeline(q.mode, has_calibration=bool(q.calibration),
+                                             calib_synthetic=q.synthetic_calibration,
+                                             max_cosine_drop=q.max_cosine_drop, min_top1=q.min_top1))
+    stray = sorted(set(target_configs or {}) - set(targets))
+    if stray:
+        raise InputError(f"options for target(s) {stray} were given, but `targets` does not include them")
+    config = PipelineConfig(
+        targets=tuple(targets), passes=pass_objs, import_options=import_options,
+        parity_batches=parity.batches, user_inputs=tuple(parity.inputs),
+        tolerance=ToleranceOverrides(atol=parity.atol, rtol=parity.rtol, quantized=ToleranceOverrides(
+            min_cosine=None if q is None or q.max_cosine_drop is None else 1.0 - q.max_cosine_drop,
+            min_top1=None if q is None else q.min_top1)),
+        quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration),
+        target_configs=dict(target_configs or {}), command=command, localize=parity.localize)
+    check_config(config)
+    return config
+
+
+def check_config(config: PipelineConfig) -> None:
+    unknown = [t for t in config.targets if t not in TARGETS]
+    if unknown:
+        raise InputError(f"`targets`: unknown target(s) {unknown}; known targets: {', '.join(TARGETS)}")
+    if not config.targets:
+        raise InputError("no target given in `targets`; choose from: " + ", ".join(TARGETS))
+    if config.localize not in ("auto", "always", "never"):
+        raise InputError(f"`parity.localize` {config.localize!r}: choose auto, always or never")

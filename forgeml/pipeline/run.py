@@ -1,0 +1,331 @@
+"""Runs converter → passes → targets, checks parity after each stage, collects the manifest.
+
+Data flows one way: the converter makes an ``IRModel`` and a reference runner; each pass replaces the
+``IRModel``; each target emits an artifact from the last one. Reference outputs are computed once, in
+the source framework, and every stage is compared with them (never with the stage before it, so
+errors cannot hide by accumulating in small steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from forgeml.ir import ConvertResult
+
+from forgeml.errors import ForgeError, InputError, PassError, first_line
+from forgeml.fileio import StagedDir, check_out_dir, write_bytes_atomic, write_json_atomic
+from forgeml.ir import IRModel, make_initializers_contiguous
+from forgeml.passes import PassInputs
+from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
+from forgeml.targets import TARGETS
+from forgeml.targets.base import Artifact, TargetContext
+from forgeml.runtime import InputSet, Runner
+from forgeml.parity.inputs import check_inputs, fit_calibration, parity_inputs
+from forgeml.runtime.ort import ort_runner_for_ir
+from forgeml.parity.measure import ParityReport, StageParity, measure, run_reference
+from forgeml.parity.tolerances import profile_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageEvent:
+    """What the pipeline tells its caller (the CLI draws progress from these)."""
+
+    name: str
+    kind: str  # "converter" | "pass" | "target"
+    status: str  # "start" | "done" | "failed"
+    seconds: float = 0.0
+    passed: bool | None = None
+    message: str = ""
+
+
+@dataclass
+class Conversion:
+    """The result of a run: what ``forgeml.convert()`` returns and the CLI prints."""
+
+    ok: bool
+    out_dir: Path
+    manifest: dict
+    artifacts: dict[str, Artifact]
+    parity: ParityReport
+    ir: IRModel
+    errors: dict[str, str] = field(default_factory=dict)  # target name → why it failed
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return 2
+        return 0 if self.ok else 1
+
+    def save_report(self, path: str | Path) -> Path:
+        """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""
+        from forgeml.report.html import save_report
+
+        return save_report(self.manifest, Path(path))
+
+
+def _forgeml_version() -> str:
+    from forgeml.version import __version__
+
+    return __version__
+
+
+def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
+        on_event: Callable[[StageEvent], None] = lambda e: None) -> Conversion:
+    """Run the whole pipeline for a resolved source into ``out_dir`` (staged, then swapped in)."""
+    check_config(config)
+    source_path = (resolved.model,) if isinstance(resolved.model, Path) else ()
+    check_out_dir(out_dir, force, protect=source_path)
+    state = _import(resolved, config, on_event)
+    ir, float_ir = _apply_passes(state, state.converted.ir)
+    staged = StagedDir(out_dir)
+    try:
+        artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
+        ok = state.report.passed and not errors
+        _localize_first_failure(state)
+        manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
+        if state.warnings:
+            manifest["warnings"] = state.warnings
+        from forgeml.pipeline.provenance import run_record
+
+        manifest.update(run_record(resolved.ref, config))
+        _write_reports(staged.path, manifest)
+        final = staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    for a in artifacts.values():  # paths now point into the final directory
+        a.files = [final / f.name for f in a.files]
+        a.path = final / a.path.name
+    return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
+                      errors=errors)
+
+
+@dataclass
+class _RunState:
+    """What one run has learned so far; every stage appends to ``stages`` and ``report``."""
+
+    config: PipelineConfig
+    on_event: Callable[[StageEvent], None]
+    converted: ConvertResult
+    input_sets: list[InputSet]
+    reference_outputs: list[dict]
+    calibration: tuple[InputSet, ...]
+    stages: list[dict] = field(default_factory=list)
+    report: ParityReport = field(default_factory=ParityReport)
+    warnings: list[str] = field(default_factory=list)
+    first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
+
+    def check(self, candidate: Runner, precision: str) -> StageParity:
+        """Judge a candidate against the source's outputs with the profile for ``precision``."""
+        tol = self.config.tolerance.apply(profile_for(precision))
+        return measure(self.reference_outputs, candidate, self.input_sets, tol,
+                       reference=self.converted.reference_name,
+                       output_names=self.converted.ir.signature.output_names)
+
+    def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
+        self.report.add(name, parity)
+        entry["parity"] = parity.to_json()
+        self.stages.append(entry)
+        if not parity.passed and self.first_failure is None and onnx_candidate is not None:
+            self.first_failure = (len(self.stages) - 1, onnx_candidate)
+
+
+def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
+    """The converter stage: import, check the user's inputs, compute the reference outputs once."""
+    conv = resolved.converter
+    stage_name = f"{conv.name}->onnx"
+    on_event(StageEvent(stage_name, "converter", "start"))
+    t0 = time.perf_counter()
+    opts = config.import_options
+    if opts.input_specs and resolved.example_inputs is not None:
+        raise InputError(f"`options.input_specs` is for sources without example inputs; {resolved.ref} brings its own "
+                         f"({', '.join(sorted(resolved.example_inputs)) if isinstance(resolved.example_inputs, dict) else 'given in code'})")
+    if resolved.output_names and not opts.output_names:
+        opts = replace(opts, output_names=resolved.output_names)
+    converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
+    ir = converted.ir
+    make_initializers_contiguous(ir.model)  # the IR's own, before any pass or target sees it
+    for user in config.user_inputs:
+        check_inputs(user, ir.signature, "`parity.inputs`")
+    calibration = fit_calibration(config.calibration, ir.signature, "`quantize.calibration`")
+    input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
+                               seed=config.seed, dynamic_batch=opts.dynamic_batch,
+                               user=list(config.user_inputs))
+    reference_outputs = run_reference(converted.reference, input_sets, "the source model")
+    state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration))
+    parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+    seconds = time.perf_counter() - t0
+    entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route, "seconds": round(seconds, 3)}
+    state.record(stage_name, entry, parity, onnx_candidate=ir.model)
+    if config.latency:
+        from forgeml.runtime.latency import measure_latency
+
+        entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
+    on_event(StageEvent(stage_name, "converter", "done", seconds, parity.passed))
+    return state
+
+
+def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
+    """Each pass in order, parity after each; returns the final IR and the last fp32 one."""
+    ran: list[str] = []
+    float_ir = ir
+    pass_inputs = PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed)
+    for p in state.config.passes:
+        p = p.bind(pass_inputs)
+        state.on_event(StageEvent(p.name, "pass", "start"))
+        t0 = time.perf_counter()
+        before = ir.stats()
+        try:
+            result = p(ir.model)
+        except PassError as e:
+            raise PassError(f"{e} (passes that ran before it: {', '.join(ran) or 'none'})") from e
+        except Exception as e:
+            raise PassError(f"pass {p.name!r} failed after [{', '.join(ran) or 'none'}]: "
+                            f"{first_line(e, with_type=True, root=True)}") from e
+        ir = ir.replace(model=result.model, precision=p.output_precision(ir.precision))
+        if ir.precision == "fp32":
+            float_ir = ir
+        after = ir.stats()
+        parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+        seconds = time.perf_counter() - t0
+        entry = {"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
+                 "changes": {"modified": result.modified, "nodes_before": before["nodes"],
+                             "nodes_after": after["nodes"], "bytes_before": before["bytes"],
+                             "bytes_after": after["bytes"]}}
+        details = getattr(result, "details", None)
+        if details:
+            entry["details"] = details
+            state.warnings += details.get("warnings", [])
+        state.record(p.name, entry, parity, onnx_candidate=ir.model)
+        state.on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
+        ran.append(p.name)
+    return ir, float_ir
+
+
+def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
+                  out: Path) -> tuple[dict[str, Artifact], dict[str, str]]:
+    """Every target into ``out``; a target that fails (TargetError or anything else) fails alone and
+    is recorded, so the other artifacts and the reports are still written."""
+    config = state.config
+    base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
+                             quantize=config.quantize, calibration=state.calibration,
+                             input_sets=tuple(state.input_sets))
+    artifacts: dict[str, Artifact] = {}
+    errors: dict[str, str] = {}
+    for name in config.targets:
+        target = TARGETS[name]
+        ctx = replace(base_ctx, config=config.target_configs.get(name))
+        state.on_event(StageEvent(name, "target", "start"))
+        t0 = time.perf_counter()
+        entry = {"name": name, "kind": "target"}
+        try:
+            artifact = target.build(ir, out, ctx)
+            runner, precision = target.runner(artifact, ctx)
+            parity = state.check(runner, precision or ir.precision)
+        except Exception as e:  # any failure fails this target only; the others still run
+            if isinstance(e, ForgeError):
+                why = str(e)
+            else:
+                log.debug("target %s failed", name, exc_info=True)
+                why = f"{name}: {first_line(e, with_type=True)} (--debug shows the traceback)"
+            errors[name] = why
+            entry.update(error=why, seconds=round(time.perf_counter() - t0, 3))
+            state.stages.append(entry)
+            state.on_event(StageEvent(name, "target", "failed", entry["seconds"], False, why))
+            continue
+        artifacts[name] = artifact
+        seconds = time.perf_counter() - t0
+        entry.update(artifact=artifact.path.name, runtime=artifact.runtime, seconds=round(seconds, 3))
+        if artifact.metadata:
+            entry["metadata"] = artifact.metadata
+        if config.latency:
+            from forgeml.runtime.latency import artifact_latency
+
+            entry["latency"] = artifact_latency(runner, state.input_sets[0])
+        state.record(name, entry, parity,
+                     onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
+        state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
+    return artifacts, errors
+
+
+def _localize_first_failure(state: _RunState) -> None:
+    """Name the first node that diverges in the first failing ONNX stage (see validation/localize.py)."""
+    if state.first_failure is None or state.config.localize == "never":
+        return
+    from forgeml.parity.localize import localize_stage
+
+    idx, candidate = state.first_failure
+    entry = state.stages[idx]
+    tol = state.config.tolerance.apply(profile_for(entry["parity"]["profile"]))  # as the stage was judged
+    entry["divergence"] = localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0], tol,
+                                         always=state.config.localize == "always")
+
+
+def _write_reports(out: Path, manifest: dict) -> None:
+    from forgeml.report.html import render as render_html
+    from forgeml.report.markdown import render
+
+    write_json_atomic(out / "manifest.json", manifest)
+    write_bytes_atomic(out / "report.md", render(manifest).encode())
+    write_bytes_atomic(out / "report.html", render_html(manifest).encode())
+
+
+def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Artifact], root: Path,
+              config: PipelineConfig, errors: dict[str, str]) -> dict:
+    from forgeml.ir import sha256_file
+
+    files = {}
+    for name, a in artifacts.items():
+        entry = {"path": a.path.name, "sha256": sha256_file(a.path), "bytes": a.path.stat().st_size}
+        extra = [f for f in a.files if f != a.path]
+        if extra:
+            entry["extra_files"] = [{"path": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size}
+                                    for f in extra]
+        files[name] = entry
+    opsets = {d: v for d, v in ir.model.opset_imports.items()}
+    manifest = {
+        "forgeml_version": _forgeml_version(),
+        "ok": ok,
+        "source": ir.provenance.to_json(),
+        "signature": ir.signature.to_json(),
+        "opset": opsets.get("", None),
+        "opset_imports": opsets,
+        "precision": ir.precision,
+        "stages": stages,
+        "artifacts": files,
+        "tools": tool_versions(),
+    }
+    if config.quantize:
+        manifest["quantize"] = config.quantize
+    if errors:
+        manifest["errors"] = errors
+    if config.command:
+        manifest["command"] = config.command
+    return manifest
+
+
+_TOOLS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxsim", "torch", "safetensors", "numpy",
+          "tensorflow", "tf2onnx", "scikit-learn", "skl2onnx", "onnx2tf", "ai-edge-litert", "gguf", "transformers")
+_MODULES = {"onnx-ir": "onnx_ir", "scikit-learn": "sklearn", "ai-edge-litert": "ai_edge_litert"}
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the tools this process actually imported."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in _TOOLS:
+        if _MODULES.get(dist, dist) in sys.modules:
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                pass
+    return out
+

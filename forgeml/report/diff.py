@@ -1,0 +1,132 @@
+"""``forgeml report diff OLD NEW``: what changed between two releases' manifests.
+
+Stages are matched by name, outputs by name. It reports the verdict, every metric that moved, sizes,
+hashes and latency per artifact, passes added/removed/reconfigured, and tool versions.
+"""
+
+from __future__ import annotations
+
+import json
+
+_METRICS = ("max_abs", "max_rel", "mean_abs", "cosine", "centered_cosine", "top1", "exact_match")
+
+
+def _changed(a, b) -> bool:
+    if a is None or b is None:
+        return a != b
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) > 1e-12 * max(1.0, abs(a), abs(b))
+    return a != b
+
+
+def diff(old: dict, new: dict) -> dict:
+    out: dict = {"verdict": {"old": "PASS" if old.get("ok") else "FAIL", "new": "PASS" if new.get("ok") else "FAIL"},
+                 "source": {}, "stages": [], "artifacts": [], "passes": [], "tools": []}
+    for k in ("ref", "sha256", "framework", "route"):
+        a, b = old.get("source", {}).get(k), new.get("source", {}).get(k)
+        if a != b:
+            out["source"][k] = {"old": a, "new": b}
+    o_st = {s["name"]: s for s in old.get("stages", [])}
+    n_st = {s["name"]: s for s in new.get("stages", [])}
+    for name in list(dict.fromkeys([*o_st, *n_st])):
+        a, b = o_st.get(name), n_st.get(name)
+        if a is None or b is None:
+            out["stages"].append({"stage": name, "change": "added" if a is None else "removed"})
+            continue
+        ap, bp = a.get("parity") or {}, b.get("parity") or {}
+        a_rows = {r["output"]: r for r in ap.get("rows", [])}
+        for r in bp.get("rows", []):
+            ra = a_rows.get(r["output"], {})
+            moved = {m: {"old": ra.get(m), "new": r.get(m)} for m in _METRICS if _changed(ra.get(m), r.get(m))}
+            if moved or ra.get("passed") != r.get("passed") or ap.get("profile") != bp.get("profile"):
+                out["stages"].append({"stage": name, "output": r["output"],
+                                      "passed": {"old": ra.get("passed"), "new": r.get("passed")},
+                                      "profile": {"old": ap.get("profile"), "new": bp.get("profile")},
+                                      "metrics": moved})
+        la, lb = (a.get("latency") or {}).get("median_ms"), (b.get("latency") or {}).get("median_ms")
+        if la is not None or lb is not None:
+            out["stages"].append({"stage": name, "latency_ms": {"old": la, "new": lb}})
+    o_art, n_art = old.get("artifacts", {}), new.get("artifacts", {})
+    for name in list(dict.fromkeys([*o_art, *n_art])):
+        a, b = o_art.get(name), n_art.get(name)
+        if a is None or b is None:
+            out["artifacts"].append({"target": name, "change": "added" if a is None else "removed"})
+            continue
+        out["artifacts"].append({"target": name, "bytes": {"old": a["bytes"], "new": b["bytes"]},
+                                 "identical": a["sha256"] == b["sha256"],
+                                 "sha256": {"old": a["sha256"], "new": b["sha256"]}})
+    o_p = [(s["name"], s.get("config")) for s in old.get("stages", []) if s.get("kind") == "pass"]
+    n_p = [(s["name"], s.get("config")) for s in new.get("stages", []) if s.get("kind") == "pass"]
+    o_names, n_names = [p for p, _ in o_p], [p for p, _ in n_p]
+    for p in n_names:
+        if p not in o_names:
+            out["passes"].append({"pass": p, "change": "added"})
+    for p in o_names:
+        if p not in n_names:
+            out["passes"].append({"pass": p, "change": "removed"})
+    oc, nc = dict(o_p), dict(n_p)
+    for p in n_names:
+        if p in oc and oc[p] != nc[p]:
+            out["passes"].append({"pass": p, "change": "config", "old": oc[p], "new": nc[p]})
+    if o_names != n_names and set(o_names) == set(n_names):
+        out["passes"].append({"change": "order", "old": o_names, "new": n_names})
+    ot, nt = old.get("tools", {}), new.get("tools", {})
+    for k in sorted(set(ot) | set(nt)):
+        if ot.get(k) != nt.get(k):
+            out["tools"].append({"tool": k, "old": ot.get(k), "new": nt.get(k)})
+    for k in ("forgeml_version", "opset", "quantize", "calibration"):
+        if old.get(k) != new.get(k):
+            out.setdefault("other", {})[k] = {"old": old.get(k), "new": new.get(k)}
+    return out
+
+
+def _f(v) -> str:
+    from forgeml.parity.table import fmt
+
+    return fmt(v)
+
+
+def render_md(d: dict, old_name: str = "OLD", new_name: str = "NEW") -> str:
+    v = d["verdict"]
+    lines = [f"# forgeml report diff: {old_name} → {new_name}", "",
+             f"- verdict: {v['old']} → {v['new']}" + ("" if v["old"] == v["new"] else "  **(changed)**")]
+    for k, c in d["source"].items():
+        lines.append(f"- source {k}: `{c['old']}` → `{c['new']}`")
+    for k, c in (d.get("other") or {}).items():
+        lines.append(f"- {k}: `{json.dumps(c['old'])}` → `{json.dumps(c['new'])}`")
+    metric_rows = [s for s in d["stages"] if "output" in s]
+    if metric_rows:
+        lines += ["", "## Metrics that moved", "", "| stage | output | verdict | metric | old | new |",
+                  "|---|---|---|---|---|---|"]
+        for s in metric_rows:
+            verdict = (f"{'pass' if s['passed']['old'] else 'FAIL'} → {'pass' if s['passed']['new'] else 'FAIL'}")
+            if not s["metrics"]:
+                lines.append(f"| {s['stage']} | {s['output']} | {verdict} | – | – | – |")
+            for m, c in s["metrics"].items():
+                lines.append(f"| {s['stage']} | {s['output']} | {verdict} | {m} | {_f(c['old'])} | {_f(c['new'])} |")
+    added = [s for s in d["stages"] if "change" in s]
+    if added:
+        lines += ["", "## Stages added or removed", ""] + [f"- {s['stage']}: {s['change']}" for s in added]
+    if d["artifacts"]:
+        lines += ["", "## Artifacts", "", "| target | bytes | identical | latency (median) |", "|---|---|---|---|"]
+        lat = {s["stage"]: s["latency_ms"] for s in d["stages"] if "latency_ms" in s}
+        for a in d["artifacts"]:
+            if "change" in a:
+                lines.append(f"| {a['target']} | {a['change']} | | |")
+                continue
+            l_ = lat.get(a["target"], {})
+            lt = f"{_f(l_.get('old'))} → {_f(l_.get('new'))} ms" if l_ else "–"
+            lines.append(f"| {a['target']} | {a['bytes']['old']} → {a['bytes']['new']} | "
+                         f"{'yes' if a['identical'] else 'no'} | {lt} |")
+    if d["passes"]:
+        lines += ["", "## Passes", ""]
+        for p in d["passes"]:
+            if p["change"] == "config":
+                lines.append(f"- {p['pass']}: config `{json.dumps(p['old'])}` → `{json.dumps(p['new'])}`")
+            elif p["change"] == "order":
+                lines.append(f"- order: {', '.join(p['old'])} → {', '.join(p['new'])}")
+            else:
+                lines.append(f"- {p['pass']}: {p['change']}")
+    if d["tools"]:
+        lines += ["", "## Tools", ""] + [f"- {t['tool']}: {t['old']} → {t['new']}" for t in d["tools"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,332 @@
+"""report.html: the parity report a release reviewer reads in a browser, from the manifest alone.
+
+One self-contained file: inline CSS, charts drawn as inline SVG by ``forgeml.report.svg``, no
+script, no font, no image fetched from anywhere, so it opens the same offline, in a mail attachment
+or a CI artifact store. Like report.md it says nothing the manifest does not.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from forgeml.report import svg
+from forgeml.parity.table import COLUMNS, fmt
+from forgeml.parity.sketch import sample_values
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:20px 28px 60px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d8dce3;padding-bottom:4px}
+.verdict{border-radius:8px;padding:16px 20px;color:#fff;margin:0 0 16px}
+.verdict.pass{background:#1f7a3f}.verdict.fail{background:#b3261e}
+.verdict .big{font-size:30px;font-weight:700;letter-spacing:.5px}
+.verdict .sub{opacity:.92}
+table{border-collapse:collapse;background:#fff;margin:4px 0 8px;font-size:13px}
+th,td{border:1px solid #d8dce3;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eef0f4;font-weight:600}
+td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums;font-family:ui-monospace,Menlo,Consolas,monospace}
+tr.ok td.v{background:#e3f4e8;color:#14532d;font-weight:600}
+tr.bad td{background:#fdecea}tr.bad td.v{color:#8c1d18;font-weight:600}
+tr.err td{background:#fff4e0}
+code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.box{background:#fff;border:1px solid #d8dce3;border-left:5px solid #b3261e;border-radius:4px;padding:10px 14px;margin:8px 0}
+.box.info{border-left-color:#3b6fb6}
+.grid{display:flex;flex-wrap:wrap;gap:12px}
+.plot{background:#fff;border:1px solid #d8dce3;border-radius:4px;padding:6px 8px}
+.plot h3{font-size:12px;margin:0 0 2px;font-weight:600}
+.muted{color:#5b6475}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:4px 0}dt{color:#5b6475}dd{margin:0}
+"""
+
+
+def _e(v) -> str:
+    return escape(str(v), quote=True)
+
+
+def _table(headers: list[str], rows: list[tuple[str, list[str]]], num_from: int = 99,
+           verdict: bool = True) -> str:
+    """rows: (css class, already-escaped cells); the last column is the verdict unless told otherwise."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for cls, cells in rows:
+        last = len(cells) - 1 if verdict else len(cells)
+
+        def kind(i):
+            return "v" if i == last else ("num" if num_from <= i < last else "")
+
+        tds = "".join(f'<td class="{kind(i)}">{c}</td>' for i, c in enumerate(cells))
+        body.append(f'<tr class="{cls}">{tds}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _bytes(n) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _latency(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    if "median_ms" not in entry:
+        return f'<span class=muted>{_e(entry.get("note", "–"))}</span>'
+    where = f", in {_e(entry['where'])}" if entry.get("where") else ""
+    return f"{entry['median_ms']:.3g} ms <span class=muted>(median of {entry['runs']}{where})</span>"
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+def _verdict(m: dict) -> str:
+    ok = m.get("ok", False)
+    src = m.get("source", {})
+    stages = [st for st in m.get("stages", []) if st.get("parity")]
+    failed = [st["name"] for st in m.get("stages", []) if (st.get("parity") and not st["parity"]["passed"])
+              or st.get("error")]
+    sub = (f"{len(stages)} stage(s) checked against {_e(stages[0]['parity']['reference'])}" if stages
+           else "no stage was checked")
+    if failed:
+        sub += " — failing: " + ", ".join(_e(f) for f in failed)
+    return (f'<div class="verdict {"pass" if ok else "fail"}" id="verdict"><div class="big">'
+            f'{"PASS" if ok else "FAIL"}</div><div class="sub">{_e(src.get("ref", ""))} · {sub}</div></div>')
+
+
+def _divergence(m: dict) -> str:
+    out = []
+    for st in m.get("stages", []):
+        for note in st.get("notes", []):
+            out.append(f'<div class="box info"><b>{_e(st["name"])}:</b> {_e(note)}</div>')
+        d = st.get("divergence")
+        if not d:
+            continue
+        if not d.get("found"):
+            out.append(f'<div class="box info"><b>First divergence in {_e(st["name"])}:</b> not localized — '
+                       f'{_e(d.get("note", ""))}</div>')
+            continue
+        where = f'module <code>{_e(d["module"])}</code>' if d.get("module") else "no source module recorded"
+        if d.get("module_class"):
+            where += f' ({_e(d["module_class"])})'
+        met = d.get("metrics", {})
+        parts = [f'<div class="box" id="divergence"><b>First divergence in stage {_e(st["name"])}:</b> node '
+                 f'<code>{_e(d["node"])}</code> (op <code>{_e(d["op"])}</code>), from {where}.']
+        if d.get("source_line"):
+            parts.append(f'<div class="mono muted">{_e(d["source_line"])}</div>')
+        if d.get("evidence"):
+            parts.append(f"<div>Why this node: {_e(d['evidence'])}.</div>")
+        det = d.get("detected_at")
+        if det and det.get("node") != d["node"]:
+            parts.append(f'<div>Measured first at <code>{_e(det["node"])}</code> ({_e(det["op"])}, value '
+                         f'<code>{_e(det["value"])}</code>'
+                         + (f', module <code>{_e(det["module"])}</code>' if det.get("module") else "") + ").</div>")
+        at = f'at <code>{_e(d["metrics_at"])}</code>: ' if d.get("metrics_at") else ""
+        parts.append(f'<div class="muted">{at}{_e(met.get("problem", ""))} · compared {d.get("compared", 0)} values '
+                     f'against {_e(d.get("reference", ""))}; last matching value: '
+                     f'<code>{_e(d.get("last_matching_value") or "none")}</code></div>')
+        if d.get("suspects") and len(d["suspects"]) > 1:
+            sus = ", ".join(f'{_e(s["node"])} ({_e(s["op"])}{", " + _e(s["module"]) if s.get("module") else ""})'
+                            for s in d["suspects"])
+            parts.append(f'<div class="muted">Nodes between the last matching value and the measurement, with no '
+                         f'counterpart in the reference: {sus}</div>')
+        out.append("".join(parts) + "</div>")
+    return "".join(out)
+
+
+def _signature(m: dict) -> str:
+    rows = []
+    for kind in ("inputs", "outputs"):
+        for t in m.get("signature", {}).get(kind, []):
+            shape = "×".join(str(d) for d in t["shape"]) or "scalar"
+            rows.append(("", [_e(kind[:-1]), f"<code>{_e(t['name'])}</code>", _e(shape), _e(t["dtype"])]))
+    return "<h2>Signature</h2>" + _table(["", "name", "shape", "dtype"], rows, verdict=False) if rows else ""
+
+
+def _stage_table(m: dict) -> str:
+    headers = ["stage", "kind", "profile", "output"] + [h for _, h in COLUMNS] + ["seconds", "verdict"]
+    rows = []
+    for st in m.get("stages", []):
+        par = st.get("parity")
+        if par is None:
+            rows.append(("err", [_e(st["name"]), _e(st["kind"]), "–", "–"] + ["–"] * len(COLUMNS)
+                         + [_e(st.get("seconds", "")), _e(st.get("error", "not checked"))]))
+            continue
+        for row in par["rows"]:
+            verdict = "pass" if row["passed"] else "FAIL: " + row.get("problem", "")
+            rows.append(("ok" if row["passed"] else "bad",
+                         [_e(st["name"]), _e(st["kind"]), _e(par["profile"]), f"<code>{_e(row['output'])}</code>"]
+                         + [_e(fmt(row.get(k))) for k, _ in COLUMNS]
+                         + [_e(f"{st.get('seconds', 0):.2f}"), _e(verdict)]))
+    return '<h2>Parity per stage</h2><div id="stages">' + _table(headers, rows, num_from=4) + "</div>"
+
+
+def _worst(par: dict) -> dict:
+    """The accuracy a reviewer compares variants by: the worst output's metrics."""
+    rows = par.get("rows", [])
+    pick = {}
+    for key in ("cosine", "centered_cosine", "top1"):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if vals:
+            pick[key] = min(vals)
+    vals = [r["max_abs"] for r in rows if r.get("max_abs") is not None]
+    if vals:
+        pick["max_abs"] = max(vals)
+    return pick
+
+
+def _variants(m: dict) -> str:
+    arts = m.get("artifacts", {})
+    targets = {st["name"]: st for st in m.get("stages", []) if st.get("kind") == "target" and st.get("parity")}
+    items = [(name, a, targets.get(name)) for name, a in arts.items()]
+    if len(items) < 2:
+        return ""
+    rows, points = [], []
+    for name, a, st in items:
+        par = st["parity"] if st else {}
+        w = _worst(par) if par else {}
+        lat = (st or {}).get("latency")
+        acc = w.get("centered_cosine", w.get("cosine"))
+        rows.append(("ok" if par.get("passed") else "bad",
+                     [_e(name), f"<code>{_e(a['path'])}</code>", _e(par.get("profile", "–")), _e(_bytes(a["bytes"])),
+                      _latency(lat), _e(fmt(w.get("cosine"))), _e(fmt(w.get("centered_cosine"))),
+                      _e(fmt(w.get("top1"))), _e(fmt(w.get("max_abs"))),
+                      "pass" if par.get("passed") else "FAIL"]))
+        if lat and "median_ms" in lat:
+            points.append(svg.Point(name, float(a["bytes"]), float(lat["median_ms"]), acc, bool(par.get("passed"))))
+    ref = next((st.get("reference_latency") for st in m.get("stages", []) if st.get("kind") == "converter"), None)
+    chart = svg.variants_chart(points, reference_ms=ref["median_ms"] if ref else None) if len(points) >= 1 else ""
+    loads = [(st.get("latency") or {}).get("load_1m") for _, _, st in items if st]
+    loads = [x for x in loads if x is not None]
+    cpus = next(((st.get("latency") or {}).get("cpus") for _, _, st in items if st and st.get("latency")), None)
+    busy = (f" Measured with a load average of {max(loads):.1f} on {cpus} CPUs" if loads and cpus else "")
+    note = ('<p class="muted">Latency: median of a few runs of each artifact on the example batch, in this process, '
+            "on the machine that made the report; it ranks the variants of one run, it is not a benchmark."
+            f"{_e(busy)}{'.' if busy else ''} Accuracy: the worst output's metric against the source model.</p>")
+    return ('<h2>Variants side by side</h2><div id="variants">'
+            + _table(["variant", "file", "profile", "size", "latency", "cosine (min)", "centered cos (min)",
+                      "top-1 (min)", "max abs", "verdict"], rows)
+            + f'<div class="plot">{chart}</div>' + note + "</div>")
+
+
+def _plots(m: dict) -> str:
+    blocks = []
+    for st in m.get("stages", []):
+        par = st.get("parity") or {}
+        tol = par.get("tolerance", {})
+        for out, sk in (par.get("sketches") or {}).items():
+            row = next((r for r in par["rows"] if r["output"] == out), {})
+            title = f"{st['name']} · {out}"
+            blocks.append(
+                f'<div class="plot"><h3>{_e(title)} {"" if row.get("passed", True) else "— FAIL"}</h3>'
+                + svg.histogram(sk["hist"], atol=tol.get("atol"), elements=sk.get("elements", 0))
+                + svg.scatter(*sample_values(sk)) + "</div>")
+    if not blocks:
+        return ""
+    return ("<h2>Errors, drawn</h2><p class=muted>Left: how many elements have each |candidate − reference| "
+            "(log scale; dashed: the profile's atol). Right: candidate against reference for a sample of "
+            "elements; on the diagonal means equal.</p><div class=grid>" + "".join(blocks) + "</div>")
+
+
+def _passes(m: dict) -> str:
+    rows = []
+    for st in m.get("stages", []):
+        if st.get("kind") != "pass":
+            continue
+        ch = st.get("changes", {})
+        rows.append(("ok" if st.get("parity", {}).get("passed", True) else "bad",
+                     [_e(st["name"]), f"<code>{_e(json.dumps(st.get('config', {})))}</code>",
+                      _e("yes" if ch.get("modified") else "no"),
+                      _e(f"{ch.get('nodes_before')} → {ch.get('nodes_after')}"),
+                      _e(f"{_bytes(ch.get('bytes_before'))} → {_bytes(ch.get('bytes_after'))}"),
+                      _e(f"{st.get('seconds', 0):.2f}"),
+                      "pass" if st.get("parity", {}).get("passed", True) else "FAIL"]))
+    if not rows:
+        return ""
+    return "<h2>Pass log</h2>" + _table(["pass", "config", "modified", "nodes", "bytes", "seconds", "parity"], rows)
+
+
+def _artifacts(m: dict) -> str:
+    lat = {st["name"]: st.get("latency") for st in m.get("stages", []) if st.get("kind") == "target"}
+    rows = []
+    for name, a in m.get("artifacts", {}).items():
+        rows.append(("", [_e(name), f"<code>{_e(a['path'])}</code>", _e(_bytes(a["bytes"])), _latency(lat.get(name)),
+                          f"<code>{_e(a['sha256'])}</code>"]))
+        for x in a.get("extra_files", []):
+            rows.append(("", ["", f"<code>{_e(x['path'])}</code>", _e(_bytes(x["bytes"])), "",
+                              f"<code>{_e(x['sha256'])}</code>"]))
+    errs = "".join(f'<div class="box"><b>target {_e(k)} failed:</b> {_e(v)}</div>'
+                   for k, v in (m.get("errors") or {}).items())
+    if not rows and not errs:
+        return ""
+    return ("<h2>Artifacts</h2>" + (_table(["target", "file", "size", "latency", "sha256"], rows, verdict=False) if rows else "")
+            + errs)
+
+
+def _tolerances(m: dict) -> str:
+    from forgeml.parity.tolerances import Tolerance
+
+    profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in m.get("stages", []) if st.get("parity")}
+    if not profiles:
+        return ""
+    items = []
+    for name, tol in profiles.items():
+        fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
+        items.append(f"<dt>{_e(name)}</dt><dd>{_e(Tolerance(name=name, **fields).describe())}</dd>")
+    batches = next(st["parity"]["batches"] for st in m.get("stages", []) if st.get("parity"))
+    items.append(f"<dt>inputs</dt><dd>{batches} batch(es): the example inputs plus seeded random batches"
+                 + (" and the user's" if m.get("user_inputs") else "") + "</dd>")
+    return "<h2>Tolerance profiles</h2><dl>" + "".join(items) + "</dl>"
+
+
+def _provenance(m: dict) -> str:
+    src = m.get("source", {})
+    items = [("source", f"<code>{_e(src.get('ref', ''))}</code> ({_e(src.get('kind', ''))}, "
+                        f"{_e(src.get('framework', ''))}{', route: ' + _e(src['route']) if src.get('route') else ''})"),
+             ("source sha256", f"<code>{_e(src.get('sha256', '')) or '–'}</code>"),
+             *([("candidate", f"<code>{_e(m['candidate'].get('ref', ''))}</code> ({_e(m['candidate'].get('kind', ''))},"
+                              f" {_e(m['candidate'].get('framework', ''))}), sha256 "
+                              f"<code>{_e(m['candidate'].get('sha256', '')) or '–'}</code>")] if m.get("candidate") else []),
+             ("forgeml", _e(m.get("forgeml_version", "")))]
+    if m.get("command"):
+        items.append(("command", f"<code>{_e(m['command'])}</code>"))
+    if m.get("opset") is not None:
+        items.append(("opset", _e(m["opset"])))
+    if m.get("quantize"):
+        items.append(("quantize", _e(m["quantize"])))
+    for key, label in (("calibration", "calibration data"), ("user_inputs", "user inputs")):
+        if m.get(key):
+            items.append((label, f"{m[key]['batches']} batch(es), sha256 <code>{_e(m[key]['sha256'])}</code>"))
+    tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in m.get("tools", {}).items())
+    items.append(("tools", tools or "–"))
+    if m.get("run"):
+        items.append(("run config", f"<code>{_e(json.dumps(m['run'], sort_keys=True))}</code>"))
+    return "<h2>Provenance</h2><dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def render(manifest: dict) -> str:
+    """The whole report.html from a manifest."""
+    m = manifest
+    title = f"forgeml parity report — {'PASS' if m.get('ok') else 'FAIL'} — {m.get('source', {}).get('ref', '')}"
+    from forgeml.report.precision import pass_details_html, warnings_html
+
+    body = [f"<h1>{_e(title)}</h1>", _verdict(m), warnings_html(m, _e), _divergence(m), _stage_table(m), _variants(m),
+            _signature(m), _plots(m), _passes(m), pass_details_html(m.get("stages", []), _e, _table), _artifacts(m),
+            _tolerances(m), _provenance(m)]
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
+            + "".join(body) + "</main></body></html>\n")
+
+
+def save_report(manifest: dict, path: Path) -> Path:
+    """Write the report at ``path``; .html/.htm gives HTML, anything else markdown."""
+    from forgeml.fileio import write_bytes_atomic
+    from forgeml.report import markdown as report_md
+
+    text = render(manifest) if path.suffix.lower() in (".html", ".htm") else report_md.render(manifest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, text.encode())
+    return path

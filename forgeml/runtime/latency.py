@@ -1,0 +1,55 @@
+"""A small, honest latency number per artifact: the median of a few timed runs after one warm-up.
+
+It is measured on the first parity input (the example batch) in this process, on this machine's CPU,
+so it compares variants of one run with each other; it is not a benchmark (see bench/ for those).
+The CPU count and the load average at the time are recorded with it, because on a loaded machine a
+multi-threaded runtime (torch's intra-op pool) can be slower by orders of magnitude than on an idle one.
+The number of runs is recorded beside the median, and runs stop early once ``budget_s`` is spent.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from forgeml.runtime import InputSet, Runner
+
+
+def artifact_latency(runner: Runner, inputs: InputSet) -> dict:
+    """The latency of the artifact behind ``runner``.
+
+    A runner whose calls do not execute the artifact here (it serves outputs computed up front in a
+    fresh process, say) carries ``runner.latency(inputs) -> dict``: its own timing, or a ``note``
+    saying why there is none. Timing such a runner's calls would time a cache lookup.
+    """
+    own = getattr(runner, "latency", None)
+    if callable(own):
+        return own(inputs)
+    return measure_latency(runner, inputs)
+
+
+def from_seconds(seconds: list[float], inputs: InputSet, where: str) -> dict:
+    """The same record from per-call seconds a runtime measured elsewhere (``where`` says where)."""
+    ms = [s * 1000.0 for s in seconds]
+    return {"median_ms": round(statistics.median(ms), 4), "min_ms": round(min(ms), 4), "runs": len(ms),
+            "inputs": {k: list(v.shape) for k, v in inputs.items()}, "cpus": os.cpu_count(), "where": where}
+
+
+def measure_latency(runner: Runner, inputs: InputSet, *, runs: int = 7, budget_s: float = 2.0) -> dict:
+    runner(inputs)  # warm-up: first-call allocations and lazy initialisation are not latency
+    times: list[float] = []
+    start = time.perf_counter()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        runner(inputs)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if time.perf_counter() - start > budget_s:
+            break
+    batch = {k: list(v.shape) for k, v in inputs.items()}
+    out = {"median_ms": round(statistics.median(times), 4), "min_ms": round(min(times), 4),
+           "runs": len(times), "inputs": batch, "cpus": os.cpu_count()}
+    if hasattr(os, "getloadavg"):
+        # A busy machine slows multi-threaded runtimes most (spinning threads): say how busy it was.
+        out["load_1m"] = round(os.getloadavg()[0], 2)
+    return out

@@ -1,0 +1,70 @@
+"""onnxruntime as a runner: the reference ONNX runtime for every IR stage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.errors import TargetError, first_line
+from forgeml.ir import weight_bytes  # noqa: F401  (re-exported)
+from forgeml.runtime import InputSet, Runner
+
+
+def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None = None,
+               optimize: bool = True) -> Runner:
+    """A runner over an ONNX model given as serialized bytes or a file path.
+
+    ``optimize=False`` disables onnxruntime's own graph rewrites, so a parity number measures
+    the graph as written rather than what onnxruntime made of it.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    what = model if isinstance(model, bytes) else str(Path(model))
+    try:
+        session = ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises several unrelated exception types
+        first = first_line(e)
+        raise TargetError(f"onnxruntime could not load the model: {first}") from e
+    input_names = [i.name for i in session.get_inputs()]
+    output_names = [o.name for o in session.get_outputs()]
+
+    def run(inputs: InputSet) -> dict[str, np.ndarray]:
+        missing = [n for n in input_names if n not in inputs]
+        if missing:
+            raise TargetError(f"onnxruntime: no value given for model input(s) {missing}")
+        feeds = {n: np.ascontiguousarray(inputs[n]) for n in input_names}
+        try:
+            values = session.run(output_names, feeds)
+        except Exception as e:
+            first = first_line(e)
+            raise TargetError(f"onnxruntime failed to run the model: {first}") from e
+        return dict(zip(output_names, values))
+
+    run.session = session  # for inspection and benchmarks
+    return run
+
+
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def ort_runner_for_ir(model) -> Runner:
+    """onnxruntime over an ``onnx_ir.Model``: in memory when it fits a protobuf, else through a
+    scratch directory with external data (kept alive as long as the runner)."""
+    import tempfile
+
+    import onnx_ir
+
+    if weight_bytes(model) < PROTOBUF_LIMIT - (64 << 20):
+        return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
+    scratch = tempfile.TemporaryDirectory(prefix="forgeml-ort-")
+    path = Path(scratch.name) / "model.onnx"
+    onnx_ir.save(model, path, external_data="model.onnx.data")
+    run = ort_runner(path)
+    run.scratch = scratch  # removed when the runner is garbage-collected
+    return run

@@ -1,0 +1,130 @@
+"""onnx: the IR as one .onnx file, with its weights in ``model.onnx.data`` beside it once the model
+passes protobuf's 2 GB limit (or always/never, as configured)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgeml.errors import InputError, TargetError
+from forgeml.fileio import write_bytes_atomic
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
+from forgeml.runtime.ort import PROTOBUF_LIMIT, weight_bytes
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    external_data: str = "auto"  # auto | always | never
+    size_threshold: int = 1024  # with external data: tensors smaller than this stay inside the .onnx
+
+
+class OnnxTarget:
+    name = "onnx"
+    Config = OnnxConfig
+    suffixes = (".onnx",)
+
+    def inspect(self, path: Path) -> dict:
+        return inspect_onnx(path)
+
+    def open(self, path: Path, ctx: OpenContext) -> Opened:
+        return open_onnx(path)
+    filename = "model.onnx"
+
+    def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
+        import onnx_ir
+
+        cfg = ctx.config or OnnxConfig()
+        if cfg.external_data not in ("auto", "always", "never"):
+            raise TargetError(f"onnx: external_data must be auto, always or never, not {cfg.external_data!r}")
+        too_big = weight_bytes(ir.model) >= PROTOBUF_LIMIT - (64 << 20)
+        external = cfg.external_data == "always" or (cfg.external_data == "auto" and too_big)
+        if too_big and not external:
+            raise TargetError("onnx: the model is over protobuf's 2 GB limit and external_data='never'; "
+                              "use external_data='auto'")
+        model = ir.model.clone()  # the metadata below must not leak into the pipeline's IR
+        model.metadata_props.update({
+            "forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
+            "forgeml.source_sha256": ir.provenance.sha256, "forgeml.precision": ir.precision})
+        path = out_dir / self.filename
+        if not external:
+            write_bytes_atomic(path, onnx_ir.serde.serialize_model(model).SerializeToString())
+            return Artifact(self.name, path, [path], runtime=_ort_version())
+        data = out_dir / (self.filename + ".data")
+        tmp = out_dir / f".{self.filename}.tmp"
+        onnx_ir.save(model, tmp, external_data=data.name, size_threshold_bytes=cfg.size_threshold)
+        tmp.replace(path)
+        return Artifact(self.name, path, [path, data], runtime=_ort_version(),
+                        metadata={"external_data": data.name})
+
+    def runner(self, artifact: Artifact, ctx: TargetContext):
+        from forgeml.runtime.ort import ort_runner
+
+        return ort_runner(artifact.path), None
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
+# --- reading a .onnx file on its own ------------------------------------------------------------------
+
+def inspect_onnx(path: Path) -> dict:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: not a valid ONNX model (corrupt or truncated: {e})") from e
+    if not proto.graph.node and not proto.graph.output:
+        raise InputError(f"{path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
+    g = proto.graph
+    inits = {t.name for t in g.initializer}
+
+    def spec(v):
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+        return {"name": v.name, "shape": dims, "dtype": dtype}
+
+    params = sum(int(np.prod(t.dims)) for t in g.initializer)
+    ops = Counter((n.domain + "::" if n.domain else "") + n.op_type for n in g.node)
+    return {
+        "format": "onnx",
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "ir_version": proto.ir_version,
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "opsets": {(o.domain or "ai.onnx"): o.version for o in proto.opset_import},
+        "inputs": [spec(v) for v in g.input if v.name not in inits],
+        "outputs": [spec(v) for v in g.output],
+        "nodes": len(g.node),
+        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "initializers": len(g.initializer),
+        "parameters": params,
+        "external_data": sorted({e.value for t in g.initializer for e in t.external_data if e.key == "location"}),
+        "metadata": {p.key: p.value for p in proto.metadata_props},
+    }
+
+
+def open_onnx(path: Path) -> Opened:
+    """The file in onnxruntime; its signature and forgeml's precision stamp from the file itself."""
+    import onnx
+    import onnx_ir
+    import onnxruntime
+
+    from forgeml.ir import signature_of
+    from forgeml.runtime.ort import ort_runner
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise InputError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+    meta = {p.key: p.value for p in proto.metadata_props}
+    sig = signature_of(onnx_ir.serde.deserialize_model(proto))
+    return Opened(ort_runner(path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

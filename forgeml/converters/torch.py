@@ -125,9 +125,13 @@ def _load_file(path: Path, example_inputs, options: ImportOptions):
     if path.suffix == ".pt2":
         if not names:
             raise InputError(f"{path}: not a .pt2 archive (not a zip file); save one with torch.export.save")
+        from forgeml.security.loaders import torch_export_load
+
         try:
             with quiet(*_LOGGERS):
-                ep = torch.export.load(str(path))
+                ep = torch_export_load(path, options.trust_pickle)
+        except InputError:
+            raise
         except Exception as e:
             raise InputError(f"{path}: torch.export.load failed: {first_line(e, with_type=True, root=True)}") from e
         if example_inputs is None and getattr(ep, "example_inputs", None):

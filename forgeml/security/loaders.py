@@ -99,3 +99,13 @@ def joblib_load(path: Path, trust_pickle: bool):
         raise
     except Exception as e:
         raise InputError(f"{path}: could not unpickle it: {type(e).__name__}: {e}") from e
+
+
+def torch_export_load(path: Path, trust_pickle: bool):
+    """A ``torch.export`` archive (.pt2). torch.export.load unpickles the archive's sample inputs and
+    any pickled weights or constants (``weights_only=False``), so the archive is scanned first: every
+    member it would unpickle, nested torch archives included."""
+    import torch
+
+    refuse_unsafe(path, trust_pickle)
+    return torch.export.load(str(path))

@@ -66,7 +66,7 @@ _SAFE_EXACT = {
     ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__generator_ctor"),
     ("numpy.random.mtrand", "RandomState"), ("numpy.random._mt19937", "MT19937"),
     ("numpy.random._pcg64", "PCG64"), ("numpy.ma.core", "_mareconstruct"),
-    ("joblib.numpy_pickle", "NumpyArrayWrapper"), ("joblib.numpy_pickle_compat", "NDArrayWrapper"),
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"),
     ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"),
     ("torch._utils", "_rebuild_tensor_v3"), ("torch._utils", "_rebuild_parameter"),
     ("torch._utils", "_rebuild_parameter_with_state"), ("torch._utils", "_rebuild_qtensor"),
@@ -76,6 +76,9 @@ _SAFE_EXACT = {
     ("torch.storage", "TypedStorage"), ("torch.serialization", "_get_layout"), ("torch", "strided"),
     ("torch", "sparse_coo"), ("torch", "per_tensor_affine"), ("torch", "per_channel_affine"),
 }
+# TorchScript's data.pkl list and tensor builders (torch.jit.load's C++ unpickler handles them itself)
+_SAFE_EXACT |= {("torch.jit._pickle", n) for n in ("build_intlist", "build_tensorlist", "build_doublelist",
+                                                   "build_boollist", "build_tensor_from_id", "restore_type_tag")}
 _TORCH_DTYPES = {"float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
                  "bool", "complex64", "complex128", "float", "double", "half", "long", "int", "short"}
 # Packages whose *classes* (CapWords names) are safe to construct while unpickling.
@@ -108,7 +111,8 @@ _DANGEROUS_MODULES = (
     "sklearn.utils._testing", "sklearn.externals", "sklearn.utils._show_versions", "scipy._lib._testutils",
     "scipy.weave",
 )
-_DANGEROUS_EXACT = {("torch.storage", "_load_from_bytes"), ("torch", "load"), ("torch", "from_file"),
+_DANGEROUS_EXACT = {("joblib.numpy_pickle_compat", "NDArrayWrapper"),  # reads side .npy files with pickle
+                    ("torch.storage", "_load_from_bytes"), ("torch", "load"), ("torch", "from_file"),
                     ("torch", "compile"), ("numpy", "load"), ("numpy", "fromfile"), ("numpy", "loadtxt"),
                     ("numpy", "genfromtxt"), ("numpy", "fromregex"), ("numpy", "memmap"),
                     ("numpy._core", "_ufunc_reconstruct"), ("numpy.core", "_ufunc_reconstruct"),
@@ -127,10 +131,40 @@ def _in(module: str, prefixes) -> bool:
     return any(module == m or module.startswith(m + ".") for m in prefixes)
 
 
+_TENSOR_MATH = ("torch.nn.functional", "torch._C._nn", "torch._C._VariableFunctions", "torch._C._special",
+                "torch._C._linalg", "torch._C._fft", "torch.special", "torch.linalg", "torch.fft")
+_CYTHON_CTOR = re.compile(r"__pyx_unpickle_[A-Z][A-Za-z0-9_]*\Z")
+_SPARSE_CLASSES = re.compile(r"(bsr|coo|csc|csr|dia|dok|lil)_(matrix|array)\Z")
+
+
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    """The name Python 3's unpickler really imports for a protocol 0–2 pickle written by Python 2
+    (``fix_imports``: ``cPickle`` → ``_pickle``, ``__builtin__`` → ``builtins``, ``commands`` → …)."""
+    import _compat_pickle
+
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _numpy_ufunc(module: str, name: str) -> bool:
+    """A numpy ufunc by its public name (``numpy.log1p``): what a FunctionTransformer holds. Decided by
+    looking the name up in the installed numpy, never by importing what the pickle names."""
+    if module != "numpy" or not _IDENT.match(name):
+        return False
+    import numpy as np
+
+    return isinstance(getattr(np, name, None), np.ufunc)
+
+
 def classify(module: str, name: str) -> str:
     """``safe``, ``unknown`` or ``dangerous`` for the global ``module.name`` a pickle imports."""
     if (module, name) in _SAFE_EXACT:
         return SAFE
+    compat = _py3_name(module, name)
+    if compat != (module, name):
+        verdict = classify(*compat)
+        return DANGEROUS if verdict == DANGEROUS else verdict
     mod_parts, name_parts = module.split("."), name.split(".")
     if not all(_IDENT.match(p) for p in mod_parts + name_parts):
         return DANGEROUS  # not a Python name: nothing legitimate is spelled so
@@ -145,13 +179,24 @@ def classify(module: str, name: str) -> str:
         return SAFE
     if module == "torch" and name.endswith("Storage") and name[:1].isupper():
         return SAFE
+    if _in(module, _TENSOR_MATH):
+        return UNKNOWN  # tensor math a whole pickled module may hold (self.act = F.gelu): trusted files only
     if (module, name) in _DANGEROUS_EXACT or _in(module, _DANGEROUS_MODULES) or _in(f"{module}.{name}",
                                                                                       _DANGEROUS_MODULES):
         return DANGEROUS
     if root in _STDLIB:
         return DANGEROUS
-    if module.startswith(_SAFE_CLASS_PREFIXES) and name[:1].isupper() and "." not in name:
+    if module.startswith(_SAFE_CLASS_PREFIXES) and name.lstrip("_")[:1].isupper() and "." not in name:
+        return SAFE  # a class, private ones too (sklearn's _BinMapper)
+    if module.startswith("scipy.sparse.") and _SPARSE_CLASSES.match(name) or _numpy_ufunc(module, name):
         return SAFE
+    if module == "torch._utils" and name.startswith("_rebuild_") or _CYTHON_CTOR.match(name) and root != "torch":
+        return SAFE  # tensor rebuilders; Cython's generated constructors of the class they name
+    if root in _ALLOWLISTED_ROOTS:
+        # Inside numpy/torch/scipy/sklearn/pandas/joblib, a global off the allow-list is library code the
+        # file's author did not write: helpers there resolve names, load side files or spawn processes
+        # (scipy's unpickle_function, torch.utils.collect_env.run, joblib.numpy_pickle.load …).
+        return DANGEROUS
     return UNKNOWN
 
 
@@ -563,10 +608,11 @@ class _Walk:
                 target = stack[-1] if stack else None
                 if isinstance(target, _Obj):
                     target.state = state
-                    # By class name, whatever module path names it: joblib reads raw bytes after any
-                    # NumpyArrayWrapper, so a scanner that did not would lose step with it.
-                    if joblib_arrays and isinstance(target.func, GlobalRef) \
-                            and target.func.name == "NumpyArrayWrapper":
+                    # By class name, whatever module path names it and however it was built (REDUCE,
+                    # NEWOBJ, copyreg._reconstructor): joblib reads raw bytes after any NumpyArrayWrapper,
+                    # so a scanner that did not would lose step with it.
+                    cls = _class_of(target)
+                    if joblib_arrays and isinstance(cls, GlobalRef) and cls.name == "NumpyArrayWrapper":
                         self._skip_joblib_array(target)
             elif name == "STOP":
                 return stack[-1] if stack else _UNKNOWN
@@ -600,22 +646,40 @@ class _Walk:
             raise _Refused("a joblib array whose shape or dtype is not literal data")
         descr = dtype.args[0]
         dstate = dtype.state if isinstance(dtype.state, tuple) else ()
-        flags = dstate[7] if len(dstate) > 7 and isinstance(dstate[7], int) else 0
-        if descr.startswith("O") or flags & 1:
+        try:
+            parsed = np.dtype(descr)  # a type string, parsed by numpy: no code runs
+        except (TypeError, ValueError) as e:
+            raise _Refused(f"a joblib array of unknown dtype {descr!r}") from e
+        if parsed.hasobject:
             _Walk(self.src, self.member, self.report, self.limits, self.budget, None).run(joblib_arrays=True)
             self.report.pickles += 1  # object arrays are a nested pickle
             return
-        try:
-            itemsize = dstate[5] if len(dstate) > 5 and isinstance(dstate[5], int) and dstate[5] > 0 \
-                else np.dtype(descr).itemsize
-        except TypeError as e:
-            raise _Refused(f"a joblib array of unknown dtype {descr!r}") from e
+        # numpy takes the item size from the type string; only a size-less flexible type ("V", "S", "U")
+        # takes it from the pickled state, so that is the only case the state may decide
+        itemsize = parsed.itemsize
+        if itemsize == 0:
+            elsize = dstate[5] if len(dstate) > 5 else None
+            if not isinstance(elsize, int) or elsize <= 0:
+                raise _Refused(f"a joblib array of flexible dtype {descr!r} without an item size")
+            itemsize = elsize
         if "numpy_array_alignment_bytes" in state:
             self.src.skip(self.src.read_exact(1)[0])
         count = 1
         for d in shape:
             count *= d
         self.src.skip(count * int(itemsize))
+
+
+_CONSTRUCTORS = {("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("copyreg", "__newobj_ex__"),
+                 ("copy_reg", "_reconstructor")}
+
+
+def _class_of(obj: _Obj):
+    """The class an object is built as: the callable itself, or the class a copyreg constructor gets."""
+    func = obj.func
+    if isinstance(func, GlobalRef) and (func.module, func.name) in _CONSTRUCTORS and obj.args:
+        return obj.args[0]
+    return func
 
 
 def _to_dict(items: list) -> dict:
@@ -643,6 +707,9 @@ _STORAGE_ITEMSIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 
                      "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "QInt8": 1,
                      "QUInt8": 1, "QInt32": 4, "Untyped": 1}
 _ZIP, _NPY = b"PK\x03\x04", b"\x93NUMPY"
+# The start of a protocol 0/1 pickle (MARK, an empty container, or GLOBAL's "module\nname\n"), and not of
+# text such as TorchScript's code/*.py ("class Foo(Module):" is no GLOBAL).
+_PROTOCOL0 = re.compile(rb"[(\]})]|c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
 _CODECS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "lzma"), (b"\x5d\x00\x00", "lzma"))
 
 
@@ -762,7 +829,15 @@ class _Scanner:
             return
         if not isinstance(header, dict):
             self.report.problems.append(f"{member or 'file'}: a .npy header that is not a dict")
-        elif "O" in str(header.get("descr", "")):
+            return
+        import numpy as np
+
+        try:
+            dtype = np.dtype(header.get("descr"))  # numpy's own reading of the type, however it is spelled
+        except (TypeError, ValueError) as e:
+            self.report.problems.append(f"{member or 'file'}: a .npy header with an unreadable dtype ({e})")
+            return
+        if dtype.hasobject:
             self.pickles(src, member)  # an object array is a pickle after the header
 
     def zip(self, z: zipfile.ZipFile, name: str, depth: int) -> None:
@@ -771,10 +846,12 @@ class _Scanner:
         is_npz = Path(name).suffix.lower() == ".npz" or bool(names and all(n.endswith(".npy") for n in names))
         if depth == 0:
             self.report.format = "npz" if is_npz else "torch-zip"
-        if not is_npz and not any(n.endswith(".pkl") for n in names):
+        pt2 = any(n.endswith("/archive_format") for n in names)
+        if not is_npz and not pt2 and not any(n.endswith(".pkl") for n in names):
             self.report.problems.append(f"{name}: a zip archive with no pickle inside: not a torch checkpoint")
+        raw = set() if is_npz else _raw_members(z, infos, self.limits)
         for info in infos:
-            if info.is_dir() or (not is_npz and _is_storage(info.filename)):
+            if info.is_dir() or info.filename in raw:
                 continue  # raw tensor bytes: torch reads them as data, never as a pickle
             limit = self.limits.inflated_bytes(info.compress_size)
             if info.file_size > limit:
@@ -787,7 +864,7 @@ class _Scanner:
         """A member is scanned when it is named or shaped as a pickle or holds a container, whatever its
         name; other members (version stamps, TorchScript code) are not pickles anything loads."""
         name = info.filename
-        head = _peek(f, 32)
+        head = _peek(f, 256)
         if head.startswith(_ZIP):
             if depth + 1 > self.limits.depth:
                 raise _Refused(f"containers nested more than {self.limits.depth} deep")
@@ -796,11 +873,39 @@ class _Scanner:
                 self.zip(z, name, depth + 1)
         elif name.endswith(".pkl") or head[:1] == b"\x80" or head.startswith(_NPY) or _codec(head):
             self.stream(f, info.file_size, name, name, depth + 1)
+        elif _PROTOCOL0.match(head):
+            # an old-protocol pickle under any name: nothing in torch reads it, but say what it imports
+            self.pickles(_Source(f, info.file_size, name), name)
 
 
-def _is_storage(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) >= 3 and parts[-2] == "data" and "." not in parts[-1]
+def _raw_members(z: zipfile.ZipFile, infos: list, limits: ScanLimits) -> set[str]:
+    """Members torch reads as raw tensor bytes, never as a pickle: ``<root>/data/<key>`` storages of a
+    ``torch.save`` archive, and in a ``torch.export`` (.pt2) archive the weights and tensor constants its
+    configs mark ``use_pickle: false``. Everything else that looks like a pickle is scanned."""
+    import json
+
+    names = {i.filename for i in infos}
+    if not any(n.endswith("/archive_format") for n in names):
+        return {n for n in names if len(n.split("/")) == 3 and n.split("/")[1] == "data"}
+    raw = set()
+    for info in infos:
+        parts = info.filename.split("/")
+        kind = parts[-2] if len(parts) >= 3 else ""
+        if kind not in ("weights", "constants") or not parts[-1].endswith("_config.json"):
+            continue
+        if info.file_size > limits.npy_header * 256:
+            raise _Refused(f"{info.filename}: a config of {info.file_size} bytes")
+        try:
+            config = json.loads(z.read(info)).get("config", {})
+        except (ValueError, AttributeError) as e:
+            raise _Refused(f"{info.filename}: not a readable archive config ({e})") from e
+        folder = "/".join(parts[:-1])
+        for entry in config.values() if isinstance(config, dict) else ():
+            path = entry.get("path_name") if isinstance(entry, dict) else None
+            if isinstance(path, str) and entry.get("use_pickle") is False \
+                    and (kind == "weights" or path.startswith("tensor_")):
+                raw.add(f"{folder}/{path}")
+    return raw
 
 
 def _peek(f, n: int) -> bytes:

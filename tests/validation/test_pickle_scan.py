@@ -291,3 +291,35 @@ def test_trusted_load_resolves_names_and_refuses_what_they_really_are(tmp_path, 
     clean = tmp_path / "clf.pkl"
     clean.write_bytes(pickle.dumps(_fitted_iris()))
     assert joblib_load(clean, trust_pickle=True).predict(np.ones((1, 4))).shape == (1,)
+
+
+# --- what the stricter rules must still let through ----------------------------------------------
+
+def test_legit_files_are_not_called_dangerous(tmp_path):
+    """Private sklearn classes, numpy ufuncs in a FunctionTransformer, TorchScript archives and a whole
+    module holding F.gelu are real files users bring: clean, or unknown (their own code) at worst."""
+    import joblib
+    import torch
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    model = make_pipeline(FunctionTransformer(np.log1p), StandardScaler(), HistGradientBoostingClassifier(max_iter=3))
+    joblib.dump(model.fit(X, y), tmp_path / "hgb.joblib", compress=3)
+    report = scan_file(tmp_path / "hgb.joblib")
+    assert report.clean, [g.describe() for g in report.flagged]
+    assert any(g.name == "_BinMapper" for g in report.globals) and any(g.name == "log1p" for g in report.globals)
+
+    torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())).save(tmp_path / "ts.pt")
+    assert not scan_file(tmp_path / "ts.pt").dangerous
+
+    whole = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    whole.act = torch.nn.functional.gelu
+    torch.save(whole, tmp_path / "whole.pt")
+    report = scan_file(tmp_path / "whole.pt")
+    assert not report.dangerous and any(g.name == "gelu" and g.verdict == UNKNOWN for g in report.globals)
+    from forgeml.security.loaders import torch_load
+
+    assert isinstance(torch_load(tmp_path / "whole.pt", trust_pickle=True), torch.nn.Module)

@@ -33,8 +33,11 @@ case ",$extras," in
     ;;
 esac
 stamp="$venv/.forgeml-setup"
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16) $extras"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+hash="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+want="$hash $extras"
+have="$(cat "$stamp" 2>/dev/null || true)"
+# Already installed: the same extras, or everything (a demo after the test set-up installs nothing).
+if [ "$have" != "$want" ] && [ "$have" != "$hash all" ]; then
   echo "forgeml setup: installing .[$extras] into $venv (log: $venv/setup.log)" >&2
   if ! "$venv/bin/python" -m pip install ${find_links[@]+"${find_links[@]}"} -c constraints.txt -e ".[$extras]" > "$venv/setup.log" 2>&1; then
     grep -v "^WARNING: Location" "$venv/setup.log" | tail -40 >&2

@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, require_file
 from forgeml.ir import Signature, TensorSpec
 from forgeml.runtime import InputSet
 
@@ -60,8 +60,7 @@ def _shape_text(shape) -> str:
 def read_npz(path: str | Path, flag: str = "`parity.inputs`") -> InputSet:
     """Arrays from an .npz by name, never unpickling; not yet checked against a signature."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{flag} {p}: no such file")
+    require_file(p, what=flag)
     try:
         with np.load(p, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

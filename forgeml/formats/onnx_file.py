@@ -61,6 +61,28 @@ def external_refs(proto) -> list[ExternalRef]:
     return out
 
 
+def _undecodable(msg, where: str = "") -> str | None:
+    """The first string field holding bytes that are not UTF-8 (protobuf hands those back as
+    ``bytes``, which every later ``name + "..."`` would trip over), or None."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    for fd, value in msg.ListFields():
+        if fd.type == F.TYPE_STRING:
+            values = value if _repeated(fd) else (value,)
+            if any(isinstance(v, bytes) for v in values):
+                return f"{where}{fd.name}"
+        elif fd.type == F.TYPE_MESSAGE:
+            for v in (value if _repeated(fd) else (value,)):
+                bad = _undecodable(v, f"{where}{fd.name}.")
+                if bad:
+                    return bad
+    return None
+
+
+def _repeated(fd) -> bool:
+    return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+
+
 def _outside(location: str) -> bool:
     if not location or "\x00" in location:
         return True
@@ -111,6 +133,9 @@ def load(path: Path, *, external: bool = True):
                          f"{type(e).__name__}: {str(e)[:200]})") from e
     if not proto.graph.node and not proto.graph.output:
         raise InputError(f"{path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
+    bad = _undecodable(proto)
+    if bad:
+        raise InputError(f"{path}: not a valid ONNX model (field `{bad}` is not UTF-8 text: corrupt file?)")
     check_external_data(proto, path)
     if external and external_refs(proto):
         from onnx.external_data_helper import load_external_data_for_model

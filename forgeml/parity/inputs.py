@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -62,10 +65,40 @@ def read_npz(path: str | Path, flag: str = "`parity.inputs`") -> InputSet:
     p = Path(path)
     require_file(p, what=flag)
     try:
+        _check_npz_sizes(p)
         with np.load(p, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{flag} {p}: not a readable .npz file ({e})") from e
+    except InputError as e:
+        raise InputError(f"{flag} {p}: {e}") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, KeyError,
+            UnicodeDecodeError, struct.error, SyntaxError) as e:
+        raise InputError(f"{flag} {p}: not a readable .npz file ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+NPZ_MIN_CAP = 256 << 20  # bytes an .npz member may inflate to before its compression ratio matters
+NPZ_RATIO = 200  # past NPZ_MIN_CAP, at most this many times its compressed size (a zip bomb needs more)
+
+
+def _check_npz_sizes(p: Path) -> None:
+    """Every member's declared array fits the bytes the member holds, and no member inflates past
+    ``NPZ_MIN_CAP``/``NPZ_RATIO``: numpy allocates the array its header declares before reading it."""
+    with zipfile.ZipFile(p) as z:
+        for info in z.infolist():
+            cap = max(NPZ_MIN_CAP, NPZ_RATIO * info.compress_size)
+            if info.file_size > cap:
+                raise InputError(f"member {info.filename!r} inflates to {info.file_size} bytes from "
+                                 f"{info.compress_size} (a zip bomb?); refused")
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise InputError(f"member {info.filename!r} declares a {shape} {dtype} array ({nbytes} "
+                                     f"bytes) but holds {info.file_size} bytes (corrupt or truncated)")
 
 
 def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int = 2, *,

@@ -15,7 +15,6 @@ from forgeml.formats import onnx_file
 
 def _model(path, location: str | None = None, data: bytes | None = None):
     """A MatMul by a 4x4 weight; with ``location`` the weight lives in that external file."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")

@@ -83,6 +83,40 @@ def _repeated(fd) -> bool:
     return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
 
 
+MAX_CONSTANT_BYTES = 4 << 30  # what one ConstantOfShape/Expand with a constant shape may ask for
+
+
+def check_constant_shapes(proto, model_path: Path) -> None:
+    """``InputError`` for a node that builds a tensor of a constant shape larger than
+    ``MAX_CONSTANT_BYTES`` (a ``ConstantOfShape`` bomb: a few bytes in the file, terabytes at run time),
+    refused before any runtime allocates it."""
+    import math
+
+    from onnx import numpy_helper
+
+    consts = {t.name: t for t in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    consts[n.output[0]] = a.t
+    for n in proto.graph.node:
+        if n.op_type not in ("ConstantOfShape", "Expand") or n.domain not in ("", "ai.onnx"):
+            continue
+        shape_in = n.input[0] if n.op_type == "ConstantOfShape" else (n.input[1] if len(n.input) > 1 else "")
+        t = consts.get(shape_in)
+        if t is None or t.data_location == 1 or len(t.dims) != 1 or t.dims[0] > 64:
+            continue
+        try:
+            dims = [int(d) for d in numpy_helper.to_array(t).ravel()]
+        except (ValueError, TypeError):
+            continue
+        nbytes = math.prod(max(d, 0) for d in dims) * 4
+        if nbytes > MAX_CONSTANT_BYTES:
+            raise InputError(f"{model_path}: node {n.name or n.output[0]!r} ({n.op_type}) builds a tensor of shape "
+                             f"{dims}, {nbytes / 2**30:.3g} GiB (the bound is {MAX_CONSTANT_BYTES >> 30} GiB); refused")
+
+
 def _outside(location: str) -> bool:
     if not location or "\x00" in location:
         return True
@@ -137,6 +171,7 @@ def load(path: Path, *, external: bool = True):
     if bad:
         raise InputError(f"{path}: not a valid ONNX model (field `{bad}` is not UTF-8 text: corrupt file?)")
     check_external_data(proto, path)
+    check_constant_shapes(proto, path)
     if external and external_refs(proto):
         from onnx.external_data_helper import load_external_data_for_model
 

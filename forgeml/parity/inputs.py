@@ -110,11 +110,28 @@ def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int =
     """
     dims = dims or {}
     shape = [d if isinstance(d, int) else dims.get(i, dynamic) for i, d in enumerate(spec.shape)]
+    check_example_size(spec.name, shape, spec.dtype)
     if spec.dtype.startswith(("float", "bfloat")):
         return rng.normal(size=shape).astype(spec.dtype)
     if spec.dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(bool)
     return rng.integers(0, int_high, size=shape).astype(spec.dtype)
+
+
+MAX_EXAMPLE_BYTES = 1 << 30  # one generated input; a model asking more is corrupt or needs real inputs
+
+
+def check_example_size(name: str, shape, dtype: str) -> None:
+    """``InputError`` before allocating an example larger than ``MAX_EXAMPLE_BYTES`` (a dimension of
+    2**40 in a hostile or corrupt model would otherwise ask numpy for terabytes)."""
+    if any(int(d) < 0 for d in shape):
+        raise InputError(f"input {name!r}: negative dimension in shape {_shape_text(shape)}")
+    item = 8 if dtype.startswith(("float", "bfloat")) else np.dtype(dtype if dtype != "bool" else "int64").itemsize
+    nbytes = math.prod(int(d) for d in shape) * item
+    if nbytes > MAX_EXAMPLE_BYTES:
+        raise InputError(f"input {name!r}: shape {_shape_text(shape)} needs {nbytes / 2**30:.3g} GiB for one generated "
+                         f"example (the bound is {MAX_EXAMPLE_BYTES >> 30} GiB); fix the model's input shape, or give "
+                         "real inputs with `parity.inputs`")
 
 
 def load_calibration(path: str | Path) -> list[InputSet]:

@@ -129,3 +129,33 @@ def test_special_files_are_one_line_never_a_hang(tmp_path, capsys, kind, command
     assert rc == 2 and len(lines) == 1, lines
     if not (kind == "directory" and command == "convert"):  # a directory is a source kind of its own there
         assert words in lines[0], lines
+
+
+def _bomb(path, kind: str):
+    from onnx import TensorProto, helper, numpy_helper
+
+    if kind == "big-input":
+        nodes, inits, x_shape, y_shape = [helper.make_node("Relu", ["x"], ["y"])], [], [1, 2**40], [1, 2**40]
+    else:
+        s = numpy_helper.from_array(np.array([2**20, 2**20], np.int64), "s")
+        nodes = [helper.make_node("ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+                 helper.make_node("Add", ["x", "c"], ["y"])]
+        inits, x_shape, y_shape = [s], [1, 1], ["a", "b"]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("kind,needle", [("big-input", "input 'x': shape (1, 1099511627776)"),
+                                         ("constant-of-shape", "node 'c' (ConstantOfShape)")])
+def test_allocation_bombs_are_one_line_before_allocating(tmp_path, capsys, kind, needle):
+    import resource
+
+    path = _bomb(tmp_path / "m.onnx", kind)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rc, lines = _cli(capsys, "convert", str(path), "-o", str(tmp_path / "out"))
+    assert rc == 2 and len(lines) == 1 and needle in lines[0] and "GiB" in lines[0], lines
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 300  # MiB

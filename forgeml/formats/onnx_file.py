@@ -83,6 +83,33 @@ def _repeated(fd) -> bool:
     return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
 
 
+def check_types(proto, model_path: Path) -> None:
+    """``InputError`` for an element type onnx does not know on the graph's inputs, outputs, value
+    infos or initializers (every later ``tensor_dtype_to_np_dtype`` would raise KeyError)."""
+    from onnx import TensorProto
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    known = set(TensorProto.DataType.values())
+    g = proto.graph
+    for kind, values in (("input", g.input), ("output", g.output), ("value info", g.value_info)):
+        for v in values:
+            if v.type.HasField("tensor_type"):
+                code = v.type.tensor_type.elem_type
+                if code and code not in known:
+                    raise InputError(f"{model_path}: {kind} {v.name!r} has unknown element type {code} "
+                                     "(corrupt file, or a newer ONNX than this onnx knows)")
+                if code:
+                    try:
+                        tensor_dtype_to_np_dtype(code)
+                    except (KeyError, ValueError, TypeError):
+                        raise InputError(f"{model_path}: {kind} {v.name!r} has element type {code}, which has "
+                                         "no numpy equivalent") from None
+    for t in g.initializer:
+        if t.data_type not in known or t.data_type == 0:
+            raise InputError(f"{model_path}: initializer {t.name!r} has unknown element type {t.data_type} "
+                             "(corrupt file?)")
+
+
 MAX_CONSTANT_BYTES = 4 << 30  # what one ConstantOfShape/Expand with a constant shape may ask for
 
 
@@ -170,6 +197,7 @@ def load(path: Path, *, external: bool = True):
     bad = _undecodable(proto)
     if bad:
         raise InputError(f"{path}: not a valid ONNX model (field `{bad}` is not UTF-8 text: corrupt file?)")
+    check_types(proto, path)
     check_external_data(proto, path)
     check_constant_shapes(proto, path)
     if external and external_refs(proto):

@@ -57,9 +57,12 @@ def _onnx_files() -> dict[str, bytes]:
 def _read_onnx(d: Path):
     from forgeml.formats import onnx_file
     from forgeml.pipeline.inspection import inspect_file
+    from forgeml.targets.onnx.target import file_signature
 
     inspect_file(d / "m.onnx")
-    return onnx_file.load(d / "m.onnx")
+    proto = onnx_file.load(d / "m.onnx")
+    file_signature(proto, d / "m.onnx")  # what `parity A B` does with it before onnxruntime sees it
+    return proto
 
 
 def _safetensors_bytes() -> bytes:

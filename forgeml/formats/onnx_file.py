@@ -164,6 +164,9 @@ def check_external_data(proto, model_path: Path) -> None:
         raise InputError(f"{model_path}: {e}") from None
     for r in refs:
         where = f"{model_path}: tensor {r.tensor!r} has external data at {r.location!r}"
+        if not r.location:
+            raise InputError(f"{model_path}: tensor {r.tensor!r} is marked external but names no `location` "
+                             "(corrupt file?)")
         if _outside(r.location):
             raise InputError(f"{where}, outside the model's directory; refused (external data must be a "
                              "relative path inside the directory that holds the .onnx file)")

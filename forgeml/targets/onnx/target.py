@@ -108,17 +108,28 @@ def inspect_onnx(path: Path) -> dict:
     }
 
 
+def file_signature(proto, path: Path):
+    """The signature of a loaded file; onnx_ir's errors on a corrupt graph become one InputError line."""
+    import onnx_ir
+
+    from forgeml.errors import InputError
+    from forgeml.ir import signature_of
+
+    try:
+        return signature_of(onnx_ir.serde.deserialize_model(proto))
+    except Exception as e:  # onnx_ir raises many types on a malformed graph
+        raise InputError(f"{path}: not a readable ONNX graph ({type(e).__name__}: {str(e)[:200]})") from e
+
+
 def open_onnx(path: Path) -> Opened:
     """The file in onnxruntime; its signature and forgeml's precision stamp from the file itself."""
-    import onnx_ir
     import onnxruntime
 
-    from forgeml.ir import signature_of
     from forgeml.runtime.ort import ort_runner
 
     from forgeml.formats import onnx_file
 
     proto = onnx_file.load(path, external=False)  # onnxruntime reads the (checked) external data itself
     meta = {p.key: p.value for p in proto.metadata_props}
-    sig = signature_of(onnx_ir.serde.deserialize_model(proto))
+    sig = file_signature(proto, path)
     return Opened(ort_runner(path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

@@ -68,3 +68,31 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise missing_extra(module, extra) from e
+
+
+def require_file(path, *, empty_ok: bool = False, what: str = ""):
+    """``path`` as a ``Path`` when it names a readable regular file; else the one line every reader
+    gives (a FIFO would block ``open`` forever, a device never ends, a directory is no file)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    p = Path(path)
+    label = f"{what} {p}".strip()
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{label}: cannot read it ({e.strerror})") from e
+    mode = st.st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a special file"
+        raise InputError(f"{label}: {kind}, not a file")
+    if st.st_size == 0 and not empty_ok:
+        raise InputError(f"{label}: an empty file (0 bytes: an interrupted download or copy?)")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{label}: cannot read it (permission denied)")
+    return p

@@ -10,6 +10,7 @@ from forgeml.ir import ConvertResult
 
 from forgeml.converters.base import ImportOptions
 from forgeml.errors import InputError, first_line
+from forgeml.formats import onnx_file
 from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
 from forgeml.runtime import InputSet
 from forgeml.parity.inputs import check_inputs, example_from_spec
@@ -18,13 +19,10 @@ from forgeml.runtime.ort import ort_runner
 
 def load_onnx(path: Path):
     """onnx.load with the errors users hit turned into one line each."""
-    import onnx
     from google.protobuf.message import DecodeError
 
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
     try:
-        proto = onnx.load(str(path))
+        proto = onnx_file.load(path)  # refuses special files and external data outside the model's dir
     except (DecodeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: not a valid ONNX model (corrupt or truncated protobuf: {e})") from e
     except FileNotFoundError as e:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import InputError, require
+from forgeml.errors import InputError, require, require_file
 
 _ARRAYS_SHOWN = 8
 
@@ -41,15 +41,17 @@ def inspect_gguf(path: Path) -> dict:
     require("gguf", "gguf")
     import gguf
 
+    path = require_file(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
         raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    check_layout(path)
     try:
         reader = gguf.GGUFReader(str(path))
-    except (ValueError, IndexError, KeyError, OverflowError, struct_error()) as e:
-        raise InputError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from e
+    except (ValueError, IndexError, KeyError, OverflowError, TypeError, UnicodeDecodeError, struct_error()) as e:
+        raise InputError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {str(e)[:200]})") from e
     meta = {}
     for name, field in reader.fields.items():
         if name.startswith("GGUF."):
@@ -85,6 +87,77 @@ def inspect_gguf(path: Path) -> dict:
             "file_type": _file_type_name(meta.get("general.file_type")), "tensors": len(table),
             "parameters": params, "tensor_types": dict(types), "tokenizer": tok, "metadata": shown,
             "tensor_table": table}
+
+
+_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type -> bytes
+_STRING, _ARRAY = 8, 9
+MAX_DIMS = 8
+MAX_NESTING = 4
+
+
+def check_layout(path: Path) -> None:
+    """Walk the GGUF header (key/value pairs, tensor infos) checking every count and length read
+    from it against the bytes that remain, before gguf-py, which trusts them, loops or slices by them.
+    A corrupt count would otherwise loop billions of times over a few bytes."""
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        size = len(m)
+        (version,) = struct.unpack_from("<I", m, 4) if size >= 8 else (0,)
+        e = ">" if version & 0xFFFF == 0 and version else "<"  # gguf-py reads byte-swapped files too
+        pos = 8
+
+        def take(n: int, what: str) -> int:
+            nonlocal pos
+            if n < 0 or pos + n > size:
+                raise InputError(f"{path}: corrupt or truncated GGUF file ({what} at byte {pos} needs {n} bytes, "
+                                 f"{max(size - pos, 0)} remain)")
+            start, pos = pos, pos + n
+            return start
+
+        def u(fmt: str, what: str) -> int:
+            return struct.unpack_from(e + fmt, m, take(struct.calcsize(fmt), what))[0]
+
+        def string(what: str) -> None:
+            take(u("Q", f"{what} length"), what)
+
+        def value(kind: int, what: str, depth: int = 0) -> None:
+            if kind in _SCALAR:
+                take(_SCALAR[kind], what)
+            elif kind == _STRING:
+                string(what)
+            elif kind == _ARRAY and depth < MAX_NESTING:
+                item, count = u("I", f"{what} item type"), u("Q", f"{what} length")
+                if item in _SCALAR:
+                    take(count * _SCALAR[item], f"{what} ({count} items)")
+                else:
+                    take(count * 8, f"{what} ({count} items)")  # each string or array needs >= 8 bytes
+                    pos_ = pos - count * 8
+                    _rewind(pos_)
+                    for _ in range(count):
+                        value(item, what, depth + 1)
+            else:
+                raise InputError(f"{path}: corrupt GGUF file ({what} has unknown value type {kind})")
+
+        def _rewind(to: int) -> None:
+            nonlocal pos
+            pos = to
+
+        n_tensors, n_kv = u("Q", "tensor count"), u("Q", "key/value count")
+        take(n_kv * 12, f"{n_kv} key/value pairs")  # a key length and a type, at least
+        _rewind(pos - n_kv * 12)
+        for i in range(n_kv):
+            string(f"key {i}")
+            value(u("I", f"type of key {i}"), f"key {i}")
+        take(n_tensors * 24, f"{n_tensors} tensor infos")  # name length, dims, type, offset: at least
+        _rewind(pos - n_tensors * 24)
+        for i in range(n_tensors):
+            string(f"tensor {i} name")
+            dims = u("I", f"tensor {i} dimension count")
+            if dims > MAX_DIMS:
+                raise InputError(f"{path}: corrupt GGUF file (tensor {i} has {dims} dimensions)")
+            take(dims * 8 + 12, f"tensor {i} shape, type and offset")
 
 
 def struct_error():

@@ -20,8 +20,10 @@ def read_config(path: Path) -> dict:
     cfg_path = path / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InputError(f"{cfg_path}: not a readable JSON config (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{cfg_path}: not a readable JSON config ({e})") from e
+        raise InputError(f"{cfg_path}: not a readable JSON config ({str(e)[:200]})") from e
     if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise InputError(f"{cfg_path}: has no 'model_type'; is this a Hugging Face checkpoint directory?")
     return cfg
@@ -32,10 +34,18 @@ def safetensors_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-            raise InputError(f"{index}: not a readable safetensors index ({e})") from e
-        files = [path / f for f in sorted(set(weight_map.values()))]
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+            if not all(isinstance(f, str) and f for f in names):
+                raise TypeError("a shard name is not a string")
+        except RecursionError:
+            raise InputError(f"{index}: not a readable safetensors index (JSON nested too deeply)") from None
+        except (OSError, KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{index}: not a readable safetensors index ({str(e)[:200]})") from e
+        files = [path / f for f in names]
+        outside = [f for f in names if Path(f).is_absolute() or ".." in Path(f).parts]
+        if outside:
+            raise InputError(f"{index}: shard {outside[0]!r} is outside the checkpoint directory; refused")
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise InputError(f"{path}: the safetensors index names shards that are missing: {missing}")

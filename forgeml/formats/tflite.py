@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import InputError, TargetError
+from forgeml.errors import InputError, TargetError, require_file
 
 METADATA_NAME = "forgeml.io"
 SIGNATURE_KEY = "serving_default"
@@ -158,18 +158,30 @@ def _type_name(code: int) -> str:
     return {"float32": "float32", "float16": "float16"}.get(name, name)
 
 
+def _bounded(size: int):
+    """A check for vector lengths read from a flatbuffer: none can hold more items than the file has
+    bytes, and a corrupt length would otherwise loop for billions of items."""
+    def n(count: int) -> int:
+        if count < 0 or count > size:
+            raise InputError(f"a vector length {count} larger than the {size}-byte file (corrupt flatbuffer)")
+        return count
+
+    return n
+
+
 def describe(path: Path) -> dict:
     """What ``forgeml inspect model.tflite`` shows: signature, tensors, ops and the forgeml map."""
     from collections import Counter
 
     from ai_edge_litert import schema_py_generated as fb
 
-    data = path.read_bytes()
+    data = require_file(path).read_bytes()
+    n = _bounded(len(data))
     try:
         m = _root(data)
         ops_by_code = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
         codes = []
-        for i in range(m.OperatorCodesLength()):
+        for i in range(n(m.OperatorCodesLength())):
             oc = m.OperatorCodes(i)
             code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
             custom = _s(oc.CustomCode())
@@ -187,58 +199,58 @@ def describe(path: Path) -> dict:
                                        "channels": q.ScaleLength()}
             return out
 
-        ops = Counter(codes[sub.Operators(j).OpcodeIndex()] for j in range(sub.OperatorsLength()))
-        types = Counter(_type_name(sub.Tensors(i).Type()) for i in range(sub.TensorsLength()))
+        ops = Counter(codes[sub.Operators(j).OpcodeIndex()] for j in range(n(sub.OperatorsLength())))
+        types = Counter(_type_name(sub.Tensors(i).Type()) for i in range(n(sub.TensorsLength())))
         signatures = {}
-        for k in range(m.SignatureDefsLength()):
+        for k in range(n(m.SignatureDefsLength())):
             sd = m.SignatureDefs(k)
             signatures[_s(sd.SignatureKey())] = {
-                "inputs": {_s(sd.Inputs(j).Name()): tensor(sd.Inputs(j).TensorIndex()) for j in range(sd.InputsLength())},
+                "inputs": {_s(sd.Inputs(j).Name()): tensor(sd.Inputs(j).TensorIndex()) for j in range(n(sd.InputsLength()))},
                 "outputs": {_s(sd.Outputs(j).Name()): tensor(sd.Outputs(j).TensorIndex())
-                            for j in range(sd.OutputsLength())},
+                            for j in range(n(sd.OutputsLength()))},
             }
         metadata = {}
-        for i in range(m.MetadataLength()):
+        for i in range(n(m.MetadataLength())):
             b = m.Buffers(m.Metadata(i).Buffer())
             metadata[_s(m.Metadata(i).Name())] = f"{b.DataLength() or b.Size()} bytes"
         params = 0
-        for i in range(sub.TensorsLength()):
+        for i in range(n(sub.TensorsLength())):
             t = sub.Tensors(i)
             b = m.Buffers(t.Buffer())
             if b is not None and (b.DataLength() or b.Size()):
                 shape = t.ShapeAsNumpy()
                 params += int(np.prod(shape)) if not isinstance(shape, int) else 1
         iomap = read(data)
+        info = {
+            "format": "tflite",
+            "path": str(path),
+            "bytes": len(data),
+            "schema_version": m.Version(),
+            "description": _s(m.Description()),
+            "subgraphs": m.SubgraphsLength(),
+            "inputs": [tensor(sub.Inputs(i)) for i in range(n(sub.InputsLength()))],
+            "outputs": [tensor(sub.Outputs(i)) for i in range(n(sub.OutputsLength()))],
+            "signatures": signatures,
+            "operators": sub.OperatorsLength(),
+            "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "tensor_types": dict(types),
+            "tensors": sub.TensorsLength(),
+            "parameters": params,
+            "metadata": metadata,
+        }
+        if iomap is not None:
+            info["metadata"][METADATA_NAME] = "the source ↔ TFLite map (see mapping)"
+            info["forgeml_io"] = iomap.to_json()
+            for k in ("variant", "why", "route"):
+                if k in iomap.info:
+                    info[k] = iomap.info[k]
+            info["mapping"] = [
+                f"{kind} {t.source} {list(t.source_shape)} {t.source_dtype} ↔ signature '{t.key}' "
+                f"{list(t.tflite_shape)} {t.tflite_dtype} ({t.layout})"
+                for kind, ts in (("input", iomap.inputs), ("output", iomap.outputs)) for t in ts
+            ]
     except InputError as e:
         raise InputError(f"{path}: {e}") from e
     except Exception as e:
-        raise InputError(f"{path}: not a readable TFLite model ({type(e).__name__}: {e})") from e
-    info = {
-        "format": "tflite",
-        "path": str(path),
-        "bytes": len(data),
-        "schema_version": m.Version(),
-        "description": _s(m.Description()),
-        "subgraphs": m.SubgraphsLength(),
-        "inputs": [tensor(sub.Inputs(i)) for i in range(sub.InputsLength())],
-        "outputs": [tensor(sub.Outputs(i)) for i in range(sub.OutputsLength())],
-        "signatures": signatures,
-        "operators": sub.OperatorsLength(),
-        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "tensor_types": dict(types),
-        "tensors": sub.TensorsLength(),
-        "parameters": params,
-        "metadata": metadata,
-    }
-    if iomap is not None:
-        info["metadata"][METADATA_NAME] = "the source ↔ TFLite map (see mapping)"
-        info["forgeml_io"] = iomap.to_json()
-        for k in ("variant", "why", "route"):
-            if k in iomap.info:
-                info[k] = iomap.info[k]
-        info["mapping"] = [
-            f"{kind} {t.source} {list(t.source_shape)} {t.source_dtype} ↔ signature '{t.key}' "
-            f"{list(t.tflite_shape)} {t.tflite_dtype} ({t.layout})"
-            for kind, ts in (("input", iomap.inputs), ("output", iomap.outputs)) for t in ts
-        ]
+        raise InputError(f"{path}: not a readable TFLite model ({type(e).__name__}: {str(e)[:200]})") from e
     return info

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, require_file
 from forgeml.ir import Signature, TensorSpec
 from forgeml.runtime import InputSet
 
@@ -60,13 +63,42 @@ def _shape_text(shape) -> str:
 def read_npz(path: str | Path, flag: str = "`parity.inputs`") -> InputSet:
     """Arrays from an .npz by name, never unpickling; not yet checked against a signature."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{flag} {p}: no such file")
+    require_file(p, what=flag)
     try:
+        _check_npz_sizes(p)
         with np.load(p, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{flag} {p}: not a readable .npz file ({e})") from e
+    except InputError as e:
+        raise InputError(f"{flag} {p}: {e}") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, KeyError,
+            UnicodeDecodeError, struct.error, SyntaxError) as e:
+        raise InputError(f"{flag} {p}: not a readable .npz file ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+NPZ_MIN_CAP = 256 << 20  # bytes an .npz member may inflate to before its compression ratio matters
+NPZ_RATIO = 200  # past NPZ_MIN_CAP, at most this many times its compressed size (a zip bomb needs more)
+
+
+def _check_npz_sizes(p: Path) -> None:
+    """Every member's declared array fits the bytes the member holds, and no member inflates past
+    ``NPZ_MIN_CAP``/``NPZ_RATIO``: numpy allocates the array its header declares before reading it."""
+    with zipfile.ZipFile(p) as z:
+        for info in z.infolist():
+            cap = max(NPZ_MIN_CAP, NPZ_RATIO * info.compress_size)
+            if info.file_size > cap:
+                raise InputError(f"member {info.filename!r} inflates to {info.file_size} bytes from "
+                                 f"{info.compress_size} (a zip bomb?); refused")
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise InputError(f"member {info.filename!r} declares a {shape} {dtype} array ({nbytes} "
+                                     f"bytes) but holds {info.file_size} bytes (corrupt or truncated)")
 
 
 def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int = 2, *,
@@ -78,11 +110,28 @@ def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int =
     """
     dims = dims or {}
     shape = [d if isinstance(d, int) else dims.get(i, dynamic) for i, d in enumerate(spec.shape)]
+    check_example_size(spec.name, shape, spec.dtype)
     if spec.dtype.startswith(("float", "bfloat")):
         return rng.normal(size=shape).astype(spec.dtype)
     if spec.dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(bool)
     return rng.integers(0, int_high, size=shape).astype(spec.dtype)
+
+
+MAX_EXAMPLE_BYTES = 1 << 30  # one generated input; a model asking more is corrupt or needs real inputs
+
+
+def check_example_size(name: str, shape, dtype: str) -> None:
+    """``InputError`` before allocating an example larger than ``MAX_EXAMPLE_BYTES`` (a dimension of
+    2**40 in a hostile or corrupt model would otherwise ask numpy for terabytes)."""
+    if any(int(d) < 0 for d in shape):
+        raise InputError(f"input {name!r}: negative dimension in shape {_shape_text(shape)}")
+    item = 8 if dtype.startswith(("float", "bfloat")) else np.dtype(dtype if dtype != "bool" else "int64").itemsize
+    nbytes = math.prod(int(d) for d in shape) * item
+    if nbytes > MAX_EXAMPLE_BYTES:
+        raise InputError(f"input {name!r}: shape {_shape_text(shape)} needs {nbytes / 2**30:.3g} GiB for one generated "
+                         f"example (the bound is {MAX_EXAMPLE_BYTES >> 30} GiB); fix the model's input shape, or give "
+                         "real inputs with `parity.inputs`")
 
 
 def load_calibration(path: str | Path) -> list[InputSet]:

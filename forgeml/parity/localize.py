@@ -50,7 +50,9 @@ def _proto(model) -> onnx.ModelProto:
     import onnx_ir
 
     if isinstance(model, (str, Path)):
-        return onnx.load(str(model))
+        from forgeml.formats import onnx_file
+
+        return onnx_file.load(Path(model))
     if isinstance(model, onnx.ModelProto):
         return model
     return onnx_ir.serde.serialize_model(model)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from forgeml.errors import InputError, first_line
+from forgeml.errors import InputError, first_line, require_file
 from forgeml.ir import Signature, sha256_file
 from forgeml.runtime import InputSet, Runner
 
@@ -76,8 +76,7 @@ def load_side(spec: str, ctx: LoadContext) -> Side:
     target = None if spec.startswith(("zoo:", "python:")) else opener(path)
     if target is None:
         return load_source(spec, ctx)
-    if not path.is_file():
-        raise InputError(f"{spec}: no such file")
+    require_file(path)  # a FIFO, device, directory or empty file: one line, never a blocking open
 
     def source():
         load_source(ctx.model, ctx)

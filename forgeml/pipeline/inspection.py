@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, require_file
 from forgeml.targets import TARGETS
 
 
@@ -19,10 +19,7 @@ def inspectors() -> dict[str, object]:
 
 
 def inspect_file(path: Path) -> dict:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
+    require_file(path)  # a FIFO, device, directory or empty file: one line, never a blocking open
     known = inspectors()
     target = known.get(path.suffix.lower())
     if target is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgeml.converters import CONVERTERS, Converter
-from forgeml.errors import InputError
+from forgeml.errors import InputError, require_file
 
 
 @dataclass
@@ -107,12 +107,8 @@ def _from_python(spec: str) -> ResolvedSource:
 def _from_path(path: Path, example_inputs) -> ResolvedSource:
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
-    if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                f.read(1)
-        except OSError as e:
-            raise InputError(f"{path}: cannot read it ({e.strerror})") from e
+    if not path.is_dir():
+        require_file(path)  # a FIFO, device or empty file: one line, never a blocking open
     if path.is_dir() and any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
         return ResolvedSource(CONVERTERS["tensorflow"], path, str(path), example_inputs)
     if path.is_dir() and (path / "config.json").is_file() and "hf" in CONVERTERS:

@@ -22,7 +22,7 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # a failing kernel's ERROR log repeats the exception forgeml reports in one line
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     what = model if isinstance(model, bytes) else str(Path(model))

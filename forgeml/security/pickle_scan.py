@@ -40,7 +40,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forgeml.errors import InputError
+from forgeml.errors import InputError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -946,17 +946,7 @@ def scan_bytes(data: bytes, name: str = "", limits: ScanLimits = ScanLimits()) -
 
 def scan_file(path: str | Path, limits: ScanLimits = ScanLimits()) -> ScanReport:
     """Stream ``path`` through the scanner; a missing or special file is an InputError."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if not p.is_file():
-        import stat
-
-        mode = p.stat().st_mode
-        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
-            "a special file"
-        raise InputError(f"{p}: {kind}, not a file")
+    p = require_file(path, empty_ok=True)
     try:
         size = p.stat().st_size
         with open(p, "rb"):

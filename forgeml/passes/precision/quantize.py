@@ -40,9 +40,9 @@ def _save(proto, path: Path) -> str:
 
 
 def _load(path: Path):
-    import onnx
+    from forgeml.formats import onnx_file
 
-    return onnx.load_model(str(path))
+    return onnx_file.load(Path(path))
 
 
 def _quiet_quantizer():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgeml.errors import InputError, TargetError
+from forgeml.errors import TargetError
 from forgeml.fileio import write_bytes_atomic
 from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
 from forgeml.runtime.ort import PROTOBUF_LIMIT, weight_bytes
@@ -75,14 +75,10 @@ def _ort_version() -> str:
 
 def inspect_onnx(path: Path) -> dict:
     import onnx
-    from google.protobuf.message import DecodeError
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError) as e:
-        raise InputError(f"{path}: not a valid ONNX model (corrupt or truncated: {e})") from e
-    if not proto.graph.node and not proto.graph.output:
-        raise InputError(f"{path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
+    from forgeml.formats import onnx_file
+
+    proto = onnx_file.load(path, external=False)  # checks external locations, reads none of them
     g = proto.graph
     inits = {t.name for t in g.initializer}
 
@@ -112,19 +108,28 @@ def inspect_onnx(path: Path) -> dict:
     }
 
 
-def open_onnx(path: Path) -> Opened:
-    """The file in onnxruntime; its signature and forgeml's precision stamp from the file itself."""
-    import onnx
+def file_signature(proto, path: Path):
+    """The signature of a loaded file; onnx_ir's errors on a corrupt graph become one InputError line."""
     import onnx_ir
-    import onnxruntime
 
+    from forgeml.errors import InputError
     from forgeml.ir import signature_of
-    from forgeml.runtime.ort import ort_runner
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise InputError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+        return signature_of(onnx_ir.serde.deserialize_model(proto))
+    except Exception as e:  # onnx_ir raises many types on a malformed graph
+        raise InputError(f"{path}: not a readable ONNX graph ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def open_onnx(path: Path) -> Opened:
+    """The file in onnxruntime; its signature and forgeml's precision stamp from the file itself."""
+    import onnxruntime
+
+    from forgeml.runtime.ort import ort_runner
+
+    from forgeml.formats import onnx_file
+
+    proto = onnx_file.load(path, external=False)  # onnxruntime reads the (checked) external data itself
     meta = {p.key: p.value for p in proto.metadata_props}
-    sig = signature_of(onnx_ir.serde.deserialize_model(proto))
+    sig = file_signature(proto, path)
     return Opened(ort_runner(path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

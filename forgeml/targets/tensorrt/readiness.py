@@ -114,18 +114,14 @@ class Readiness:
 
 def check_file(path: str | Path, *, tensorrt: str = DEFAULT_TABLE, plugins: tuple[str, ...] = ()) -> Readiness:
     """Load an .onnx file (external data included) and check it. Bad files raise ``InputError``."""
-    import onnx
-    from google.protobuf.message import DecodeError
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"check-trt: {path}: no such file")
+    from forgeml.formats import onnx_file
+
     try:
-        proto = onnx.load(str(path))
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise InputError(f"check-trt: {path}: not a readable ONNX model ({first_line(e)})") from e
-    if not proto.graph.node and not proto.graph.output:
-        raise InputError(f"check-trt: {path}: not a valid ONNX model (empty graph: corrupt or truncated file?)")
+        proto = onnx_file.load(path)
+    except InputError as e:
+        raise InputError(f"check-trt: {first_line(e)}") from e
     return check_model(proto, tensorrt=tensorrt, plugins=plugins)
 
 

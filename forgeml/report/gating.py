@@ -6,7 +6,7 @@ Exit codes (the CLI's contract):
   2  bad input or usage, or a target that could not be built
 
 A *warning* is something that passed but that a reviewer should see before shipping: a metric within
-less than half of its budget's headroom, top-1 disagreement the fp32 profile reports but does not
+less than half of its budget's headroom, a precision pass whose budget failed on held-out inputs, top-1 disagreement the fp32 profile reports but does not
 judge, or an import that had to fall back to another exporter.
 """
 
@@ -21,6 +21,10 @@ def warnings(manifest: dict) -> list[str]:
     if source.get("fallback"):
         out.append(f"import fell back to {source.get('route', '').split(' ')[0]}: {source['fallback']}")
     for st in manifest.get("stages", []):
+        held = (st.get("details") or {}).get("held_out") or {}
+        if held.get("passed") is False:
+            out.append(f"{st['name']}: accuracy budget met on the inputs the fallback chose nodes on, but not on "
+                       f"{held.get('batches')} held-out batches ({held.get('problem', '')})")
         par = st.get("parity")
         if not par:
             continue

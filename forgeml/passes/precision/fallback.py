@@ -61,6 +61,14 @@ def summarize(parity: StageParity) -> dict:
     return out
 
 
+def judge_held_out(float_proto, low_proto, inputs: Sequence[InputSet], budget: Tolerance) -> StageParity:
+    """The chosen model against the float one on inputs the search never saw (no node was picked on them)."""
+    output_names = [o.name for o in float_proto.graph.output]
+    f_run = _session_runner(float_proto)
+    return measure([f_run(b) for b in inputs], _session_runner(low_proto), inputs, budget,
+                   reference="float model (held-out inputs)", output_names=output_names)
+
+
 def keep_schedule(n: int, max_steps: int) -> list[int]:
     """How many nodes to keep at each step: 1, 2, 3, 4, 6, 8, 12, 16, … below ``n``."""
     counts, k = [], 1

@@ -169,7 +169,7 @@ def convert(
     if as_json:
         print(json.dumps(summary(result.manifest, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
     else:
-        _print_summary(result)
+        _print_summary(result, fail_on)
         _print_divergence(result.manifest)
     raise typer.Exit(code)
 
@@ -208,20 +208,54 @@ def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gg
     return {name: cfg for name, cfg in configs.items() if cfg is not None}
 
 
-def _print_summary(result) -> None:
+def _print_verdict(out, manifest: dict, fail_on: str, tail: str = "") -> None:
+    """The warnings that can decide the exit code, then the verdict word that agrees with it."""
+    from forgeml.report.gating import verdict, verdict_reason, warnings
+
+    for w in warnings(manifest):
+        out.print(f"[yellow]warning:[/] {_escape(w)}")
+    word = verdict(manifest, fail_on)
+    reason = verdict_reason(manifest, fail_on)
+    text = ("[green]PASS[/]" if word == "PASS" else "[red]FAIL[/]") + (f" ({_escape(reason)})" if reason else "")
+    out.print(text + tail)
+
+
+def _centered(row: dict) -> str:
+    from forgeml.report.gating import shown
+
+    cc = row.get("centered_cosine")
+    return shown(cc, 4) if cc is not None else "–"
+
+
+def _cosine(row: dict) -> str:
+    from forgeml.report.gating import shown
+
+    return shown(row["cosine"], 6) if "cosine" in row else "–"
+
+
+def _top1(row: dict) -> str:
+    """Top-1 agreement, or for integer outputs (labels) the exact-match fraction the verdict judges them by."""
+    from forgeml.report.gating import shown
+
+    if row.get("top1") is not None:
+        return shown(row["top1"], 4)
+    if row.get("exact_match") is not None:
+        return shown(row["exact_match"], 4) + " exact"
+    return "–"
+
+
+def _print_summary(result, fail_on: str = "fail") -> None:
     from rich.table import Table
 
     out = _out()
     table = Table(title="parity vs " + (result.manifest["stages"][0]["parity"]["reference"]), title_justify="left")
-    for col in ("stage", "output", "max abs", "cosine", "top-1", "verdict"):
+    for col in ("stage", "output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
     for stage, parity in result.parity.stages:
         for row in parity.rows:
-            top1 = row.get("top1")
             table.add_row(f"{stage} ({parity.profile.name})", row["output"],
                           f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
-                          f"{row['cosine']:.6f}" if "cosine" in row else "–",
-                          f"{top1:.3f}" if top1 is not None else "–",
+                          _cosine(row), _centered(row), _top1(row),
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
     source = result.manifest["source"]
@@ -230,9 +264,8 @@ def _print_summary(result) -> None:
                   f"{_escape(source['fallback'])}")
     for name, why in result.errors.items():
         out.print(f"[red]target {name} failed:[/] {_escape(in_flags(why))}")
-    verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
-    out.print(f"{verdict}  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
-              f"(manifest.json, report.md, report.html)")
+    _print_verdict(out, result.manifest, fail_on, f"  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
+                   f"(manifest.json, report.md, report.html)")
 
 
 @app.command()
@@ -313,12 +346,11 @@ def parity(
     st = m["stages"][0]
     par = st["parity"]
     table = Table(title=f"{b} vs {a} ({par['profile']})", title_justify="left")
-    for col in ("output", "max abs", "cosine", "top-1", "verdict"):
+    for col in ("output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
     for row in par["rows"]:
-        top1 = row.get("top1")
         table.add_row(row["output"], f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
-                      f"{row['cosine']:.6f}" if "cosine" in row else "–", f"{top1:.3f}" if top1 is not None else "–",
+                      _cosine(row), _centered(row), _top1(row),
                       "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {_escape(row.get('problem', ''))}")
     out = _out()
     out.print(table)
@@ -326,7 +358,7 @@ def parity(
         out.print(f"note: {note}")
     out.print(f"A: {m['source']['framework']} {st['reference_latency']['median_ms']:.3g} ms · "
               f"B: {st['runtime']} {st['latency']['median_ms']:.3g} ms (median, example batch)")
-    out.print("[green]PASS[/]" if m["ok"] else "[red]FAIL[/]")
+    _print_verdict(out, m, fail_on)
     raise typer.Exit(code)
 
 

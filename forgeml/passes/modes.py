@@ -25,8 +25,9 @@ MODES = ("fp16", "int8", "int8-static", "int4")
 
 def quantize_pipeline(mode: str, *, has_calibration: bool = False, calib_synthetic: bool = False,
                       max_cosine_drop: float | None = None, min_top1: float | None = None,
-                      optimize: bool = False, fallback: bool = True) -> list[ForgePass]:
-    """The passes for ``mode``. Refuses int8-static without calibration unless ``calib_synthetic``."""
+                      optimize: bool = False, fallback: bool = True, targets: tuple[str, ...] = ()) -> list[ForgePass]:
+    """The passes for ``mode``. Refuses int8-static without calibration unless ``calib_synthetic``; int8-static
+    is planned for the runtime among ``targets`` that is strictest about it (``precision.plan.runtime_for``)."""
     from forgeml.passes.precision.fp16 import Fp16Pass
     from forgeml.passes.optimize import OptimizePass
     from forgeml.passes.precision.quantize import Int4Pass, Int8DynamicPass, Int8StaticPass
@@ -46,7 +47,10 @@ def quantize_pipeline(mode: str, *, has_calibration: bool = False, calib_synthet
                              "by input name, first axis = samples; in the API: calibration=[{name: array}, …]), "
                              "or `quantize.synthetic_calibration` to calibrate on random inputs (the report then flags the "
                              "result as not representative)")
-        cfg = Int8StaticPass.Config(calibration="user" if has_calibration else "synthetic", budget=budget)
+        from forgeml.passes.precision.plan import runtime_for
+
+        cfg = Int8StaticPass.Config(calibration="user" if has_calibration else "synthetic", budget=budget,
+                                    runtime=runtime_for(targets))
         return [Int8StaticPass(cfg)]
     return ([OptimizePass()] if optimize else []) + [Int4Pass(budget=budget)]
 

@@ -72,7 +72,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
                              "`quantize.calibration` (`quantize.synthetic_calibration` applies to the ONNX passes)")
         pass_objs += tuple(quantize_pipeline(q.mode, has_calibration=bool(q.calibration),
                                              calib_synthetic=q.synthetic_calibration,
-                                             max_cosine_drop=q.max_cosine_drop, min_top1=q.min_top1))
+                                             max_cosine_drop=q.max_cosine_drop, min_top1=q.min_top1,
+                                             targets=tuple(targets)))
     stray = sorted(set(target_configs or {}) - set(targets))
     if stray:
         raise InputError(f"options for target(s) {stray} were given, but `targets` does not include them")

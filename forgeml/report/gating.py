@@ -6,7 +6,7 @@ Exit codes (the CLI's contract):
   2  bad input or usage, or a target that could not be built
 
 A *warning* is something that passed but that a reviewer should see before shipping: a metric within
-less than half of its budget's headroom, top-1 disagreement the fp32 profile reports but does not
+less than half of its budget's headroom, a precision pass whose budget failed on held-out inputs, top-1 disagreement the fp32 profile reports but does not
 judge, or an import that had to fall back to another exporter.
 """
 
@@ -21,6 +21,10 @@ def warnings(manifest: dict) -> list[str]:
     if source.get("fallback"):
         out.append(f"import fell back to {source.get('route', '').split(' ')[0]}: {source['fallback']}")
     for st in manifest.get("stages", []):
+        held = (st.get("details") or {}).get("held_out") or {}
+        if held.get("passed") is False:
+            out.append(f"{st['name']}: accuracy budget met on the inputs the fallback chose nodes on, but not on "
+                       f"{held.get('batches')} held-out batches ({held.get('problem', '')})")
         par = st.get("parity")
         if not par:
             continue
@@ -50,6 +54,29 @@ def exit_code(manifest: dict, fail_on: str = "fail") -> int:
     return 0
 
 
+def shown(value: float, places: int) -> str:
+    """A higher-is-better metric (cosine, top-1) printed by truncation, not rounding: for a threshold with at
+    most ``places`` decimals, the printed number is >= the threshold exactly when the value is, so a
+    verdict never contradicts the digits beside it (0.84996 prints 0.8499 against a 0.85 limit, not 0.8500)."""
+    from decimal import ROUND_FLOOR, Decimal
+
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR))
+
+
+def verdict(manifest: dict, fail_on: str = "fail") -> str:
+    """PASS or FAIL, computed from the same facts as the exit code (so the word printed and the exit agree)."""
+    return "PASS" if exit_code(manifest, fail_on) == 0 else "FAIL"
+
+
+def verdict_reason(manifest: dict, fail_on: str = "fail") -> str:
+    """Why a run whose parity passed still fails: the gate, in words; empty when there is nothing to add."""
+    if manifest.get("ok") and not manifest.get("errors") and fail_on == "warn":
+        n = len(warnings(manifest))
+        if n:
+            return f"--fail-on warn: {n} warning(s)"
+    return ""
+
+
 def summary(manifest: dict, *, out_dir: str | None = None, fail_on: str = "fail") -> dict:
     """The JSON a CI step parses: verdict, exit code, per-stage verdicts, artifacts, what failed and where."""
     stages = []
@@ -73,7 +100,7 @@ def summary(manifest: dict, *, out_dir: str | None = None, fail_on: str = "fail"
                                    ("found", "node", "op", "module", "module_class", "note") if k in st["divergence"]}
         stages.append(entry)
     code = exit_code(manifest, fail_on)
-    return {"ok": manifest.get("ok", False), "exit_code": code, "verdict": "PASS" if manifest.get("ok") else "FAIL",
+    return {"ok": manifest.get("ok", False), "exit_code": code, "verdict": verdict(manifest, fail_on),
             "fail_on": fail_on, "out_dir": out_dir, "first_failure": first_failure, "stages": stages,
             "artifacts": {k: {"path": a["path"], "bytes": a["bytes"], "sha256": a["sha256"]}
                           for k, a in manifest.get("artifacts", {}).items()},

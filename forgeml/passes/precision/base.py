@@ -35,6 +35,7 @@ class BudgetConfig:
     fallback: bool = True  # keep costly nodes in float when the budget is missed
     max_fallback_steps: int = 10
     budget_samples: int = 64  # samples the budget is judged on (calibration data first), in the model's batches
+    held_out: bool = True  # judge the chosen model again on inputs the fallback never picked nodes on
 
 
 class PrecisionPass(ForgePass):
@@ -112,6 +113,18 @@ class PrecisionPass(ForgePass):
             sets += example_like(self._inputs, n - len(sets), seed_offset=1000)
         return sets
 
+    def held_out_inputs(self, proto) -> list[InputSet]:
+        """Seeded batches apart from every seed the budget inputs and the pipeline's parity use: the
+        fallback chooses which nodes stay in float on ``budget_inputs``, so only these can say whether the
+        budget (centered cosine: the input-dependent error included) holds beyond them."""
+        from forgeml.parity.inputs import random_like
+
+        n = max(4, self.budget_batches() // 2)
+        if self._inputs is None:
+            return synthetic_from_graph(proto, n, seed=7919)
+        i = self._inputs
+        return [random_like(i.example, i.signature, i.seed + 7000 + k) for k in range(n)]
+
     def call(self, model) -> DetailedPassResult:
         from forgeml.passes.precision import fallback
 
@@ -125,8 +138,11 @@ class PrecisionPass(ForgePass):
             res = fallback.search(lambda exclude: self.build(proto, exclude, Path(tmp)), proto, candidates,
                                   inputs, budget, what=self.name, max_steps=self.config.budget.max_fallback_steps,
                                   enabled=self.config.budget.fallback)
+            held = self._judge_held_out(proto, res, budget)
         details = {"settings": self.settings(), "candidates": len(candidates), "kept_in_float": res.kept,
                    "budget": budget.to_json(), "budget_batches": len(inputs), "steps": res.steps}
+        if held is not None:
+            details["held_out"] = held
         if res.ranking:
             details["sensitivity"] = res.ranking[:10]
         if self.warnings():
@@ -134,6 +150,23 @@ class PrecisionPass(ForgePass):
         out = from_proto(res.proto)
         out.graph.sort()  # converters append Casts/Q-DQ nodes at the end; keep the graph in topological order
         return DetailedPassResult(out, True, details)
+
+
+    def _judge_held_out(self, proto, res, budget: Tolerance) -> dict | None:
+        from forgeml.passes.precision import fallback
+
+        if not self.config.budget.held_out:
+            return None
+        try:
+            held = self.held_out_inputs(proto)
+        except PassError as e:  # inputs that cannot be made up outside the pipeline: say so, judge nothing
+            return {"skipped": str(e)}
+        parity = fallback.judge_held_out(proto, res.proto, held, budget)
+        out = {"batches": len(held), **fallback.summarize(parity)}
+        if not parity.passed:
+            log.warning("%s: budget met on its selection inputs but not on %d held-out batches: %s", self.name,
+                        len(held), out.get("problem"))
+        return out
 
 
 def example_like(inputs: PassInputs, n: int, *, seed_offset: int) -> list[InputSet]:

@@ -6,7 +6,9 @@ The search works for any precision pass that can rebuild its model with some nod
    (onnxruntime on both, the same inputs) with the budget as a tolerance profile;
 2. if the budget is missed, rank the candidate nodes by the error each *adds*: run both models with
    every candidate's inputs and outputs exposed, and take, per node, the relative error of its output
-   minus the largest relative error already on its inputs (what flowed in from upstream);
+   minus the largest relative error already on its inputs (what flowed in from upstream); errors are
+   relative to the input-dependent part of each tensor (minus its batch mean), so a node whose output
+   is mostly a constant offset is not ranked harmless while its error drowns what varies;
 3. keep the top-ranked nodes in float — 1, 2, 3, 4, 6, 8, 12, … of them — rebuilding and judging after
    each step, until the budget holds. Every step is recorded (kept nodes, metrics, what it bought).
 
@@ -61,6 +63,14 @@ def summarize(parity: StageParity) -> dict:
     return out
 
 
+def judge_held_out(float_proto, low_proto, inputs: Sequence[InputSet], budget: Tolerance) -> StageParity:
+    """The chosen model against the float one on inputs the search never saw (no node was picked on them)."""
+    output_names = [o.name for o in float_proto.graph.output]
+    f_run = _session_runner(float_proto)
+    return measure([f_run(b) for b in inputs], _session_runner(low_proto), inputs, budget,
+                   reference="float model (held-out inputs)", output_names=output_names)
+
+
 def keep_schedule(n: int, max_steps: int) -> list[int]:
     """How many nodes to keep at each step: 1, 2, 3, 4, 6, 8, 12, 16, … below ``n``."""
     counts, k = [], 1
@@ -89,7 +99,10 @@ def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inp
                 continue
             a, b = a.astype(np.float64), b.astype(np.float64)
             diff_sq[t] = diff_sq.get(t, 0.0) + float(np.sum((a - b) ** 2))
-            ref_sq[t] = ref_sq.get(t, 0.0) + float(np.sum(a * a))
+            # against the input-dependent part (minus the batch mean) when there is a batch: a tensor that
+            # is mostly a constant offset hides a quantization error that drowns what varies with the input
+            signal = a - a.mean(axis=0, keepdims=True) if a.ndim and a.shape[0] > 1 else a
+            ref_sq[t] = ref_sq.get(t, 0.0) + float(np.sum(signal * signal))
 
     def rel(t: str) -> float | None:
         if t not in diff_sq:

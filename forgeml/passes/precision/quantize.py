@@ -9,7 +9,9 @@
   (min/max by default); Q/DQ pairs around Conv, MatMul (constant weight) and Gemm.
 - ``int4``: MatMul weights to 4 bits in blocks along K (``MatMulNBits``), activations float.
 
-Per-channel, reduce-range and the activation type follow the CPU (``forgeml.passes.precision.cpu_features``).
+Per-channel, reduce-range and the activation type follow the CPU (``forgeml.passes.precision.cpu_features``);
+for int8-static they follow the runtime first (``forgeml.passes.precision.plan``: TensorRT takes only
+symmetric signed int8 Q/DQ).
 Each pass is judged against the float model it receives and keeps costly nodes in float until its
 accuracy budget holds (``forgeml.passes.precision.fallback``).
 """
@@ -137,7 +139,8 @@ class Int8StaticConfig:
     max_calibration_batches: int = 64
     per_channel: bool | None = None
     reduce_range: bool | None = None
-    activation_type: str | None = None  # "uint8" | "int8"; None: chosen for this CPU
+    activation_type: str | None = None  # "uint8" | "int8"; None: chosen for this CPU (ignored for tensorrt)
+    runtime: str = "onnxruntime-cpu"  # who runs the QDQ model: "onnxruntime-cpu" | "tensorrt" (see precision.plan)
     budget: BudgetConfig = BudgetConfig()
 
 
@@ -174,12 +177,21 @@ class Int8StaticPass(_Int8Pass):
         held_out = list(self._inputs.calibration[self.config.max_calibration_batches:])[:n]
         return held_out + example_like(self._inputs, n, seed_offset=1000)
 
+    def plan(self):
+        from forgeml.passes.precision.plan import int8_static_plan
+
+        try:
+            return int8_static_plan(self.config.runtime, per_channel=self.config.per_channel,
+                                    reduce_range=self.config.reduce_range, activation_type=self.config.activation_type)
+        except ValueError as e:
+            raise PassError(f"int8-static: {e}") from e
+
     def settings(self) -> dict:
-        per_channel, reduce_range, act, s = _cpu_choice(self.config.per_channel, self.config.reduce_range,
-                                                        self.config.activation_type)
-        return {"format": "QDQ", "per_channel": per_channel, "reduce_range": reduce_range, "weight_type": "int8",
-                "activation_type": act, "calibrate_method": self.config.calibrate_method,
-                "calibration": self.config.calibration, "cpu": s.isa, "why": s.why}
+        p = self.plan()
+        return {"format": "QDQ", "per_channel": p.per_channel, "reduce_range": p.reduce_range,
+                "weight_type": p.weight_type, "activation_type": p.activation_type,
+                "calibrate_method": self.config.calibrate_method, "calibration": self.config.calibration,
+                "cpu": p.cpu, "why": p.why, "plan": p.to_json()}
 
     def warnings(self) -> list[str]:
         if self.config.calibration == "synthetic":
@@ -191,8 +203,7 @@ class Int8StaticPass(_Int8Pass):
         import onnx
         from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
 
-        per_channel, reduce_range, act, _ = _cpu_choice(self.config.per_channel, self.config.reduce_range,
-                                                        self.config.activation_type)
+        plan = self.plan()
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         if self.config.calibrate_method not in methods:
@@ -216,11 +227,14 @@ class Int8StaticPass(_Int8Pass):
         try:
             with _quiet_quantizer():
                 quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=list(self.config.op_types), per_channel=per_channel,
-                                reduce_range=reduce_range, activation_type=types[act], weight_type=types["int8"],
-                                nodes_to_exclude=sorted(exclude), calibrate_method=methods[self.config.calibrate_method],
+                                op_types_to_quantize=list(self.config.op_types), per_channel=plan.per_channel,
+                                reduce_range=plan.reduce_range, activation_type=types[plan.activation_type],
+                                weight_type=types[plan.weight_type], nodes_to_exclude=sorted(exclude),
+                                calibrate_method=methods[self.config.calibrate_method],
                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True,
-                                               "ActivationSymmetric": act == "int8", "WeightSymmetric": True})
+                                               "ActivationSymmetric": plan.activation_symmetric,
+                                               "WeightSymmetric": plan.weight_symmetric,
+                                               "QuantizeBias": plan.quantize_bias})
         except PassError:
             raise
         except Exception as e:

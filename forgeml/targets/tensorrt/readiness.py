@@ -14,7 +14,11 @@ TensorRT build (where it saves a user the minutes a failing engine build costs).
   values that will be clamped.
 * ``data-dependent-shape``: outputs whose shape depends on tensor values (NonZero, NonMaxSuppression,
   TopK with a computed K, Unique, Compress).
-* ``plugin``: ops outside the ONNX domains: the parser looks up a TensorRT plugin by the op's name.
+* ``plugin``: ops outside the ONNX domains: the parser looks up a TensorRT plugin by the op's name;
+  and ONNX ops the parser imports only as a plugin (RoiAlign -> ``ROIAlign_TRT``), a warning.
+* ``control-flow``: If branches whose outputs differ in rank (TensorRT's conditional needs one rank per
+  output), Loop scan outputs whose per-iteration shape is not static.
+* ``shape``: ops that need a build-time shape (EyeLike of a tensor whose dims are only known at run time).
 * ``dynamic-shape`` (info): inputs with symbolic dims, which need an optimization profile.
 
 Severity ``error`` blocks (the parser or builder will fail); ``warning`` builds but may change numbers
@@ -143,6 +147,7 @@ class _Checker:
         self.findings: list[Finding] = []
         self.types: dict[str, str] = {}  # tensor name -> ONNX dtype name
         self.ranks: dict[str, int] = {}
+        self.dims: dict[str, tuple[int | None, ...]] = {}  # static dims, None where symbolic/unknown
         self.functions = {(f.domain, f.name): f for f in proto.functions}
         self.ops: Counter = Counter()
 
@@ -193,6 +198,8 @@ class _Checker:
                 self.types[vi.name] = onnx.TensorProto.DataType.Name(t.elem_type)
                 if t.HasField("shape"):
                     self.ranks[vi.name] = len(t.shape.dim)
+                    self.dims[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                               for d in t.shape.dim)
 
         def visit(g) -> None:
             for vi in (*g.input, *g.output, *g.value_info):
@@ -200,6 +207,7 @@ class _Checker:
             for t in g.initializer:
                 self.types[t.name] = onnx.TensorProto.DataType.Name(t.data_type)
                 self.ranks[t.name] = len(t.dims)
+                self.dims[t.name] = tuple(t.dims)
             for n in g.node:
                 for a in n.attribute:
                     if a.type == onnx.AttributeProto.GRAPH:
@@ -304,6 +312,9 @@ class _Checker:
             return
         self._types(n, name)
         self._restrictions(n, name, constants, consts)
+        self._shapes(n, name, constants)
+        if op in t.plugin_ops:
+            self._builtin_plugin(n, name)
 
     def _plugin(self, n, name: str) -> None:
         where = f"domain {n.domain!r}"
@@ -317,6 +328,69 @@ class _Checker:
             self.add("plugin", "error", f"custom op from {where}: the parser will look for a TensorRT plugin named "
                      f"{n.op_type!r} (version '1'); register one (IPluginCreator) and pass `TensorRTConfig.plugins` {n.op_type}, or "
                      f"rewrite it with standard ops", name, n.op_type)
+
+    def _builtin_plugin(self, n, name: str) -> None:
+        plugin = self.table.plugin_ops[n.op_type]
+        if n.op_type in self.plugins or plugin in self.plugins:
+            self.add("plugin", "info", f"imported as the TensorRT plugin {plugin!r}, which you said is available "
+                     f"(the engine runs only where libnvinfer_plugin is loaded)", name, n.op_type)
+            return
+        self.add("plugin", "warning", f"needs a plugin: the parser has no native layer for {n.op_type} and imports it "
+                 f"as the TensorRT plugin {plugin!r} (libnvinfer_plugin); the engine builds and runs only where that "
+                 f"library is loaded (not in the lean/dispatch runtimes). Pass `TensorRTConfig.plugins` "
+                 f"{n.op_type} to say it is, or rewrite it with standard ops", name, n.op_type)
+
+    def _shapes(self, n, name: str, constants: set[str]) -> None:
+        """Control flow and ops whose import needs shapes fixed at build time."""
+        import onnx
+
+        op = n.op_type
+        if op == "EyeLike" and n.input:
+            dims = self.dims.get(n.input[0])
+            if n.input[0] not in constants and dims is not None and any(d is None for d in dims):
+                shown = "x".join("?" if d is None else str(d) for d in dims)
+                self.add("shape", "error", f"input {n.input[0]!r} has shape {shown}, known only at run time: the "
+                         f"parser builds EyeLike as a constant and rejects dynamically shaped inputs; give the input a "
+                         f"static shape (or build the identity with Range/Equal)", name, op)
+        if op == "If" and n.input and n.input[0] not in constants:  # a constant condition keeps one branch only
+            branches = {a.name: a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH}
+            then, other = branches.get("then_branch"), branches.get("else_branch")
+            if then is not None and other is not None:
+                for i, (a, b) in enumerate(zip(then.output, other.output)):
+                    ra, rb = self._rank(a), self._rank(b)
+                    if ra is not None and rb is not None and ra != rb:
+                        self.add("control-flow", "error", f"output {i} is rank {ra} in then_branch ({a.name!r}) and "
+                                 f"rank {rb} in else_branch ({b.name!r}): TensorRT's conditional needs both branches "
+                                 f"to give each output the same rank; reshape one branch's output", name, op)
+        if op == "Loop":
+            body = next((a.g for a in n.attribute if a.name == "body"), None)
+            if body is None:
+                return
+            carried = max(len(n.input) - 2, 0)
+            for out in body.output[1 + carried:]:
+                dims = self._dims(out)
+                if dims is not None and any(d is None for d in dims):
+                    shown = "x".join("?" if d is None else str(d) for d in dims)
+                    self.add("control-flow", "error", f"scan output {out.name!r} has per-iteration shape {shown}, "
+                             f"not fixed at build time: TensorRT stacks scan outputs into one tensor and needs the "
+                             f"same static shape every iteration; pad to a fixed size or carry it as a loop state",
+                             name, op)
+
+    def _rank(self, vi) -> int | None:
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            return len(t.shape.dim)
+        return self.ranks.get(vi.name)
+
+    def _dims(self, vi) -> tuple[int | None, ...] | None:
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            declared = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+            inferred = self.dims.get(vi.name)
+            if inferred is not None and len(inferred) == len(declared):
+                return tuple(a if a is not None else b for a, b in zip(declared, inferred))
+            return declared
+        return self.dims.get(vi.name)
 
     def _data_dependent(self, n, name: str) -> None:
         op = n.op_type

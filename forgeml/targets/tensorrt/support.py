@@ -19,7 +19,7 @@ Unknown ONNX operators (newer than the matrix) count as unsupported. Type tokens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SOURCE = "onnx/onnx-tensorrt docs/operators.md"
 
@@ -107,6 +107,11 @@ SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequenc
 TfIdfVectorizer Unique"""
 
 
+# ONNX ops the parser imports through a TensorRT plugin rather than a native layer
+# (``builtin_op_importers.cpp``: RoiAlign creates "ROIAlign_TRT").
+_PLUGIN_OPS = {"RoiAlign": "ROIAlign_TRT"}
+
+
 @dataclass(frozen=True)
 class SupportTable:
     """One TensorRT release's view of ONNX: what the readiness rules check a model against."""
@@ -121,6 +126,7 @@ class SupportTable:
     cast: dict[str, str]  # dtypes the parser casts down: dtype -> what it becomes
     quantized: frozenset[str]  # dtypes allowed only inside Q/DQ
     io_only: frozenset[str]  # dtypes allowed only as network inputs/outputs
+    plugin_ops: dict[str, str] = field(default_factory=dict)  # ONNX op -> the TensorRT plugin the parser uses
 
     @property
     def major(self) -> int:
@@ -146,6 +152,7 @@ TABLES: dict[str, SupportTable] = {
         cast={"DOUBLE": "FLOAT"},
         quantized=frozenset({"INT8", "INT4", "FLOAT8E4M3FN"}),
         io_only=frozenset({"UINT8"}),
+        plugin_ops=dict(_PLUGIN_OPS),
     ),
     "8.5": SupportTable(
         version="8.5",
@@ -156,6 +163,7 @@ TABLES: dict[str, SupportTable] = {
         cast={"DOUBLE": "FLOAT", "INT64": "INT32"},
         quantized=frozenset({"INT8"}),
         io_only=frozenset(),
+        plugin_ops=dict(_PLUGIN_OPS),
     ),
 }
 DEFAULT_TABLE = "10.1"

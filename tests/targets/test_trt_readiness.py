@@ -222,6 +222,86 @@ def test_dynamic_input_is_noted():
     assert r.ready and any(f.rule == "dynamic-shape" and "0=batch" in f.message for f in r.findings)
 
 
+def _if(then_out, else_out, cond_const=False):
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [], [then_out])
+    other = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["e"], keepdims=0)], "else", [], [else_out])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)
+    inits = [numpy_helper.from_array(np.array(True), "c")] if cond_const else []
+    inputs = ([] if cond_const else [_vi("c", TensorProto.BOOL, ())]) + [_vi("x", F, (3, 3))]
+    return _model([node], inputs, [helper.make_tensor_value_info("y", F, None)], inits)
+
+
+def test_if_branches_of_different_rank_block():
+    r = check_model(_if(_vi("t", F, (3, 3)), _vi("e", F, ())))
+    assert ("control-flow", "If") in _rules(r)
+    assert any("rank 2" in f.message and "rank 0" in f.message for f in r.blocking)
+
+
+def test_if_branches_of_equal_rank_and_constant_conditions_pass():
+    same = _if(_vi("t", F, (3, 3)), _vi("e", F, (3, 3)))
+    assert not any(f.rule == "control-flow" for f in check_model(same).findings)
+    # the parser imports only the taken branch when the condition is an initializer
+    const = _if(_vi("t", F, (3, 3)), _vi("e", F, ()), cond_const=True)
+    assert not any(f.rule == "control-flow" for f in check_model(const).findings)
+
+
+def test_eyelike_of_a_runtime_shape_blocks_and_static_passes():
+    shape = _vi("s", TensorProto.INT64, (2,))
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["z"]), helper.make_node("EyeLike", ["z"], ["y"])]
+    r = check_model(_model(nodes, [shape], [_vi("y", F, (None, None))]))
+    assert ("shape", "EyeLike") in _rules(r)
+    dyn = check_model(_model([helper.make_node("EyeLike", ["x"], ["y"])], [_vi("x", F, ("n", 4))],
+                             [_vi("y", F, ("n", 4))]))
+    assert ("shape", "EyeLike") in _rules(dyn)
+    static = check_model(_model([helper.make_node("EyeLike", ["x"], ["y"])], [_vi("x", F, (4, 4))],
+                                [_vi("y", F, (4, 4))]))
+    assert static.ready and not any(f.rule == "shape" for f in static.findings)
+
+
+def _loop(scan_shape):
+    """Loop of trip count 3 with one carried sum and one scan output of per-iteration ``scan_shape``."""
+    i64, b = TensorProto.INT64, TensorProto.BOOL
+    body_nodes = [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                  helper.make_node("Add", ["acc_in", "x"], ["acc_out"])]
+    if None in scan_shape:  # a slice of x whose length is the iteration number: changes every iteration
+        body_nodes += [helper.make_node("Unsqueeze", ["i", "zero"], ["i1"]),
+                       helper.make_node("Slice", ["x", "zero", "i1", "zero"], ["scan"])]
+    else:
+        body_nodes += [helper.make_node("Identity", ["acc_out"], ["scan"])]
+    body = helper.make_graph(
+        body_nodes, "body",
+        [_vi("i", i64, ()), _vi("cond_in", b, ()), _vi("acc_in", F, (4,))],
+        [_vi("cond_out", b, ()), _vi("acc_out", F, (4,)), _vi("scan", F, scan_shape)],
+        initializer=[numpy_helper.from_array(np.array([0], np.int64), "zero")])
+    inits = [numpy_helper.from_array(np.array(3, np.int64), "trip"),
+             numpy_helper.from_array(np.array(True), "cond"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "acc0")]
+    node = helper.make_node("Loop", ["trip", "cond", "acc0"], ["acc", "scans"], body=body)
+    outs = [_vi("acc", F, (4,)), helper.make_tensor_value_info("scans", F, None)]
+    return _model([node], [_vi("x", F, (4,))], outs, inits)
+
+
+def test_loop_scan_output_of_dynamic_shape_blocks_and_static_passes():
+    r = check_model(_loop((None,)))
+    assert ("control-flow", "Loop") in _rules(r)
+    assert any("'scan'" in f.message for f in r.blocking if f.rule == "control-flow")
+    ok = check_model(_loop((4,)))
+    assert not any(f.rule == "control-flow" for f in ok.findings), ok.findings
+
+
+def test_roialign_needs_a_plugin_and_names_the_option():
+    x = _vi("x", F, (1, 2, 8, 8))
+    rois = numpy_helper.from_array(np.array([[0, 0, 4, 4]], np.float32), "rois")
+    idx = numpy_helper.from_array(np.array([0], np.int64), "idx")
+    node = helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], output_height=2, output_width=2)
+    m = _model([node], [x], [_vi("y", F, (1, 2, 2, 2))], [rois, idx])
+    r = check_model(m)
+    msgs = [f.message for f in r.findings if f.rule == "plugin" and f.severity == "warning"]
+    assert msgs and "needs a plugin" in msgs[0] and "`TensorRTConfig.plugins`" in msgs[0] and "ROIAlign_TRT" in msgs[0]
+    said = check_model(m, plugins=("RoiAlign",))
+    assert ("plugin", "RoiAlign") in _rules(said, "info") and not _rules(said, "warning") & {("plugin", "RoiAlign")}
+
+
 # --- the zoo and the CLI --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,86 @@
+"""int8-static planned per runtime: the TensorRT plan writes Q/DQ that check-trt accepts, the CPU plan keeps
+onnxruntime's choices; both on real onnxruntime numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx.numpy_helper
+import pytest
+from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
+
+from forgeml.passes import from_proto, to_proto
+from forgeml.passes.modes import quantize_pipeline
+from forgeml.passes.precision.cpu_features import int8_settings
+from forgeml.passes.precision.plan import int8_static_plan, runtime_for
+from forgeml.passes.precision.quantize import Int8StaticPass
+from forgeml.targets.tensorrt.readiness import check_model
+
+
+def _zero_points(proto) -> list[np.ndarray]:
+    inits = {t.name: t for t in proto.graph.initializer}
+    return [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in proto.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+
+
+def test_runtime_follows_the_targets():
+    assert runtime_for(("onnx", "tensorrt")) == "tensorrt"
+    assert runtime_for(("onnx", "safetensors")) == "onnxruntime-cpu"
+    [p] = quantize_pipeline("int8-static", calib_synthetic=True, targets=("onnx", "tensorrt"))
+    assert p.config.runtime == "tensorrt"
+    [p] = quantize_pipeline("int8-static", calib_synthetic=True, targets=("onnx",))
+    assert p.config.runtime == "onnxruntime-cpu"
+
+
+def test_tensorrt_plan_is_symmetric_signed_whatever_the_cpu():
+    p = int8_static_plan("tensorrt", activation_type="uint8", reduce_range=True)  # CPU overrides do not apply
+    assert (p.activation_type, p.weight_type) == ("int8", "int8")
+    assert p.activation_symmetric and p.weight_symmetric and p.per_channel
+    assert not p.reduce_range and not p.quantize_bias
+    cpu, s = int8_static_plan("onnxruntime-cpu"), int8_settings()
+    assert (cpu.activation_type, cpu.reduce_range, cpu.per_channel) == (s.activation_type, s.reduce_range, s.per_channel)
+
+
+def test_tensorrt_plan_writes_qdq_check_trt_accepts(x_batch):
+    proto = mlp_proto()
+    result = Int8StaticPass(runtime="tensorrt").bind(bound_inputs(proto, calibration=8))(from_proto(proto))
+    out = to_proto(result.model)
+    zps = _zero_points(out)
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    readiness = check_model(out)
+    assert readiness.ready, [f.line() for f in readiness.blocking]
+    assert cosine(run_proto(proto, x_batch), run_proto(out, x_batch)) > 0.999
+    plan = result.details["settings"]["plan"]
+    assert plan["runtime"] == "tensorrt" and plan["activation_symmetric"] and plan["cpu"]
+
+
+def test_cpu_plan_keeps_the_cpu_choice(x_batch):
+    proto = mlp_proto()
+    result = Int8StaticPass().bind(bound_inputs(proto, calibration=8))(from_proto(proto))
+    out = to_proto(result.model)
+    act = int8_settings().activation_type
+    assert {z.dtype for z in _zero_points(out)} >= {np.dtype(act)}
+    assert result.details["settings"]["plan"]["runtime"] == "onnxruntime-cpu"
+    if act == "uint8":  # the asymmetric CPU form is what TensorRT refuses: the plan is what makes the difference
+        assert not check_model(out).ready
+
+
+@pytest.mark.slow
+def test_cli_cnn_int8_static_for_tensorrt_passes_check_trt(tmp_path, capsys):
+    from forgeml.cli.app import main
+
+    out = tmp_path / "out"
+    rc = main(["convert", "zoo:cnn", "--to", "onnx,tensorrt", "--quantize", "int8-static", "--calib-synthetic",
+               "-o", str(out)])
+    if importlib.util.find_spec("tensorrt") is None:
+        assert rc == 2  # only the engine build fails: no TensorRT here
+        assert "TensorRT is not installed" in capsys.readouterr().out.replace("\n", " ")
+    capsys.readouterr()
+    assert main(["check-trt", str(out / "model.onnx")]) == 0
+    assert "ready for TensorRT" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    plans = [s["details"]["settings"]["plan"] for s in manifest["stages"]
+             if isinstance(s.get("details"), dict) and "plan" in s["details"].get("settings", {})]
+    assert plans and plans[0]["runtime"] == "tensorrt" and plans[0]["activation_type"] == "int8"

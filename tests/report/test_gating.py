@@ -1,0 +1,38 @@
+"""The verdict word, the exit code and the printed digits agree."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forgeml.report.gating import exit_code, shown, summary, verdict, verdict_reason
+
+
+def test_shown_never_crosses_a_threshold():
+    assert shown(0.84996, 4) == "0.8499" and shown(0.85, 4) == "0.8500" and shown(1.0, 6) == "1.000000"
+    rng = np.random.default_rng(0)
+    thresholds = [0.85, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999]
+    values = [*rng.uniform(0.8, 1.0, 2000), *thresholds, *(np.nextafter(t, 0) for t in thresholds)]
+    for v in values:
+        for t in thresholds:
+            assert (float(shown(v, 4)) >= t) == (v >= t), (v, t)
+
+
+def _manifest(cos: float) -> dict:
+    """A run record as the pipeline writes it: one passed stage judged by a cosine limit of 0.99."""
+    row = {"output": "logits", "passed": cos >= 0.99, "cosine": cos, "atol_needed": 0.0}
+    return {"ok": row["passed"], "errors": {}, "source": {}, "stages": [
+        {"name": "onnx (int8)", "kind": "artifact", "parity": {"passed": row["passed"], "profile": "int8",
+                                                                "tolerance": {"min_cosine": 0.99}, "rows": [row]}}]}
+
+
+def test_verdict_follows_the_exit_code_under_fail_on_warn():
+    close = _manifest(0.993)  # passes, but within 2x of the limit: a warning
+    assert exit_code(close, "fail") == 0 and verdict(close, "fail") == "PASS" and verdict_reason(close, "fail") == ""
+    assert exit_code(close, "warn") == 1 and verdict(close, "warn") == "FAIL"
+    assert verdict_reason(close, "warn") == "--fail-on warn: 1 warning(s)"
+    s = summary(close, fail_on="warn")
+    assert s["verdict"] == "FAIL" and s["exit_code"] == 1 and s["ok"] and len(s["warnings"]) == 1
+    clear = _manifest(0.9999)
+    assert verdict(clear, "warn") == "PASS" and exit_code(clear, "warn") == 0
+    failed = _manifest(0.98)
+    assert verdict(failed, "fail") == "FAIL" and verdict_reason(failed, "warn") == ""

@@ -79,6 +79,7 @@ class SklearnConverter:
         if not self.accepts(model):
             raise InputError(f"{ref}: holds a {type(model).__name__}, not a scikit-learn estimator")
         _check_fitted(model, ref)
+        example_inputs = _unwrap_examples(model, example_inputs)
         columns = _frame_columns(model, example_inputs)
         examples = _examples(model, columns, example_inputs)
         kind, outputs = _outputs(model)
@@ -214,6 +215,27 @@ def _walk(est):
         yield from _walk(inner)
 
 
+def _unwrap_examples(model, example_inputs):
+    """Every framework's example convention to what an estimator takes: a tuple/list of inputs (as
+    ``python:`` functions return for torch, ``(X,)``), a bare array, a DataFrame, or a dict by input name.
+
+    A one-element tuple/list whose element is itself an array or a frame is that array/frame; a
+    tuple of several arrays for a DataFrame model maps positionally onto ``feature_names_in_``.
+    """
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        return example_inputs
+    tensors = all(hasattr(e, "to_numpy") or getattr(e, "ndim", 0) >= 2 for e in example_inputs)
+    if not tensors:
+        return example_inputs  # a list of rows: an array-like of numbers
+    if len(example_inputs) == 1:
+        return example_inputs[0]
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and len(names) == len(example_inputs):
+        return {str(n): e for n, e in zip(names, example_inputs)}
+    raise InputError(f"example inputs are {len(example_inputs)} tensors; the {type(model).__name__} takes one "
+                     f"input X" + (f" or its {len(names)} columns" if names is not None else ""))
+
+
 def _has_column(example, name: str) -> bool:
     try:
         return name in example
@@ -248,6 +270,8 @@ def _examples(model, columns, example_inputs) -> InputSet:
         if len(example_inputs) != 1:
             raise InputError(f"a scikit-learn model fitted on an array takes one input, got {list(example_inputs)}")
         example_inputs = next(iter(example_inputs.values()))
+    if hasattr(example_inputs, "detach"):  # a torch tensor, as torch's example convention passes it
+        example_inputs = example_inputs.detach().cpu().numpy()
     x = np.asarray(example_inputs.to_numpy() if hasattr(example_inputs, "to_numpy") else example_inputs)
     if x.ndim != 2 or (n is not None and x.shape[1] != n):
         raise InputError(f"example inputs have shape {x.shape}; the {type(model).__name__} takes "
@@ -319,12 +343,20 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
     types = {"float32": FloatTensorType, "int64": Int64TensorType, "object": StringTensorType}
     # Always any number of rows: that is how every estimator is called, and a file gives no batch size.
     initial = [(n, types[str(a.dtype)]([None, a.shape[1]])) for n, a in examples.items()]
+    # A plain estimator fitted on a numeric DataFrame takes one matrix in skl2onnx: convert it on X
+    # and put the per-column inputs in front with a Concat.
+    concat = len(initial) > 1 and not any(True for _ in _column_transformers(model)) and \
+        all(str(a.dtype) == "float32" for a in examples.values())
+    if concat:
+        initial = [("X", FloatTensorType([None, sum(a.shape[1] for a in examples.values())]))]
     try:
         with quiet(*_LOGGERS):
             proto = to_onnx(model, initial_types=initial, options=_zipmap_options(model) or None,
                             target_opset=options.opset)
     except Exception as e:
         raise _explain(model, e) from e
+    if concat:
+        _concat_columns(proto, list(examples))
     if kind == "scores":
         _rename_output(proto, proto.graph.output[1].name, "scores")
     for v in list(proto.graph.input) + list(proto.graph.output):
@@ -332,6 +364,23 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
     return proto
+
+
+def _concat_columns(proto, names: list[str]) -> None:
+    from onnx import helper
+
+    x = proto.graph.input[0]
+    inner = "X__columns"
+    _rename_input(proto, x.name, inner)
+    del proto.graph.input[:]
+    for n in names:
+        proto.graph.input.append(helper.make_tensor_value_info(n, 1, ["batch", 1]))
+    proto.graph.node.insert(0, helper.make_node("Concat", names, [inner], axis=1, name="forgeml_columns"))
+
+
+def _rename_input(proto, old: str, new: str) -> None:
+    for node in proto.graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
 
 
 def _explain(model, e: Exception) -> ConversionError:

@@ -83,17 +83,18 @@ class SklearnConverter:
         columns = _frame_columns(model, example_inputs)
         examples = _examples(model, columns, example_inputs)
         kind, outputs = _outputs(model)
-        proto = _to_onnx(model, columns, examples, kind, options)
+        proto, route = _convert_any(model, columns, examples, kind, options)
         input_names = list(examples)
         reference = _reference(model, columns, kind, outputs, proto)
         if not digest:
             digest = _estimator_digest(model)
         ir = ir_from_proto(proto, input_names, outputs,
-                           Provenance("sklearn", ref, digest, f"scikit-learn {sklearn.__version__}", "skl2onnx"),
+                           Provenance("sklearn", ref, digest, f"scikit-learn {sklearn.__version__}", route),
                            "sklearn->onnx")
         check_inputs(examples, ir.signature, "example inputs")
         method = {"proba": "predict + predict_proba", "scores": "predict + decision_function",
-                  "regressor": "predict", "cluster": "predict + transform", "transformer": "transform"}[kind]
+                  "regressor": "predict", "cluster": "predict + transform", "transformer": "transform",
+                  "outlier": "predict + decision_function + score_samples"}[kind]
         return ConvertResult(ir=ir, reference=reference, reference_name=f"scikit-learn {sklearn.__version__} "
                              f"{method}", example_inputs=examples, weights=NoTensorWeights(model),
                              source_model=model)
@@ -299,18 +300,45 @@ def _frame_examples(model, columns) -> InputSet:
 
 
 def _outputs(model) -> tuple[str, list[str]]:
-    from sklearn.base import is_classifier, is_clusterer, is_regressor
+    from sklearn.base import is_classifier, is_clusterer, is_outlier_detector, is_regressor
 
     if is_classifier(model):
         return ("proba", ["label", "probabilities"]) if hasattr(model, "predict_proba") else \
             ("scores", ["label", "scores"])
     if is_regressor(model):
         return "regressor", ["variable"]
+    if is_outlier_detector(model):
+        return "outlier", ["label", "scores", "score_samples"]
     if is_clusterer(model) and hasattr(model, "transform"):
         return "cluster", ["label", "scores"]  # skl2onnx: cluster ids and distances to the centres
     if hasattr(model, "transform"):
         return "transformer", ["variable"]
     raise InputError(f"the {type(model).__name__} is neither a classifier, a regressor nor a transformer")
+
+
+def _convert_any(model, columns, examples: InputSet, kind: str, options: ImportOptions):
+    """(proto, route): skl2onnx first; forgeml's own tree ensembles where skl2onnx fails on one of
+    them or has no converter giving the outputs (outlier detectors' ``score_samples``)."""
+    from forgeml.converters import sklearn_trees
+
+    if kind != "outlier":
+        try:
+            return _to_onnx(model, columns, examples, kind, options), "skl2onnx"
+        except ConversionError as e:
+            if not sklearn_trees.supports(model):
+                raise
+            log.info("skl2onnx failed (%s); building the tree ensemble from the fitted trees", e)
+    elif not sklearn_trees.supports(model):
+        raise InputError(f"the {type(model).__name__} is an outlier detector forgeml has no converter for "
+                         f"(forgeml converts IsolationForest)")
+    if any(str(a.dtype) != "float32" for a in examples.values()):
+        raise ConversionError(f"sklearn->onnx: forgeml's own tree ensemble for the {type(model).__name__} takes "
+                              f"numeric inputs only")
+    n = sum(a.shape[1] for a in examples.values())
+    proto, _ = sklearn_trees.build(model, n, options.opset)
+    if columns is not None:
+        _concat_columns(proto, list(examples))
+    return proto, "forgeml tree ensemble"
 
 
 def _allowed_options(est) -> dict:
@@ -428,6 +456,10 @@ def _reference(model, columns, kind: str, output_names: list[str], proto) -> Run
         if kind == "cluster":
             return {"label": np.asarray(model.predict(x)).astype(np.int64),
                     "scores": np.asarray(model.transform(x))}
+        if kind == "outlier":
+            return {"label": np.asarray(model.predict(x)).astype(np.int64),
+                    "scores": np.asarray(model.decision_function(x)).reshape(-1, 1),
+                    "score_samples": np.asarray(model.score_samples(x)).reshape(-1, 1)}
         if kind == "transformer":
             y = model.transform(x)
             y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)

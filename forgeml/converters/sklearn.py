@@ -105,7 +105,9 @@ class SklearnConverter:
 def load_sklearn_file(path: Path, options: ImportOptions):
     """.skops through skops (types checked, nothing executed); pickles only after the scanner and with
     `options.trust_pickle`."""
-    if path.suffix.lower() == ".skops":
+    import zipfile
+
+    if path.suffix.lower() == ".skops" or zipfile.is_zipfile(path):  # skops files are zips; pickles are not
         return _load_skops(path, options)
     from forgeml.security.loaders import joblib_load
 

@@ -83,3 +83,16 @@ def test_unknown_content_says_what_was_tried(tmp_path):
     assert sniff(path) is None
     with pytest.raises(InputError, match=r"blob\.jit: no converter reads \.jit files and its content"):
         resolve(path)
+
+
+@pytest.mark.slow
+def test_keras_h5_under_odd_name_converts(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh")])
+    h5 = tmp_path / "m.h5"
+    model.save(str(h5))
+    odd = tmp_path / "classifier.weights"
+    odd.write_bytes(h5.read_bytes())
+    assert sniff(odd) == "tensorflow"
+    r = forgeml.convert(odd, np.ones((2, 4), np.float32), targets=["onnx"], passes=[], out_dir=tmp_path / "o")
+    assert r.ok, r.parity.table()

@@ -179,10 +179,10 @@ def random_like(example: InputSet, signature: Signature, seed: int, batch: int |
     """A seeded batch derived from ``example`` (batch axis resized when ``batch`` is given, by
     cycling the example's rows).
 
-    Floats are the example's values plus seeded noise at a tenth of their spread, so they stay in
-    the range the model was given. Integers and bools are kept exactly as given: an integer input may
-    carry a value (a sample rate, an axis, a count, a token id) the model cannot take otherwise, and
-    a batch never holds a value the user did not give.
+    Floats are drawn with the example's mean and spread. Integers and bools never take a value the
+    example does not hold: an integer input may carry a value (a sample rate, an axis, a count, a
+    shape) the model cannot take otherwise, so it is kept exactly as given; only an id-like tensor
+    (2+ dims, 4+ distinct values: token ids, positions) is redrawn from the example's own values.
     """
     rng = np.random.default_rng(seed)
     out: InputSet = {}
@@ -191,10 +191,12 @@ def random_like(example: InputSet, signature: Signature, seed: int, batch: int |
         if batch is not None and ex.ndim and spec.shape and not _fixed(spec.shape[0]) and ex.shape[0]:
             ex = np.take(ex, np.arange(batch) % ex.shape[0], axis=0)
         if ex.dtype.kind == "f" and ex.size:
-            sd = float(np.std(ex[np.isfinite(ex)])) if np.isfinite(ex).any() else 0.0
-            noise = rng.normal(0.0, 0.1 * (sd if sd > 0 else max(float(np.max(np.abs(ex[np.isfinite(ex)]),
-                                                                             initial=0.0)), 1.0)), size=ex.shape)
-            out[spec.name] = (ex + noise).astype(ex.dtype)
+            finite = ex[np.isfinite(ex)]
+            mu = float(finite.mean()) if finite.size else 0.0
+            sd = float(finite.std()) if finite.size > 1 else 1.0
+            out[spec.name] = rng.normal(mu, sd if sd > 0 else 1.0, size=ex.shape).astype(ex.dtype)
+        elif ex.dtype.kind in "iu" and ex.ndim >= 2 and len(values := np.unique(ex)) >= 4:
+            out[spec.name] = rng.choice(values, size=ex.shape).astype(ex.dtype)
         else:
             out[spec.name] = ex.copy()
     return out

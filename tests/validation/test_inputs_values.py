@@ -70,7 +70,11 @@ def test_random_like_keeps_integers_and_perturbs_floats():
     assert out["sr"] == 16000
     assert out["ids"].shape == (3, 4) and set(out["ids"].ravel()) <= set(ex["ids"].ravel())
     assert out["x"].shape == (3, 3) and not np.array_equal(out["x"], np.ones((3, 3), np.float32))
-    assert np.all(np.abs(out["x"] - 1.0) < 1.0)
+    shape = {"x": np.ones((2, 6), np.float32), "shape": np.array([3, 4], np.int64), "axis": np.array([[1, 1]])}
+    sig2 = Signature((TensorSpec("x", (2, 6), "float32"), TensorSpec("shape", (2,), "int64"),
+                      TensorSpec("axis", (1, 2), "int64")), ())
+    got = random_like(shape, sig2, seed=2)
+    assert np.array_equal(got["shape"], [3, 4]) and np.array_equal(got["axis"], [[1, 1]])
 
 
 def test_minus_one_dims_are_dynamic(tmp_path):

@@ -72,6 +72,7 @@ def _dynamic_negative_dims(sig):
 class OnnxConverter:
     name = "onnx"
     suffixes = (".onnx",)
+    invents_examples = True  # without example inputs it draws them from the signature (the user's replace them)
 
     def accepts(self, obj: object) -> bool:
         return type(obj).__name__ == "ModelProto" and type(obj).__module__.startswith("onnx")

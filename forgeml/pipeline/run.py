@@ -154,7 +154,7 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "`parity.inputs`")
     user_sets = list(config.user_inputs)
-    if resolved.example_inputs is None and user_sets:
+    if resolved.example_inputs is None and user_sets and getattr(conv, "invents_examples", False):
         # The converter made its example up from the signature; the user's own inputs are ones the
         # model takes (an integer input may carry a sample rate or an axis): they replace it.
         converted = replace(converted, example_inputs=user_sets[0])

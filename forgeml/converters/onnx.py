@@ -57,9 +57,20 @@ class OnnxWeights:
         return ort_runner(proto.SerializeToString())
 
 
+def _dynamic_negative_dims(sig):
+    """``-1`` dims (paddle2onnx, older exporters) mean "any size": dynamic (None), not fixed."""
+    from dataclasses import replace
+
+    def fix(spec):
+        return replace(spec, shape=tuple(None if isinstance(d, int) and d < 0 else d for d in spec.shape))
+
+    return replace(sig, inputs=tuple(fix(s) for s in sig.inputs), outputs=tuple(fix(s) for s in sig.outputs))
+
+
 class OnnxConverter:
     name = "onnx"
     suffixes = (".onnx",)
+    invents_examples = True  # without example inputs it draws them from the signature (the user's replace them)
 
     def accepts(self, obj: object) -> bool:
         return type(obj).__name__ == "ModelProto" and type(obj).__module__.startswith("onnx")
@@ -80,7 +91,10 @@ class OnnxConverter:
         except onnx.checker.ValidationError as e:
             raise InputError(f"{ref}: the ONNX checker rejects the model: {first_line(e)}") from e
         model = onnx_ir.serde.deserialize_model(proto)
-        sig = signature_of(model)
+        sig = _dynamic_negative_dims(signature_of(model))
+        if not sig.inputs:
+            raise InputError(f"{ref}: the model has no inputs (its outputs are constants); forgeml checks parity by "
+                             f"running the model on inputs, so there is nothing to convert or compare")
         weights = OnnxWeights(proto)
         if not digest:
             digest = sha256_arrays(weights.named())

@@ -79,20 +79,22 @@ class SklearnConverter:
         if not self.accepts(model):
             raise InputError(f"{ref}: holds a {type(model).__name__}, not a scikit-learn estimator")
         _check_fitted(model, ref)
+        example_inputs = _unwrap_examples(model, example_inputs)
         columns = _frame_columns(model, example_inputs)
         examples = _examples(model, columns, example_inputs)
         kind, outputs = _outputs(model)
-        proto = _to_onnx(model, columns, examples, kind, options)
+        proto, route = _convert_any(model, columns, examples, kind, options)
         input_names = list(examples)
         reference = _reference(model, columns, kind, outputs, proto)
         if not digest:
             digest = _estimator_digest(model)
         ir = ir_from_proto(proto, input_names, outputs,
-                           Provenance("sklearn", ref, digest, f"scikit-learn {sklearn.__version__}", "skl2onnx"),
+                           Provenance("sklearn", ref, digest, f"scikit-learn {sklearn.__version__}", route),
                            "sklearn->onnx")
         check_inputs(examples, ir.signature, "example inputs")
         method = {"proba": "predict + predict_proba", "scores": "predict + decision_function",
-                  "regressor": "predict", "cluster": "predict + transform", "transformer": "transform"}[kind]
+                  "regressor": "predict", "cluster": "predict + transform", "transformer": "transform",
+                  "outlier": "predict + decision_function + score_samples"}[kind]
         return ConvertResult(ir=ir, reference=reference, reference_name=f"scikit-learn {sklearn.__version__} "
                              f"{method}", example_inputs=examples, weights=NoTensorWeights(model),
                              source_model=model)
@@ -103,7 +105,9 @@ class SklearnConverter:
 def load_sklearn_file(path: Path, options: ImportOptions):
     """.skops through skops (types checked, nothing executed); pickles only after the scanner and with
     `options.trust_pickle`."""
-    if path.suffix.lower() == ".skops":
+    import zipfile
+
+    if path.suffix.lower() == ".skops" or zipfile.is_zipfile(path):  # skops files are zips; pickles are not
         return _load_skops(path, options)
     from forgeml.security.loaders import joblib_load
 
@@ -214,6 +218,27 @@ def _walk(est):
         yield from _walk(inner)
 
 
+def _unwrap_examples(model, example_inputs):
+    """Every framework's example convention to what an estimator takes: a tuple/list of inputs (as
+    ``python:`` functions return for torch, ``(X,)``), a bare array, a DataFrame, or a dict by input name.
+
+    A one-element tuple/list whose element is itself an array or a frame is that array/frame; a
+    tuple of several arrays for a DataFrame model maps positionally onto ``feature_names_in_``.
+    """
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        return example_inputs
+    tensors = all(hasattr(e, "to_numpy") or getattr(e, "ndim", 0) >= 2 for e in example_inputs)
+    if not tensors:
+        return example_inputs  # a list of rows: an array-like of numbers
+    if len(example_inputs) == 1:
+        return example_inputs[0]
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and len(names) == len(example_inputs):
+        return {str(n): e for n, e in zip(names, example_inputs)}
+    raise InputError(f"example inputs are {len(example_inputs)} tensors; the {type(model).__name__} takes one "
+                     f"input X" + (f" or its {len(names)} columns" if names is not None else ""))
+
+
 def _has_column(example, name: str) -> bool:
     try:
         return name in example
@@ -248,6 +273,8 @@ def _examples(model, columns, example_inputs) -> InputSet:
         if len(example_inputs) != 1:
             raise InputError(f"a scikit-learn model fitted on an array takes one input, got {list(example_inputs)}")
         example_inputs = next(iter(example_inputs.values()))
+    if hasattr(example_inputs, "detach"):  # a torch tensor, as torch's example convention passes it
+        example_inputs = example_inputs.detach().cpu().numpy()
     x = np.asarray(example_inputs.to_numpy() if hasattr(example_inputs, "to_numpy") else example_inputs)
     if x.ndim != 2 or (n is not None and x.shape[1] != n):
         raise InputError(f"example inputs have shape {x.shape}; the {type(model).__name__} takes "
@@ -275,18 +302,45 @@ def _frame_examples(model, columns) -> InputSet:
 
 
 def _outputs(model) -> tuple[str, list[str]]:
-    from sklearn.base import is_classifier, is_clusterer, is_regressor
+    from sklearn.base import is_classifier, is_clusterer, is_outlier_detector, is_regressor
 
     if is_classifier(model):
         return ("proba", ["label", "probabilities"]) if hasattr(model, "predict_proba") else \
             ("scores", ["label", "scores"])
     if is_regressor(model):
         return "regressor", ["variable"]
+    if is_outlier_detector(model):
+        return "outlier", ["label", "scores", "score_samples"]
     if is_clusterer(model) and hasattr(model, "transform"):
         return "cluster", ["label", "scores"]  # skl2onnx: cluster ids and distances to the centres
     if hasattr(model, "transform"):
         return "transformer", ["variable"]
     raise InputError(f"the {type(model).__name__} is neither a classifier, a regressor nor a transformer")
+
+
+def _convert_any(model, columns, examples: InputSet, kind: str, options: ImportOptions):
+    """(proto, route): skl2onnx first; forgeml's own tree ensembles where skl2onnx fails on one of
+    them or has no converter giving the outputs (outlier detectors' ``score_samples``)."""
+    from forgeml.converters import sklearn_trees
+
+    if kind != "outlier":
+        try:
+            return _to_onnx(model, columns, examples, kind, options), "skl2onnx"
+        except ConversionError as e:
+            if not sklearn_trees.supports(model):
+                raise
+            log.info("skl2onnx failed (%s); building the tree ensemble from the fitted trees", e)
+    elif not sklearn_trees.supports(model):
+        raise InputError(f"the {type(model).__name__} is an outlier detector forgeml has no converter for "
+                         f"(forgeml converts IsolationForest)")
+    if any(str(a.dtype) != "float32" for a in examples.values()):
+        raise ConversionError(f"sklearn->onnx: forgeml's own tree ensemble for the {type(model).__name__} takes "
+                              f"numeric inputs only")
+    n = sum(a.shape[1] for a in examples.values())
+    proto, _ = sklearn_trees.build(model, n, options.opset)
+    if columns is not None:
+        _concat_columns(proto, list(examples))
+    return proto, "forgeml tree ensemble"
 
 
 def _allowed_options(est) -> dict:
@@ -319,12 +373,20 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
     types = {"float32": FloatTensorType, "int64": Int64TensorType, "object": StringTensorType}
     # Always any number of rows: that is how every estimator is called, and a file gives no batch size.
     initial = [(n, types[str(a.dtype)]([None, a.shape[1]])) for n, a in examples.items()]
+    # A plain estimator fitted on a numeric DataFrame takes one matrix in skl2onnx: convert it on X
+    # and put the per-column inputs in front with a Concat.
+    concat = len(initial) > 1 and not any(True for _ in _column_transformers(model)) and \
+        all(str(a.dtype) == "float32" for a in examples.values())
+    if concat:
+        initial = [("X", FloatTensorType([None, sum(a.shape[1] for a in examples.values())]))]
     try:
         with quiet(*_LOGGERS):
             proto = to_onnx(model, initial_types=initial, options=_zipmap_options(model) or None,
                             target_opset=options.opset)
     except Exception as e:
         raise _explain(model, e) from e
+    if concat:
+        _concat_columns(proto, list(examples))
     if kind == "scores":
         _rename_output(proto, proto.graph.output[1].name, "scores")
     for v in list(proto.graph.input) + list(proto.graph.output):
@@ -332,6 +394,23 @@ def _to_onnx(model, columns, examples: InputSet, kind: str, options: ImportOptio
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
     return proto
+
+
+def _concat_columns(proto, names: list[str]) -> None:
+    from onnx import helper
+
+    x = proto.graph.input[0]
+    inner = "X__columns"
+    _rename_input(proto, x.name, inner)
+    del proto.graph.input[:]
+    for n in names:
+        proto.graph.input.append(helper.make_tensor_value_info(n, 1, ["batch", 1]))
+    proto.graph.node.insert(0, helper.make_node("Concat", names, [inner], axis=1, name="forgeml_columns"))
+
+
+def _rename_input(proto, old: str, new: str) -> None:
+    for node in proto.graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
 
 
 def _explain(model, e: Exception) -> ConversionError:
@@ -379,6 +458,10 @@ def _reference(model, columns, kind: str, output_names: list[str], proto) -> Run
         if kind == "cluster":
             return {"label": np.asarray(model.predict(x)).astype(np.int64),
                     "scores": np.asarray(model.transform(x))}
+        if kind == "outlier":
+            return {"label": np.asarray(model.predict(x)).astype(np.int64),
+                    "scores": np.asarray(model.decision_function(x)).reshape(-1, 1),
+                    "score_samples": np.asarray(model.score_samples(x)).reshape(-1, 1)}
         if kind == "transformer":
             y = model.transform(x)
             y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)

@@ -184,6 +184,8 @@ class TensorflowConverter:
 
 def _load_keras_file(path: Path):
     keras = require("keras", "tensorflow")
+    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        return _load_renamed(path)
     try:
         with quiet(*_LOGGERS):
             model = keras.saving.load_model(str(path), compile=False)
@@ -193,6 +195,22 @@ def _load_keras_file(path: Path):
     if not _is_keras_model(model):
         raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     return model
+
+
+def _load_renamed(path: Path):
+    """Keras picks its reader by suffix: a file recognised by content under another name is read
+    through a symlink named as Keras expects (HDF5 signature → .h5, a zip → .keras)."""
+    import tempfile
+
+    with open(path, "rb") as f:
+        h5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+    with tempfile.TemporaryDirectory(prefix="forgeml-keras-") as d:
+        link = Path(d) / ("model.h5" if h5 else "model.keras")
+        link.symlink_to(path.resolve())
+        try:
+            return _load_keras_file(link)
+        except InputError as e:
+            raise InputError(str(e).replace(str(link), str(path))) from e
 
 
 def _keras_version(model) -> str:

@@ -122,7 +122,7 @@ def _zip_names(path: Path) -> list[str]:
 def _load_file(path: Path, example_inputs, options: ImportOptions):
     torch = _torch()
     names = _zip_names(path)
-    if path.suffix == ".pt2":
+    if path.suffix == ".pt2" or any(n.rsplit("/", 1)[-1] == "archive_format" for n in names):
         if not names:
             raise InputError(f"{path}: not a .pt2 archive (not a zip file); save one with torch.export.save")
         from forgeml.security.loaders import torch_export_load

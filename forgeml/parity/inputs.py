@@ -51,13 +51,19 @@ def check_inputs(inputs: InputSet, signature: Signature, what: str) -> None:
             raise InputError(f"{what}: input {spec.name!r} has shape {tuple(a.shape)} but the model expects "
                              f"{_shape_text(spec.shape)}")
         for got, want in zip(a.shape, spec.shape):
-            if isinstance(want, int) and got != want:
+            if _fixed(want) and got != want:
                 raise InputError(f"{what}: input {spec.name!r} has shape {tuple(a.shape)} but the model expects "
                                  f"{_shape_text(spec.shape)}")
 
 
+def _fixed(dim) -> bool:
+    """A fixed size; ``-1`` (paddle2onnx and older exporters) means dynamic, like a name or None."""
+    return isinstance(dim, int) and dim >= 0
+
+
 def _shape_text(shape) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+    return "(" + ", ".join(str(d) if _fixed(d) else "?" if d is None or isinstance(d, int) else str(d)
+                           for d in shape) + ")"
 
 
 def read_npz(path: str | Path, flag: str = "`parity.inputs`") -> InputSet:
@@ -109,7 +115,7 @@ def example_from_spec(spec: TensorSpec, rng: np.random.Generator, dynamic: int =
     bools 0/1, integers drawn from [0, ``int_high``) (small, so any embedding table takes them).
     """
     dims = dims or {}
-    shape = [d if isinstance(d, int) else dims.get(i, dynamic) for i, d in enumerate(spec.shape)]
+    shape = [d if _fixed(d) else dims.get(i, dynamic) for i, d in enumerate(spec.shape)]
     check_example_size(spec.name, shape, spec.dtype)
     if spec.dtype.startswith(("float", "bfloat")):
         return rng.normal(size=shape).astype(spec.dtype)
@@ -219,30 +225,29 @@ def fit_calibration(batches, signature: Signature, what: str = "`quantize.calibr
 
 
 def random_like(example: InputSet, signature: Signature, seed: int, batch: int | None = None) -> InputSet:
-    """A seeded batch shaped like ``example`` (batch axis resized when ``batch`` is given).
+    """A seeded batch derived from ``example`` (batch axis resized when ``batch`` is given, by
+    cycling the example's rows).
 
-    Floats are drawn with the example's mean and spread; integers (token ids, indices) uniformly
-    from the range the example uses, so ids stay valid for embedding tables.
+    Floats are drawn with the example's mean and spread. Integers and bools never take a value the
+    example does not hold: an integer input may carry a value (a sample rate, an axis, a count, a
+    shape) the model cannot take otherwise, so it is kept exactly as given; only an id-like tensor
+    (2+ dims, 4+ distinct values: token ids, positions) is redrawn from the example's own values.
     """
     rng = np.random.default_rng(seed)
     out: InputSet = {}
     for spec in signature.inputs:
-        ex = example[spec.name]
-        shape = list(ex.shape)
-        if batch is not None and shape and spec.shape and not isinstance(spec.shape[0], int):
-            shape[0] = batch
-        if ex.dtype.kind == "f":
-            mu = float(ex.mean()) if ex.size else 0.0
-            sd = float(ex.std()) if ex.size > 1 else 1.0
-            a = rng.normal(mu, sd if sd > 0 else 1.0, size=shape)
-        elif ex.dtype.kind in "iu":
-            lo, hi = (int(ex.min()), int(ex.max())) if ex.size else (0, 1)
-            a = rng.integers(lo, hi + 1, size=shape)
-        elif ex.dtype.kind == "b":
-            a = rng.integers(0, 2, size=shape).astype(bool)
+        ex = np.asarray(example[spec.name])
+        if batch is not None and ex.ndim and spec.shape and not _fixed(spec.shape[0]) and ex.shape[0]:
+            ex = np.take(ex, np.arange(batch) % ex.shape[0], axis=0)
+        if ex.dtype.kind == "f" and ex.size:
+            finite = ex[np.isfinite(ex)]
+            mu = float(finite.mean()) if finite.size else 0.0
+            sd = float(finite.std()) if finite.size > 1 else 1.0
+            out[spec.name] = rng.normal(mu, sd if sd > 0 else 1.0, size=ex.shape).astype(ex.dtype)
+        elif ex.dtype.kind in "iu" and ex.ndim >= 2 and len(values := np.unique(ex)) >= 4:
+            out[spec.name] = rng.choice(values, size=ex.shape).astype(ex.dtype)
         else:
-            a = ex.copy()
-        out[spec.name] = np.asarray(a).astype(ex.dtype)
+            out[spec.name] = ex.copy()
     return out
 
 
@@ -254,6 +259,9 @@ def parity_inputs(example: InputSet, signature: Signature, *, batches: int, seed
     batch size into the graph fails parity instead of passing by accident.
     """
     sets = [example]
+    if not example:
+        raise InputError("the model has no inputs; forgeml checks parity by running the source and each "
+                         "stage on the same inputs, so it converts only models that take at least one")
     first = next(iter(example.values()))
     base = first.shape[0] if first.ndim else None
     for i in range(batches):

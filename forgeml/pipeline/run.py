@@ -153,10 +153,15 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
     make_initializers_contiguous(ir.model)  # the IR's own, before any pass or target sees it
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "`parity.inputs`")
+    user_sets = list(config.user_inputs)
+    if resolved.example_inputs is None and user_sets and getattr(conv, "invents_examples", False):
+        # The converter made its example up from the signature; the user's own inputs are ones the
+        # model takes (an integer input may carry a sample rate or an axis): they replace it.
+        converted = replace(converted, example_inputs=user_sets[0])
+        user_sets = user_sets[1:]
     calibration = fit_calibration(config.calibration, ir.signature, "`quantize.calibration`")
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
-                               seed=config.seed, dynamic_batch=opts.dynamic_batch,
-                               user=list(config.user_inputs))
+                               seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
     reference_outputs = run_reference(converted.reference, input_sets, "the source model")
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration))
     parity = state.check(ort_runner_for_ir(ir.model), ir.precision)

@@ -114,9 +114,71 @@ def _from_path(path: Path, example_inputs) -> ResolvedSource:
     if path.is_dir() and (path / "config.json").is_file() and "hf" in CONVERTERS:
         return ResolvedSource(CONVERTERS["hf"], path, str(path), example_inputs)  # a Hugging Face checkpoint
     suffix = path.suffix.lower()
+    kind = sniff(path) if path.is_file() else None
+    if kind == "sklearn" and "torch" in CONVERTERS and suffix in CONVERTERS["torch"].suffixes:
+        kind = "torch"  # a legacy torch.save file is a plain pickle; torch's loader scans it the same way
+    if kind is not None and kind in CONVERTERS:
+        return ResolvedSource(CONVERTERS[kind], path, str(path), example_inputs)
     for conv in CONVERTERS.values():
         if suffix in conv.suffixes:
             return ResolvedSource(conv, path, str(path), example_inputs)
     known = sorted({s for c in CONVERTERS.values() for s in c.suffixes})
-    raise InputError(f"{path}: no converter reads {suffix or 'a directory'} files; forgeml reads {', '.join(known)}, "
-                     "zoo:NAME and python:module:function")
+    raise InputError(f"{path}: no converter reads {suffix or 'a directory'} files and its content is none forgeml "
+                     f"recognises (ONNX, TorchScript/torch zip, HDF5/Keras, skops, pickle); forgeml reads "
+                     f"{', '.join(known)}, zoo:NAME and python:module:function")
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def sniff(path: Path) -> str | None:
+    """The converter kind a file's *content* says it is, whatever its name (``.jit``, ``.bin``, no
+    suffix): packages ship models under names no suffix table knows. None when nothing matches.
+
+    Nothing is loaded: zips are read by member names only, other files by their first bytes. A
+    pickle goes to the scikit-learn pickle route, which scans it and loads it only with
+    `options.trust_pickle`.
+    """
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if head.startswith(HDF5_SIGNATURE):
+        return "tensorflow"  # Keras .h5
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        base = {n.rsplit("/", 1)[-1] for n in names}
+        if any("/code/" in n for n in names) or "constants.pkl" in base or "data.pkl" in base \
+                or "archive_format" in base:
+            return "torch"  # TorchScript, torch.save zip checkpoint, torch.export archive
+        if "schema.json" in base:
+            return "sklearn"  # skops
+        if "config.json" in base and any(n.endswith(".weights.h5") for n in names):
+            return "tensorflow"  # Keras 3 .keras
+        return None
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "sklearn"  # a pickle: scanned before anything is loaded
+    if head[:1] == b"\x08" and _looks_like_onnx(path):  # ModelProto starts with ir_version (field 1, varint)
+        return "onnx"
+    return None
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    """An ONNX ModelProto parses and has a graph or opset imports. Only small headers are read by
+    protobuf here; a large file is checked by parsing it all, which is what loading it does anyway."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return bool(proto.graph.node or proto.graph.input) and bool(proto.opset_import)

@@ -366,21 +366,19 @@ def parity(
 def report_diff(old: Path = typer.Argument(..., help="the earlier release's manifest.json (or its directory)"),
                 new: Path = typer.Argument(..., help="this release's manifest.json (or its directory)"),
                 as_json: bool = typer.Option(False, "--json", help="print the diff as JSON")):
-    """What changed between two releases: verdict, metrics, sizes, latency, passes, tools."""
-    from forgeml.report.diff import diff, render_md
+    """Can NEW replace OLD? A semver verdict (MAJOR: contract changed, MINOR: outputs moved beyond the
+    parity profile on shared inputs, PATCH: within tolerance) and what changed. Exit 0 PATCH, 3 MINOR,
+    4 MAJOR, 1 when NEW's own run failed parity, 2 bad input."""
+    from forgeml.pipeline.release import release_diff
+    from forgeml.report.diff import EXIT, render_md, render_release
 
-    manifests = []
-    for p in (old, new):
-        path = p / "manifest.json" if p.is_dir() else p
-        try:
-            manifests.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            from forgeml.errors import InputError
-
-            raise InputError(f"report diff: cannot read {path}: {e}") from e
-    d = diff(*manifests)
-    print(json.dumps(d, indent=2) if as_json else render_md(d, str(old), str(new)), end="" if not as_json else "\n")
-    raise typer.Exit(0 if manifests[1].get("ok") else 1)
+    with _err().status("rerunning both releases' artifacts …"):
+        d = release_diff(old, new)
+    if as_json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        print(render_release(d) + render_md(d, str(old), str(new)), end="")
+    raise typer.Exit(EXIT["NEW_FAILS"] if d["verdict"]["new"] != "PASS" else EXIT[d["semver"]])
 
 
 @app.command()

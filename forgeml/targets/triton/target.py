@@ -77,10 +77,13 @@ class TritonTarget:
             cfg = pbtxt.parse(Path(path).read_text())
         except (OSError, UnicodeDecodeError, TargetError) as e:
             raise InputError(f"{path}: not a readable Triton config.pbtxt ({e})") from e
-        return {"format": "triton config.pbtxt", "path": str(path), "name": cfg.name, "platform": cfg.platform,
-                "max_batch_size": cfg.max_batch_size, "dynamic_batching": cfg.dynamic_batching,
-                "inputs": [vars(t) | {"dims": list(t.dims)} for t in cfg.inputs],
-                "outputs": [vars(t) | {"dims": list(t.dims)} for t in cfg.outputs]}
+        def spec(t) -> dict:
+            return {"name": t.name, "shape": list(t.dims), "dtype": t.data_type}
+
+        return {"format": "triton config.pbtxt", "path": str(path), "bytes": Path(path).stat().st_size,
+                "name": cfg.name, "platform": cfg.platform, "max_batch_size": cfg.max_batch_size,
+                "dynamic_batching": cfg.dynamic_batching, "validated": pbtxt.validate(Path(path).read_text()) is not None,
+                "inputs": [spec(t) for t in cfg.inputs], "outputs": [spec(t) for t in cfg.outputs]}
 
 
 def model_name_from(ref: str) -> str:

@@ -92,11 +92,11 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if state.warnings:
             manifest["warnings"] = state.warnings
         from forgeml.pipeline.provenance import run_record
-        from forgeml.report.signature import write_signature
+        from forgeml.report.package import write_package
 
         manifest.update(run_record(resolved.ref, config))
         _write_reports(staged.path, manifest)
-        write_signature(staged.path, ir.signature, state.converted.source_model)
+        write_package(staged.path, manifest, ir.signature, state.converted.source_model)
         final = staged.commit()
     except BaseException:
         staged.discard()

@@ -5,10 +5,6 @@ shapes with named dynamic dims, and class labels when the source knows them. Sta
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from forgeml.fileio import write_json_atomic
-
 SCHEMA = "forgeml.signature/1"
 
 
@@ -38,9 +34,3 @@ def signature_record(signature, labels: list[str] | None = None) -> dict:
     if labels is not None:
         rec["labels"] = labels
     return rec
-
-
-def write_signature(out_dir: Path, signature, source_model=None) -> Path:
-    path = Path(out_dir) / "signature.json"
-    write_json_atomic(path, signature_record(signature, labels_of(source_model)))
-    return path

@@ -1,4 +1,5 @@
-"""signature.json: written beside the artifacts on every run, from the IR's signature and the source's labels."""
+"""The package files beside the artifacts: signature.json (IR signature + source labels),
+requirements-<target>.txt (the runtime that ran parity, pinned) and model_card.md (from the manifest)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ def test_signature_json_names_dynamic_dims(tmp_path):
     x = sig["inputs"][0]
     assert x["dtype"] == "float32" and isinstance(x["shape"][0], str) and x["shape"][1:] == [3, 32, 32]
     assert "labels" not in sig  # a torch module carries no class names
+
+    import onnxruntime
+
+    req = (conv.out_dir / "requirements-onnx.txt").read_text().splitlines()
+    assert [x for x in req if not x.startswith("#")] == [f"onnxruntime=={onnxruntime.__version__}"]
+
+    card = (conv.out_dir / "model_card.md").read_text()
+    art = conv.manifest["artifacts"]["onnx"]
+    assert art["sha256"] in card and f"{art['bytes']:,}" in card and "zoo:cnn" in card
+    assert "**PASS**" in card and "| onnx | fp32 |" in card
 
 
 def test_signature_json_carries_classifier_labels(tmp_path):

@@ -111,3 +111,16 @@ def test_without_tritonclient_the_repository_is_written_and_the_manifest_says_un
     stage = next(s for s in conv.manifest["stages"] if s["name"] == "triton")
     assert stage["metadata"]["config_validated"].startswith("skipped: tritonclient not installed")
     assert stage["parity"]["passed"]  # the runner read the config with its own subset parser
+
+
+def test_cli_flags_name_and_batch_and_bad_values_say_the_flag(tmp_path, capsys):
+    from forgeml.cli.app import main
+
+    out = tmp_path / "o"
+    assert main(["convert", "zoo:mlp", "--to", "triton", "--dynamic-batch", "--triton-name", "scorer",
+                 "--triton-max-batch", "32", "-o", str(out)]) == 0
+    text = (out / "model_repository" / "scorer" / "config.pbtxt").read_text()
+    assert 'name: "scorer"' in text and "max_batch_size: 32" in text
+    capsys.readouterr()
+    assert main(["convert", "zoo:mlp", "--to", "triton", "--triton-max-batch", "0", "-o", str(tmp_path / "p")]) == 2
+    assert "--triton-max-batch must be >= 1" in capsys.readouterr().err

@@ -66,12 +66,28 @@ def test_config_for_every_cheap_zoo_model(name, dynamic, tmp_path):
     _check_repository(name, dynamic, tmp_path)
 
 
-def test_runner_refuses_a_config_that_disagrees_with_the_model(tmp_path):
-    from forgeml.targets import TARGETS
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    """zoo:mlp through the CLI with a dynamic batch, --triton-name and --triton-max-batch."""
+    from forgeml.cli.app import main
 
-    conv = forgeml.convert("zoo:mlp", targets=["triton"], out_dir=tmp_path / "o", passes=[])
-    art = conv.artifacts["triton"]
-    cfg_path = art.path.parent.parent / "config.pbtxt"
+    out = tmp_path_factory.mktemp("triton") / "o"
+    assert main(["convert", "zoo:mlp", "--to", "triton", "--dynamic-batch", "--triton-name", "scorer",
+                 "--triton-max-batch", "32", "-o", str(out)]) == 0
+    return out
+
+
+def test_runner_refuses_a_config_that_disagrees_with_the_model(scorer, tmp_path):
+    import shutil
+
+    from forgeml.targets import TARGETS
+    from forgeml.targets.base import Artifact
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(scorer / "model_repository", repo)
+    cfg_path = repo / "scorer" / "config.pbtxt"
+    art = Artifact("triton", repo / "scorer" / "1" / "model.onnx", [])
+    TARGETS["triton"].runner(art, None)  # as written: accepted
     cfg_path.write_text(cfg_path.read_text().replace("TYPE_FP32", "TYPE_FP16", 1))
     with pytest.raises(TargetError, match=r"declared TYPE_FP16, the model takes tensor\(float\)"):
         TARGETS["triton"].runner(art, None)
@@ -89,16 +105,13 @@ def test_render_parses_back_with_and_without_the_schema():
     assert pbtxt.validate(text) == cfg
 
 
-def test_inspect_reads_a_config(tmp_path, capsys):
+def test_inspect_reads_a_config(scorer, capsys):
     from forgeml.cli.app import main
 
-    conv = forgeml.convert("zoo:mlp", targets=["triton"], out_dir=tmp_path / "o", passes=[],
-                           options=forgeml.ImportOptions(dynamic_batch=True))
-    cfg = conv.out_dir / "model_repository" / "mlp" / "config.pbtxt"
     capsys.readouterr()
-    assert main(["inspect", str(cfg)]) == 0
+    assert main(["inspect", str(scorer / "model_repository" / "scorer" / "config.pbtxt")]) == 0
     out = capsys.readouterr().out
-    assert "max_batch_size: 8" in out and "TYPE_FP32" in out
+    assert "max_batch_size: 32" in out and "TYPE_FP32" in out and "validated: True" in out
 
 
 def test_without_tritonclient_the_repository_is_written_and_the_manifest_says_unvalidated(tmp_path, monkeypatch):
@@ -113,14 +126,12 @@ def test_without_tritonclient_the_repository_is_written_and_the_manifest_says_un
     assert stage["parity"]["passed"]  # the runner read the config with its own subset parser
 
 
-def test_cli_flags_name_and_batch_and_bad_values_say_the_flag(tmp_path, capsys):
+def test_cli_flags_name_and_batch_and_bad_values_say_the_flag(scorer, tmp_path, capsys):
     from forgeml.cli.app import main
 
-    out = tmp_path / "o"
-    assert main(["convert", "zoo:mlp", "--to", "triton", "--dynamic-batch", "--triton-name", "scorer",
-                 "--triton-max-batch", "32", "-o", str(out)]) == 0
-    text = (out / "model_repository" / "scorer" / "config.pbtxt").read_text()
-    assert 'name: "scorer"' in text and "max_batch_size: 32" in text
+    text = (scorer / "model_repository" / "scorer" / "config.pbtxt").read_text()
+    assert 'name: "scorer"' in text and "max_batch_size: 32" in text and "dynamic_batching" in text
     capsys.readouterr()
     assert main(["convert", "zoo:mlp", "--to", "triton", "--triton-max-batch", "0", "-o", str(tmp_path / "p")]) == 2
     assert "--triton-max-batch must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

@@ -98,6 +98,10 @@ def convert(
                                                    "plugins for"),
     gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="gguf target weights: f32 | f16 | bf16 | "
                                             "q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (default f16)"),
+    triton_name: Optional[str] = typer.Option(None, "--triton-name", help="triton target: the model's name in "
+                                              "model_repository/ (default: from SRC)"),
+    triton_max_batch: Optional[int] = typer.Option(None, "--triton-max-batch", help="triton target: max_batch_size "
+                                                   "when the batch dim is dynamic (default 8)"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     from forgeml.converters import ImportOptions
@@ -120,7 +124,8 @@ def convert(
 
         raise InputError("--calib, --calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
                          "--quantize fp16|int8|int8-static|int4")
-    target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type)
+    target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type,
+                                     triton_name, triton_max_batch)
     # Everything is checked and read before the (slow) import, so a wrong flag or file fails at once;
     # inputs are checked against the model's signature once it is imported.
     config = build_config(
@@ -200,11 +205,12 @@ def _print_divergence(manifest: dict) -> None:
                       markup=False)
 
 
-def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type) -> dict:
-    from forgeml.cli.targets import gguf_config, tensorrt_config
+def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type, triton_name=None,
+                    triton_max_batch=None) -> dict:
+    from forgeml.cli.targets import gguf_config, tensorrt_config, triton_config
 
     configs = {"tensorrt": tensorrt_config(_split(trt_profile), trt_workspace, trt_timing_cache, _split(trt_plugin)),
-               "gguf": gguf_config(gguf_type)}
+               "gguf": gguf_config(gguf_type), "triton": triton_config(triton_name, triton_max_batch)}
     return {name: cfg for name, cfg in configs.items() if cfg is not None}
 
 
@@ -366,21 +372,19 @@ def parity(
 def report_diff(old: Path = typer.Argument(..., help="the earlier release's manifest.json (or its directory)"),
                 new: Path = typer.Argument(..., help="this release's manifest.json (or its directory)"),
                 as_json: bool = typer.Option(False, "--json", help="print the diff as JSON")):
-    """What changed between two releases: verdict, metrics, sizes, latency, passes, tools."""
-    from forgeml.report.diff import diff, render_md
+    """Can NEW replace OLD? A semver verdict (MAJOR: contract changed, MINOR: outputs moved beyond the
+    parity profile on shared inputs, PATCH: within tolerance) and what changed. Exit 0 PATCH, 3 MINOR,
+    4 MAJOR, 1 when NEW's own run failed parity, 2 bad input."""
+    from forgeml.pipeline.release import release_diff
+    from forgeml.report.diff import EXIT, render_md, render_release
 
-    manifests = []
-    for p in (old, new):
-        path = p / "manifest.json" if p.is_dir() else p
-        try:
-            manifests.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            from forgeml.errors import InputError
-
-            raise InputError(f"report diff: cannot read {path}: {e}") from e
-    d = diff(*manifests)
-    print(json.dumps(d, indent=2) if as_json else render_md(d, str(old), str(new)), end="" if not as_json else "\n")
-    raise typer.Exit(0 if manifests[1].get("ok") else 1)
+    with _err().status("rerunning both releases' artifacts …"):
+        d = release_diff(old, new)
+    if as_json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        print(render_release(d) + render_md(d, str(old), str(new)), end="")
+    raise typer.Exit(EXIT["NEW_FAILS"] if d["verdict"]["new"] != "PASS" else EXIT[d["semver"]])
 
 
 @app.command()
@@ -501,7 +505,8 @@ FLAGS = {
     "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
-    "`gguf Config.type`": "--gguf-type",
+    "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",
+    "`TritonConfig.max_batch_size`": "--triton-max-batch",
 }
 
 

@@ -34,3 +34,15 @@ def gguf_config(gguf_type: str | None):
     from forgeml.targets.gguf.target import Config
 
     return Config(type=gguf_type)
+
+
+def triton_config(name: str | None, max_batch: int | None):
+    """--triton-name / --triton-max-batch as the triton target's config (None: its defaults)."""
+    if name is None and max_batch is None:
+        return None
+    from forgeml.targets.triton.target import TritonConfig
+
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--triton-max-batch must be >= 1, not {max_batch}")
+    cfg = TritonConfig(model_name=name)
+    return cfg if max_batch is None else TritonConfig(model_name=name, max_batch_size=max_batch)

@@ -92,16 +92,18 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if state.warnings:
             manifest["warnings"] = state.warnings
         from forgeml.pipeline.provenance import run_record
+        from forgeml.report.package import write_package
 
         manifest.update(run_record(resolved.ref, config))
         _write_reports(staged.path, manifest)
+        write_package(staged.path, manifest, ir.signature, state.converted.source_model)
         final = staged.commit()
     except BaseException:
         staged.discard()
         raise
-    for a in artifacts.values():  # paths now point into the final directory
-        a.files = [final / f.name for f in a.files]
-        a.path = final / a.path.name
+    for a in artifacts.values():  # paths now point into the final directory (targets may nest files)
+        a.files = [final / f.relative_to(staged.path) for f in a.files]
+        a.path = final / a.path.relative_to(staged.path)
     return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
                       errors=errors)
 
@@ -246,7 +248,7 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             continue
         artifacts[name] = artifact
         seconds = time.perf_counter() - t0
-        entry.update(artifact=artifact.path.name, runtime=artifact.runtime, seconds=round(seconds, 3))
+        entry.update(artifact=artifact.path.relative_to(out).as_posix(), runtime=artifact.runtime, seconds=round(seconds, 3))
         if artifact.metadata:
             entry["metadata"] = artifact.metadata
         if config.latency:
@@ -287,10 +289,10 @@ def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Ar
 
     files = {}
     for name, a in artifacts.items():
-        entry = {"path": a.path.name, "sha256": sha256_file(a.path), "bytes": a.path.stat().st_size}
+        entry = {"path": a.path.relative_to(root).as_posix(), "sha256": sha256_file(a.path), "bytes": a.path.stat().st_size}
         extra = [f for f in a.files if f != a.path]
         if extra:
-            entry["extra_files"] = [{"path": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size}
+            entry["extra_files"] = [{"path": f.relative_to(root).as_posix(), "sha256": sha256_file(f), "bytes": f.stat().st_size}
                                     for f in extra]
         files[name] = entry
     opsets = {d: v for d, v in ir.model.opset_imports.items()}

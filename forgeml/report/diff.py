@@ -130,3 +130,56 @@ def render_md(d: dict, old_name: str = "OLD", new_name: str = "NEW") -> str:
     if d["tools"]:
         lines += ["", "## Tools", ""] + [f"- {t['tool']}: {t['old']} → {t['new']}" for t in d["tools"]]
     return "\n".join(lines) + "\n"
+
+
+# --- the semver verdict: can NEW replace OLD? ----------------------------------------------------------
+
+# Exit codes of `forgeml report diff`, for a CI gate (README "Reports, comparisons and CI gating").
+EXIT = {"PATCH": 0, "NEW_FAILS": 1, "MINOR": 3, "MAJOR": 4}
+
+
+def contract_changes(old: dict, new: dict) -> list[str]:
+    """What breaks a caller between two signature records (signature.json, or a manifest's
+    ``signature``): an input/output added, removed or renamed, a dtype or rank changed, the label set
+    changed. Each is one readable line; any makes the release MAJOR."""
+    out: list[str] = []
+    for kind in ("inputs", "outputs"):
+        a = {t["name"]: t for t in old.get(kind, [])}
+        b = {t["name"]: t for t in new.get(kind, [])}
+        gone, added = [n for n in a if n not in b], [n for n in b if n not in a]
+        if len(gone) == len(added) and gone:
+            out += [f"{kind[:-1]} {g!r} renamed to {n!r}" for g, n in zip(gone, added)]
+        else:
+            out += [f"{kind[:-1]} {n!r} removed" for n in gone] + [f"{kind[:-1]} {n!r} added" for n in added]
+        for n in a.keys() & b.keys():
+            if a[n]["dtype"] != b[n]["dtype"]:
+                out.append(f"{kind[:-1]} {n!r}: dtype {a[n]['dtype']} -> {b[n]['dtype']}")
+            if len(a[n]["shape"]) != len(b[n]["shape"]):
+                out.append(f"{kind[:-1]} {n!r}: rank {len(a[n]['shape'])} -> {len(b[n]['shape'])}")
+    if old.get("labels") != new.get("labels") and (old.get("labels") is not None or new.get("labels") is not None):
+        out.append(f"labels {old.get('labels')} -> {new.get('labels')}")
+    return sorted(out)
+
+
+def semver(contract: list[str], reruns: list[dict]) -> str:
+    """MAJOR: the contract changed. MINOR: same contract, some artifact's outputs on the shared inputs
+    moved beyond its parity profile. PATCH: everything within tolerance."""
+    if contract:
+        return "MAJOR"
+    if any(r.get("passed") is False for r in reruns):
+        return "MINOR"
+    return "PATCH"
+
+
+def render_release(d: dict) -> str:
+    """The verdict block printed above the diff's tables."""
+    lines = [f"## Release verdict: {d['semver']}", ""]
+    lines += [f"- contract: {c}" for c in d["contract"]] or ["- contract: unchanged"]
+    for r in d["reruns"]:
+        if r.get("passed") is None:
+            lines.append(f"- {r['target']}: outputs not rerun ({r['why']})")
+        else:
+            worst = ", ".join(f"{k} {_f(v)}" for k, v in r["worst"].items())
+            lines.append(f"- {r['target']}: outputs on {r['batches']} shared input batches "
+                         f"{'within' if r['passed'] else 'BEYOND'} the {r['profile']} profile ({worst})")
+    return "\n".join(lines) + "\n\n"

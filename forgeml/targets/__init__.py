@@ -14,6 +14,7 @@ from forgeml.targets.safetensors import SafetensorsTarget  # noqa: E402
 from forgeml.targets.tensorrt import TensorRTTarget  # noqa: E402
 from forgeml.targets.tflite import TFLiteTarget  # noqa: E402
 from forgeml.targets.torch_aoti import TorchAOTITarget  # noqa: E402
+from forgeml.targets.triton import TritonTarget  # noqa: E402
 
 # The one table: a target is its folder plus its line here.
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -23,4 +24,5 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     TorchAOTITarget(),
     GgufTarget(),
     TFLiteTarget(),
+    TritonTarget(),
 )}

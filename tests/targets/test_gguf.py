@@ -276,7 +276,8 @@ def test_pipeline_writes_manifest_rows(tmp_path):
     assert row["passed"] and row["top1"] >= 0.95 and row["cosine"] >= 0.99
     assert stage["metadata"]["weight_check"]["passed"]
     assert manifest["artifacts"]["gguf"]["path"] == "model.gguf"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.gguf", "report.html", "report.md"]
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("requirements-"))
+    assert names == ["manifest.json", "model.gguf", "model_card.md", "report.html", "report.md", "signature.json"]
 
 
 def test_chunked_streaming_writes_the_same_bytes(sources, tmp_path, monkeypatch):

@@ -148,7 +148,7 @@ def convert(
         if e.status == "failed":
             err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
             return
-        mark = "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
+        mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
 
     try:
@@ -469,7 +469,7 @@ FLAGS = {
     "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
-    "`gguf Config.type`": "--gguf-type",
+    "`gguf Config.type`": "--gguf-type", "`passes`": "--passes",
 }
 
 

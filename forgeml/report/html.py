@@ -151,8 +151,9 @@ def _stage_table(m: dict) -> str:
     for st in m.get("stages", []):
         par = st.get("parity")
         if par is None:
-            rows.append(("err", [_e(st["name"]), _e(st["kind"]), "–", "–"] + ["–"] * len(COLUMNS)
-                         + [_e(st.get("seconds", "")), _e(st.get("error", "not checked"))]))
+            rows.append(("err" if "error" in st else "ok", [_e(st["name"]), _e(st["kind"]), "–", "–"]
+                         + ["–"] * len(COLUMNS)
+                         + [_e(st.get("seconds", "")), _e(st.get("error") or st.get("note") or "not checked")]))
             continue
         for row in par["rows"]:
             verdict = "pass" if row["passed"] else "FAIL: " + row.get("problem", "")
@@ -294,6 +295,9 @@ def _provenance(m: dict) -> str:
         items.append(("command", f"<code>{_e(m['command'])}</code>"))
     if m.get("opset") is not None:
         items.append(("opset", _e(m["opset"])))
+    if m.get("plan"):
+        skipped = ", ".join(m["plan"].get("skipped", [])) or "none"
+        items.append(("stage plan", f"{_e(m['plan']['reason'])}; skipped: {_e(skipped)}"))
     if m.get("quantize"):
         items.append(("quantize", _e(m["quantize"])))
     for key, label in (("calibration", "calibration data"), ("user_inputs", "user inputs")):

@@ -276,6 +276,7 @@ def test_pipeline_writes_manifest_rows(tmp_path):
     assert row["passed"] and row["top1"] >= 0.95 and row["cosine"] >= 0.99
     assert stage["metadata"]["weight_check"]["passed"]
     assert manifest["artifacts"]["gguf"]["path"] == "model.gguf"
+    assert manifest["plan"]["build_ir"] is False and manifest["opset"] is None  # no ONNX graph was made
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.gguf", "report.html", "report.md"]
 
 

@@ -100,6 +100,7 @@ class GgufTarget:
 
     name = "gguf"
     Config = Config
+    reads_ir = False  # written from the checkpoint's tensors; the pipeline skips the export for it
     filename = "model.gguf"
 
     def _config(self, ctx: TargetContext) -> Config:

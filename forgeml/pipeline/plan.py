@@ -23,11 +23,14 @@ class StagePlan:
     ir_targets: tuple[str, ...] = ()  # requested targets that read the IR
     source_targets: tuple[str, ...] = ()  # requested targets that write from the source
     skipped: tuple[str, ...] = field(default=())  # stage names not run
+    # Without the IR the reference loads in the checkpoint's own dtype (16-bit stays 16-bit) unless a
+    # target asks for float32 (a gguf f32 file is judged elementwise, which a 16-bit reference cannot meet).
+    reference_dtype: str = "float32"  # float32 | checkpoint
 
     def to_json(self) -> dict:
         return {"build_ir": self.build_ir, "run_passes": self.run_passes, "reason": self.reason,
                 "ir_targets": list(self.ir_targets), "source_targets": list(self.source_targets),
-                "skipped": list(self.skipped)}
+                "skipped": list(self.skipped), "reference_dtype": self.reference_dtype}
 
 
 def reads_ir(target_name: str) -> bool:
@@ -51,6 +54,14 @@ def plan_stages(config, converter) -> StagePlan:
         return StagePlan(True, True, f"no requested target reads the ONNX IR, but the {converter.name} converter "
                          "computes its reference only through the export", (), source_targets)
     skipped = (f"{converter.name}->onnx", *pass_names)
+    wants_fp32 = [t for t in source_targets if _wants_float32(t, config)]
     return StagePlan(False, False, f"no requested target ({', '.join(source_targets)}) reads the ONNX IR: "
                      "the export and its passes are skipped; parity compares each artifact in its own runtime "
-                     "with the source framework", (), source_targets, skipped)
+                     "with the source framework", (), source_targets, skipped,
+                     "float32" if wants_fp32 else "checkpoint")
+
+
+def _wants_float32(target_name: str, config) -> bool:
+    """A target asks for a float32 reference with ``needs_float32_reference(config, quantize_mode)``."""
+    ask = getattr(TARGETS[target_name], "needs_float32_reference", None)
+    return bool(ask and ask(config.target_configs.get(target_name), config.quantize))

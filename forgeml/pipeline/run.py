@@ -157,7 +157,8 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
         make_initializers_contiguous(converted.ir.model)  # the IR's own, before any pass or target sees it
     else:
-        converted = conv.reference_only(resolved.model, resolved.example_inputs, resolved.ref)
+        converted = conv.reference_only(resolved.model, resolved.example_inputs, resolved.ref,
+                                        dtype=plan.reference_dtype)
     ir = converted.ir
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "`parity.inputs`")

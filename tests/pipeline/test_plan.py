@@ -72,3 +72,11 @@ def test_safetensors_from_a_checkpoint_never_exports(tmp_path, monkeypatch):
     assert [s["kind"] for s in manifest["stages"]] == ["converter", "target"]
     assert manifest["stages"][1]["parity"]["rows"][0]["passed"]
     assert "stage plan" in (out / "report.md").read_text() and "stage plan" in (out / "report.html").read_text()
+
+
+def test_reference_dtype_follows_the_checkpoint_unless_f32_is_asked():
+    from forgeml.targets.gguf.target import Config
+
+    assert plan_stages(build_config(targets=["gguf"]), _hf()).reference_dtype == "checkpoint"
+    f32 = build_config(targets=["gguf"], target_configs={"gguf": Config(type="f32")})
+    assert plan_stages(f32, _hf()).reference_dtype == "float32"

@@ -135,6 +135,7 @@ class _RunState:
     def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
         self.report.add(name, parity)
         entry["parity"] = parity.to_json()
+        self.warnings += [f"{name}: {r['warning']}" for r in entry["parity"].get("rows", []) if r.get("warning")]
         self.stages.append(entry)
         if not parity.passed and self.first_failure is None and onnx_candidate is not None:
             self.first_failure = (len(self.stages) - 1, onnx_candidate)

@@ -274,7 +274,8 @@ def _tolerances(m: dict) -> str:
         return ""
     items = []
     for name, tol in profiles.items():
-        fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
+        fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1",
+                                          "top1_on", "min_decided")}
         items.append(f"<dt>{_e(name)}</dt><dd>{_e(Tolerance(name=name, **fields).describe())}</dd>")
     batches = next(st["parity"]["batches"] for st in m.get("stages", []) if st.get("parity"))
     items.append(f"<dt>inputs</dt><dd>{batches} batch(es): the example inputs plus seeded random batches"

@@ -52,7 +52,8 @@ def render(manifest: dict) -> str:
 
         out += ["", "## Tolerance profiles", ""]
         for name, tol in profiles.items():
-            fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
+            fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1",
+                                              "top1_on", "min_decided")}
             out.append(f"- **{name}**: {cell(Tolerance(name=name, **fields).describe())}")
         batches = next(st["parity"]["batches"] for st in manifest["stages"] if st.get("parity"))
         out.append(f"- measured on {batches} input batches (the example inputs plus seeded random batches)")

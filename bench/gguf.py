@@ -132,18 +132,20 @@ def main() -> int:
     for typ in args.types.split(","):
         base = results.get((typ, base_name)) if base_name else None
         for name in runners:
-            rs = [r for r in results.get((typ, name), []) if r["rc"] == 0]
+            rs = [r for r in results.get((typ, name), []) if r["rc"] in (0, 1)]  # 1: finished, parity FAIL
             if not rs:
                 print(f"{typ:5} {name:9} FAILED")
                 continue
             wall, rss = statistics.median(r["wall"] for r in rs), statistics.median(r["rss_mib"] for r in rs)
             walls = f"{min(r['wall'] for r in rs):.1f}–{max(r['wall'] for r in rs):.1f}"
-            ok_base = [r for r in (base or []) if r["rc"] == 0]
+            ok_base = [r for r in (base or []) if r["rc"] in (0, 1)]
             ratio_w = ratio_r = "–"
             if ok_base:
                 ratio_w = f"{wall / statistics.median(r['wall'] for r in ok_base):.2f}x"
                 ratio_r = f"{rss / statistics.median(r['rss_mib'] for r in ok_base):.2f}x"
-            print(f"{typ:5} {name:9} {walls:>18} {rss:14.0f} {rss / model_mib:9.2f} {ratio_w:>11} {ratio_r:>10}")
+            fails = sum(r["rc"] == 1 for r in rs)
+            print(f"{typ:5} {name:9} {walls:>18} {rss:14.0f} {rss / model_mib:9.2f} {ratio_w:>11} {ratio_r:>10}"
+                  + (f"  ({fails} run(s) exit 1: parity FAIL)" if fails else ""))
     if base_name:
         how = next((r["how"] for rs in results.values() for r in rs), "?")
         print(f"ratios: median of each run over {base_name}'s median; peak RSS by {how}")

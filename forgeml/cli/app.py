@@ -212,7 +212,10 @@ def _print_summary(result) -> None:
     from rich.table import Table
 
     out = _out()
-    table = Table(title="parity vs " + (result.manifest["stages"][0]["parity"]["reference"]), title_justify="left")
+    stages = result.manifest["stages"]
+    reference = next((st["parity"]["reference"] for st in stages if st.get("parity")),
+                     result.manifest["source"].get("framework", "the source"))
+    table = Table(title="parity vs " + reference, title_justify="left")
     for col in ("stage", "output", "max abs", "cosine", "top-1", "verdict"):
         table.add_column(col)
     for stage, parity in result.parity.stages:
@@ -224,6 +227,11 @@ def _print_summary(result) -> None:
                           f"{top1:.3f}" if top1 is not None else "–",
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
+    plan = result.manifest.get("plan") or {}
+    if plan.get("skipped"):
+        out.print(f"[dim]plan: {_escape(plan['reason'])}; skipped: {_escape(', '.join(plan['skipped']))}[/]")
+    for warning in result.manifest.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {_escape(warning)}")
     source = result.manifest["source"]
     if source.get("fallback"):
         out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source['route'].split(' ')[0])}: "

@@ -80,3 +80,13 @@ def test_reference_dtype_follows_the_checkpoint_unless_f32_is_asked():
     assert plan_stages(build_config(targets=["gguf"]), _hf()).reference_dtype == "checkpoint"
     f32 = build_config(targets=["gguf"], target_configs={"gguf": Config(type="f32")})
     assert plan_stages(f32, _hf()).reference_dtype == "float32"
+
+
+def test_cli_summary_of_a_reference_only_run(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from forgeml.cli.app import main
+
+    out = tmp_path / "out"
+    assert main(["convert", "zoo:tiny-llama", "--to", "safetensors", "--parity-batches", "0", "-o", str(out)]) == 0
+    text = "".join(capsys.readouterr())
+    assert "plan: no requested target" in text and "hf->onnx" in text and "PASS" in text

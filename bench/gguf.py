@@ -51,14 +51,16 @@ def measure(cmd: list[str], env: dict) -> dict:
     if psutil is None:
         t0 = time.perf_counter()
         p = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], env=env, capture_output=True, text=True,
-                           start_new_session=True)
+                           start_new_session=True, cwd=tempfile.gettempdir())
         wall = time.perf_counter() - t0
         lines = p.stderr.strip().splitlines()
         return {"rc": p.returncode, "wall": wall, "rss_mib": int(lines[-1]) / 1024 if lines else float("nan"),
                 "how": "GNU time (largest process)", "tail": lines[-2:-1]}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        # cwd: a neutral dir, so that `python -m forgeml` imports the tree PYTHONPATH names, not the cwd's
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                             cwd=tempfile.gettempdir())
         root, peak = psutil.Process(p.pid), 0
         while p.poll() is None:
             try:

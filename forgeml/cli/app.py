@@ -153,7 +153,7 @@ def convert(
         if e.status == "failed":
             err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
             return
-        mark = "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
+        mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
 
     try:
@@ -254,7 +254,10 @@ def _print_summary(result, fail_on: str = "fail") -> None:
     from rich.table import Table
 
     out = _out()
-    table = Table(title="parity vs " + (result.manifest["stages"][0]["parity"]["reference"]), title_justify="left")
+    stages = result.manifest["stages"]
+    reference = next((st["parity"]["reference"] for st in stages if st.get("parity")),
+                     result.manifest["source"].get("framework", "the source"))
+    table = Table(title="parity vs " + reference, title_justify="left")
     for col in ("stage", "output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
     for stage, parity in result.parity.stages:
@@ -264,6 +267,11 @@ def _print_summary(result, fail_on: str = "fail") -> None:
                           _cosine(row), _centered(row), _top1(row),
                           "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
     out.print(table)
+    plan = result.manifest.get("plan") or {}
+    if plan.get("skipped"):
+        out.print(f"[dim]plan: {_escape(plan['reason'])}; skipped: {_escape(', '.join(plan['skipped']))}[/]")
+    for warning in result.manifest.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {_escape(warning)}")
     source = result.manifest["source"]
     if source.get("fallback"):
         out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source['route'].split(' ')[0])}: "
@@ -506,7 +514,7 @@ FLAGS = {
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",
-    "`TritonConfig.max_batch_size`": "--triton-max-batch",
+    "`TritonConfig.max_batch_size`": "--triton-max-batch", "`passes`": "--passes",
 }
 
 

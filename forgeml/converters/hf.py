@@ -2,7 +2,8 @@
 
 A checkpoint directory holds ``config.json``, tokenizer files and safetensors weights. It is checked
 before anything is loaded (config readable, tokenizer present, every safetensors header sound, no
-pickled weights), then loaded with ``transformers`` in float32. The IR is the decoder's logits forward
+pickled weights), then loaded with ``transformers`` in float32 for the export, or in the checkpoint's
+own dtype when only the reference is needed (``reference_only(..., dtype="checkpoint")``). The IR is the decoder's logits forward
 (``input_ids -> logits``, no KV cache) exported with the dynamo exporter, batch and sequence dynamic;
 the reference runner is the transformers model itself in torch eager.
 
@@ -61,7 +62,8 @@ class LogitsOnly:
                 self.lm = lm
 
             def forward(self, input_ids):
-                return self.lm(input_ids=input_ids, use_cache=False).logits
+                logits = self.lm(input_ids=input_ids, use_cache=False).logits
+                return logits if logits.dtype == torch.float32 else logits.float()  # 16-bit references
 
         return _Logits(model).eval()
 
@@ -114,15 +116,18 @@ class HFConverter:
                              example_inputs=src.example, weights=HFWeights(src.model), source_model=src.model,
                              checkpoint=src.checkpoint)
 
-    def reference_only(self, source, example_inputs: InputSet | None, ref: str) -> ConvertResult:
+    def reference_only(self, source, example_inputs: InputSet | None, ref: str, *,
+                       dtype: str = "float32") -> ConvertResult:
         """The transformers model as a runner, without the ONNX export (``forgeml parity`` needs no graph).
 
-        The result's ``ir`` has no model, only the signature every export of this converter has:
+        ``dtype="checkpoint"`` loads a checkpoint dir in the dtype it is stored in (float16/bfloat16 stay
+        16-bit: no float32 copy of the weights); ``"float32"`` upcasts, as the export does. The result's
+        ``ir`` has no model, only the signature every export of this converter has:
         ``input_ids (batch, tokens) int64 -> logits (batch, tokens, vocab) float32``.
         """
         from forgeml.ir import Signature, TensorSpec
 
-        src = load_source(source, example_inputs)
+        src = load_source(source, example_inputs, dtype=dtype)
         vocab = int(src.model.config.vocab_size)
         sig = Signature((TensorSpec("input_ids", ("batch", "tokens"), "int64"),),
                         (TensorSpec("logits", ("batch", "tokens", vocab), "float32"),))
@@ -145,8 +150,9 @@ class LoadedSource:
     version: str
 
 
-def load_source(source, example_inputs: InputSet | None = None) -> LoadedSource:
-    """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids."""
+def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32") -> LoadedSource:
+    """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids.
+    ``dtype``: float32, or "checkpoint" for the dtype config.json records (16-bit stays 16-bit)."""
     torch = _torch()
     transformers = _transformers()
     checkpoint: Path | None = None
@@ -154,8 +160,8 @@ def load_source(source, example_inputs: InputSet | None = None) -> LoadedSource:
         from forgeml.ir import sha256_file
 
         checkpoint = source
-        check_checkpoint(source)
-        model = _load(source)
+        cfg = check_checkpoint(source)
+        model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
         digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
                                 for f in safetensors_files(source)})
     else:
@@ -169,15 +175,22 @@ def load_source(source, example_inputs: InputSet | None = None) -> LoadedSource:
                         digest, version)
 
 
-def _load(path: Path):
-    transformers = _transformers()
+def checkpoint_dtype(cfg: dict):
+    """The torch dtype a checkpoint's config.json records (``dtype``, or the older ``torch_dtype``);
+    float32 when it names none or something else."""
     torch = _torch()
+    name = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(name, torch.float32)
+
+
+def _load(path: Path, dtype):
+    transformers = _transformers()
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # the CLI draws its own progress
     try:
         with quiet(*_LOGGERS):
             model, info = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=torch.float32, use_safetensors=True, local_files_only=True,
+                str(path), dtype=dtype, use_safetensors=True, local_files_only=True,
                 output_loading_info=True)
     except (ValueError, KeyError, OSError) as e:
         first = first_line(e)

@@ -107,10 +107,28 @@ class OutputAccumulator:
         gaps, agree = np.concatenate(self.top1_gaps), np.concatenate(self.top1_agree)
         noise = (self.sum_sq / max(self.n, 1)) ** 0.5
         decided = gaps > 4 * noise
-        out = {"top1_decided_fraction": float(decided.mean()) if decided.size else 0.0}
+        out = {"top1_decided_fraction": float(decided.mean()) if decided.size else 0.0,
+               "top1_decided": int(decided.sum()), "top1_noise": float(noise)}
         if decided.any():
             out["top1_margin"] = float(agree[decided].mean())
         return out
+
+    @staticmethod
+    def _judge_decided(row: dict, tol: Tolerance) -> list[str]:
+        """Top-1 on the decided positions (``top1_margin``); too few of them: a warning, no verdict."""
+        k, need = row["top1_decided"], tol.min_decided or 1
+        if k < need:
+            row["top1_judged"] = "not judged"
+            row["warning"] = (f"top-1 not judged: only {k} positions have a reference top-1 lead above the "
+                              f"noise (4 x RMS error {row['top1_noise']:.3g}), {need} needed; raw top-1 "
+                              f"{row['top1']:.4f} measures tie-breaking here")
+            return []
+        row["top1_judged"] = "decided"
+        margin = row["top1_margin"]
+        if margin < tol.min_top1:
+            return [f"top-1 agreement on {k} decided positions {margin:.4f} < {tol.min_top1:g} "
+                    f"(raw top-1 {row['top1']:.4f})"]
+        return []
 
     @staticmethod
     def _cos(dot: float, a: float, b: float) -> float:
@@ -153,7 +171,9 @@ class OutputAccumulator:
         if cc is not None and tol.min_centered_cosine is not None and cc < tol.min_centered_cosine:
             failures.append(f"centered cosine {cc:.6f} < {tol.min_centered_cosine:g}")
         t1 = row.get("top1")
-        if t1 is not None and tol.min_top1 is not None and t1 < tol.min_top1:
+        if t1 is not None and tol.min_top1 is not None and tol.top1_on == "decided":
+            failures += self._judge_decided(row, tol)
+        elif t1 is not None and tol.min_top1 is not None and t1 < tol.min_top1:
             failures.append(f"top-1 agreement {t1:.4f} < {tol.min_top1:g}")
         row["passed"] = not failures
         if failures:

@@ -4,7 +4,7 @@ The markdown and HTML reports and ``ParityReport.table()`` all draw it from here
 from __future__ import annotations
 
 COLUMNS = [("max_abs", "max abs"), ("max_rel", "max rel"), ("mean_abs", "mean abs"),
-            ("cosine", "cosine"), ("centered_cosine", "centered cos"), ("top1", "top-1"),
+            ("cosine", "cosine"), ("centered_cosine", "centered cos"), ("top1", "top-1"), ("top1_margin", "top-1 decided"),
             ("exact_match", "exact")]
 
 

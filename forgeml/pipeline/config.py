@@ -35,6 +35,7 @@ class ToleranceOverrides:
 class PipelineConfig:
     targets: tuple[str, ...]
     passes: tuple[ForgePass, ...]
+    passes_given: bool = False  # the caller named `passes` (not the defaults): refused when no target reads the IR
     import_options: ImportOptions = ImportOptions()
     parity_batches: int = 3  # seeded random batches besides the example inputs
     seed: int = 0
@@ -78,7 +79,7 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
     if stray:
         raise InputError(f"options for target(s) {stray} were given, but `targets` does not include them")
     config = PipelineConfig(
-        targets=tuple(targets), passes=pass_objs, import_options=import_options,
+        targets=tuple(targets), passes=pass_objs, passes_given=passes is not None, import_options=import_options,
         parity_batches=parity.batches, user_inputs=tuple(parity.inputs),
         tolerance=ToleranceOverrides(atol=parity.atol, rtol=parity.rtol, quantized=ToleranceOverrides(
             min_cosine=None if q is None or q.max_cosine_drop is None else 1.0 - q.max_cosine_drop,

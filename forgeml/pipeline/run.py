@@ -81,14 +81,18 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     check_config(config)
     source_path = (resolved.model,) if isinstance(resolved.model, Path) else ()
     check_out_dir(out_dir, force, protect=source_path)
-    state = _import(resolved, config, on_event)
-    ir, float_ir = _apply_passes(state, state.converted.ir)
+    from forgeml.pipeline.plan import plan_stages
+
+    plan = plan_stages(config, resolved.converter)
+    state = _import(resolved, config, on_event, plan)
+    ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
     staged = StagedDir(out_dir)
     try:
         artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
         ok = state.report.passed and not errors
         _localize_first_failure(state)
         manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
+        manifest["plan"] = plan.to_json()
         if state.warnings:
             manifest["warnings"] = state.warnings
         from forgeml.pipeline.provenance import run_record
@@ -133,15 +137,17 @@ class _RunState:
     def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
         self.report.add(name, parity)
         entry["parity"] = parity.to_json()
+        self.warnings += [f"{name}: {r['warning']}" for r in entry["parity"].get("rows", []) if r.get("warning")]
         self.stages.append(entry)
         if not parity.passed and self.first_failure is None and onnx_candidate is not None:
             self.first_failure = (len(self.stages) - 1, onnx_candidate)
 
 
-def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
-    """The converter stage: import, check the user's inputs, compute the reference outputs once."""
+def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
+    """The converter stage: import, check the user's inputs, compute the reference outputs once.
+    Without ``plan.build_ir`` the converter only loads its reference (no export, no IR parity)."""
     conv = resolved.converter
-    stage_name = f"{conv.name}->onnx"
+    stage_name = f"{conv.name}->onnx" if plan.build_ir else f"{conv.name} (reference only)"
     on_event(StageEvent(stage_name, "converter", "start"))
     t0 = time.perf_counter()
     opts = config.import_options
@@ -150,9 +156,13 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
                          f"({', '.join(sorted(resolved.example_inputs)) if isinstance(resolved.example_inputs, dict) else 'given in code'})")
     if resolved.output_names and not opts.output_names:
         opts = replace(opts, output_names=resolved.output_names)
-    converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
+    if plan.build_ir:
+        converted = conv.convert(resolved.model, resolved.example_inputs, resolved.ref, opts)
+        make_initializers_contiguous(converted.ir.model)  # the IR's own, before any pass or target sees it
+    else:
+        converted = conv.reference_only(resolved.model, resolved.example_inputs, resolved.ref,
+                                        dtype=plan.reference_dtype)
     ir = converted.ir
-    make_initializers_contiguous(ir.model)  # the IR's own, before any pass or target sees it
     for user in config.user_inputs:
         check_inputs(user, ir.signature, "`parity.inputs`")
     user_sets = list(config.user_inputs)
@@ -166,15 +176,21 @@ def _import(resolved, config: PipelineConfig, on_event) -> _RunState:
                                seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
     reference_outputs = run_reference(converted.reference, input_sets, "the source model")
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration))
-    parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
-    seconds = time.perf_counter() - t0
-    entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route, "seconds": round(seconds, 3)}
-    state.record(stage_name, entry, parity, onnx_candidate=ir.model)
+    entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route}
+    if plan.build_ir:
+        parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+        entry["seconds"] = seconds = round(time.perf_counter() - t0, 3)
+        state.record(stage_name, entry, parity, onnx_candidate=ir.model)
+    else:  # nothing to compare: the reference is the source itself
+        parity = None
+        entry.update(seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
+        seconds = entry["seconds"]
+        state.stages.append(entry)
     if config.latency:
         from forgeml.runtime.latency import measure_latency
 
         entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
-    on_event(StageEvent(stage_name, "converter", "done", seconds, parity.passed))
+    on_event(StageEvent(stage_name, "converter", "done", seconds, None if parity is None else parity.passed))
     return state
 
 
@@ -295,7 +311,7 @@ def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Ar
             entry["extra_files"] = [{"path": f.relative_to(root).as_posix(), "sha256": sha256_file(f), "bytes": f.stat().st_size}
                                     for f in extra]
         files[name] = entry
-    opsets = {d: v for d, v in ir.model.opset_imports.items()}
+    opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
     manifest = {
         "forgeml_version": _forgeml_version(),
         "ok": ok,

@@ -151,8 +151,9 @@ def _stage_table(m: dict) -> str:
     for st in m.get("stages", []):
         par = st.get("parity")
         if par is None:
-            rows.append(("err", [_e(st["name"]), _e(st["kind"]), "–", "–"] + ["–"] * len(COLUMNS)
-                         + [_e(st.get("seconds", "")), _e(st.get("error", "not checked"))]))
+            rows.append(("err" if "error" in st else "ok", [_e(st["name"]), _e(st["kind"]), "–", "–"]
+                         + ["–"] * len(COLUMNS)
+                         + [_e(st.get("seconds", "")), _e(st.get("error") or st.get("note") or "not checked")]))
             continue
         for row in par["rows"]:
             verdict = "pass" if row["passed"] else "FAIL: " + row.get("problem", "")
@@ -273,7 +274,8 @@ def _tolerances(m: dict) -> str:
         return ""
     items = []
     for name, tol in profiles.items():
-        fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
+        fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1",
+                                          "top1_on", "min_decided")}
         items.append(f"<dt>{_e(name)}</dt><dd>{_e(Tolerance(name=name, **fields).describe())}</dd>")
     batches = next(st["parity"]["batches"] for st in m.get("stages", []) if st.get("parity"))
     items.append(f"<dt>inputs</dt><dd>{batches} batch(es): the example inputs plus seeded random batches"
@@ -294,6 +296,9 @@ def _provenance(m: dict) -> str:
         items.append(("command", f"<code>{_e(m['command'])}</code>"))
     if m.get("opset") is not None:
         items.append(("opset", _e(m["opset"])))
+    if m.get("plan"):
+        skipped = ", ".join(m["plan"].get("skipped", [])) or "none"
+        items.append(("stage plan", f"{_e(m['plan']['reason'])}; skipped: {_e(skipped)}"))
     if m.get("quantize"):
         items.append(("quantize", _e(m["quantize"])))
     for key, label in (("calibration", "calibration data"), ("user_inputs", "user inputs")):

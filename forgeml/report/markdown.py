@@ -16,6 +16,9 @@ def render(manifest: dict) -> str:
     out.append(f"- source sha256: `{src['sha256']}`")
     if manifest.get("command"):
         out.append(f"- command: `{manifest['command']}`")
+    if manifest.get("plan"):
+        plan = manifest["plan"]
+        out.append(f"- stage plan: {plan['reason']}; skipped: {', '.join(plan.get('skipped', [])) or 'none'}")
     if manifest.get("error"):
         out.append(f"- error: {manifest['error']}")
     for warning in manifest.get("warnings", []):
@@ -38,8 +41,9 @@ def render(manifest: dict) -> str:
     for st in manifest["stages"]:
         par = st.get("parity")
         if par is None:
-            msg = cell(st.get("error", "not checked"))
-            out.append(f"| {st['name']} | {st['kind']} | – |" + " – |" * len(COLUMNS) + f" **{msg}** |")
+            msg = cell(st.get("error") or st.get("note") or "not checked")
+            msg = f"**{msg}**" if "error" in st else msg
+            out.append(f"| {st['name']} | {st['kind']} | – |" + " – |" * len(COLUMNS) + f" {msg} |")
             continue
         out += [row([f"{st['name']} ({par['profile']})", st["kind"]], r) for r in par["rows"]]
     profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in manifest["stages"] if st.get("parity")}
@@ -48,7 +52,8 @@ def render(manifest: dict) -> str:
 
         out += ["", "## Tolerance profiles", ""]
         for name, tol in profiles.items():
-            fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1")}
+            fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1",
+                                              "top1_on", "min_decided")}
             out.append(f"- **{name}**: {cell(Tolerance(name=name, **fields).describe())}")
         batches = next(st["parity"]["batches"] for st in manifest["stages"] if st.get("parity"))
         out.append(f"- measured on {batches} input batches (the example inputs plus seeded random batches)")

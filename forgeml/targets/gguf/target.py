@@ -100,6 +100,7 @@ class GgufTarget:
 
     name = "gguf"
     Config = Config
+    reads_ir = False  # written from the checkpoint's tensors; the pipeline skips the export for it
     filename = "model.gguf"
 
     def _config(self, ctx: TargetContext) -> Config:
@@ -108,6 +109,11 @@ class GgufTarget:
         if ctx.config is not None:
             raise TargetError(f"gguf: expected a forgeml.targets.gguf.target.Config, got {type(ctx.config).__name__}")
         return Config(type=FROM_QUANTIZE.get(ctx.quantize or "", "f16"))
+
+    def needs_float32_reference(self, config, quantize: str | None) -> bool:
+        """An f32 file is judged elementwise: a 16-bit reference's own rounding would fail it."""
+        cfg = config if isinstance(config, Config) else Config(type=FROM_QUANTIZE.get(quantize or "", "f16"))
+        return cfg.type == "f32"
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
         try:  # both before any work: the file is only worth writing if llama.cpp can prove it

@@ -69,6 +69,7 @@ class SafetensorsTarget:
                       None, converted.example_inputs)
 
     name = "safetensors"
+    reads_ir = False  # written from the source's named weights (``ctx.weights``), never from the IR
     Config = None
     filename = "model.safetensors"
 

@@ -1,0 +1,92 @@
+"""Stage planning: targets that write from the source (gguf, safetensors) never make the ONNX IR."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from forgeml.errors import InputError
+from forgeml.pipeline.config import build_config
+from forgeml.pipeline.plan import plan_stages
+
+
+class _NoReference:
+    name = "torch"  # a converter that computes its reference only through the export
+
+
+def _hf():
+    from forgeml.converters.hf import HFConverter
+
+    return HFConverter()
+
+
+def test_source_targets_skip_the_export_and_the_passes():
+    plan = plan_stages(build_config(targets=["gguf", "safetensors"]), _hf())
+    assert not plan.build_ir and not plan.run_passes
+    assert "hf->onnx" in plan.skipped and len(plan.skipped) > 1  # the default passes too
+    assert plan.source_targets == ("gguf", "safetensors") and "reads the ONNX IR" in plan.reason
+
+
+def test_an_ir_target_builds_the_ir_once_for_all():
+    plan = plan_stages(build_config(targets=["onnx", "gguf"]), _hf())
+    assert plan.build_ir and plan.run_passes and plan.ir_targets == ("onnx",) and not plan.skipped
+
+
+def test_a_converter_without_reference_only_still_exports():
+    plan = plan_stages(build_config(targets=["safetensors"]), _NoReference())
+    assert plan.build_ir and "only through the export" in plan.reason
+
+
+def test_explicit_passes_without_an_ir_target_are_refused():
+    with pytest.raises(InputError, match="`passes` simplify.*gguf"):
+        plan_stages(build_config(targets=["gguf"], passes=["simplify"]), _hf())
+    assert not plan_stages(build_config(targets=["gguf"], passes=[]), _hf()).build_ir
+
+
+def test_cli_refuses_passes_with_one_line(tmp_path, capsys):
+    from forgeml.cli.app import main
+
+    out = tmp_path / "out"
+    assert main(["convert", "zoo:tiny-llama", "--to", "gguf", "--passes", "simplify", "-o", str(out)]) == 2
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "--passes simplify" in text and "Traceback" not in text and not out.exists()
+
+
+def test_safetensors_from_a_checkpoint_never_exports(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    import forgeml
+    from forgeml.converters.hf import HFConverter
+
+    def no_export(*a, **k):
+        raise AssertionError("the ONNX export ran")
+
+    monkeypatch.setattr(HFConverter, "convert", no_export)
+    out = tmp_path / "out"
+    result = forgeml.convert("zoo:tiny-llama", targets=["safetensors"], out_dir=out,
+                             parity=forgeml.ParityOptions(batches=1))
+    assert result.ok, result.manifest
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["plan"]["build_ir"] is False and "hf->onnx" in manifest["plan"]["skipped"]
+    assert [s["kind"] for s in manifest["stages"]] == ["converter", "target"]
+    assert manifest["stages"][1]["parity"]["rows"][0]["passed"]
+    assert "stage plan" in (out / "report.md").read_text() and "stage plan" in (out / "report.html").read_text()
+
+
+def test_reference_dtype_follows_the_checkpoint_unless_f32_is_asked():
+    from forgeml.targets.gguf.target import Config
+
+    assert plan_stages(build_config(targets=["gguf"]), _hf()).reference_dtype == "checkpoint"
+    f32 = build_config(targets=["gguf"], target_configs={"gguf": Config(type="f32")})
+    assert plan_stages(f32, _hf()).reference_dtype == "float32"
+
+
+def test_cli_summary_of_a_reference_only_run(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from forgeml.cli.app import main
+
+    out = tmp_path / "out"
+    assert main(["convert", "zoo:tiny-llama", "--to", "safetensors", "--parity-batches", "0", "-o", str(out)]) == 0
+    text = "".join(capsys.readouterr())
+    assert "plan: no requested target" in text and "hf->onnx" in text and "PASS" in text

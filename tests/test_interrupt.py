@@ -133,9 +133,10 @@ def test_two_concurrent_conversions_do_not_interfere(pair):
     assert sorted(p.name for p in root.iterdir()) == ["a", "b"]  # no temp dirs left behind
 
 
-def _kill_once(rng: random.Random, out: Path, duration: float, force: bool) -> str:
+def _kill_once(rng: random.Random, out: Path, duration: float, force: bool) -> tuple[str, float | None]:
     """One run killed with SIGKILL: at a uniform delay over the run, or (every other time) just as the
-    targets start writing into staging, where the commit happens."""
+    targets start writing into staging, where the commit happens. Also returns the run's time when it
+    finished before the kill (the machine got faster than the estimate)."""
     run = _Run(out, force=force)
     if rng.random() < 0.5:
         how = f"at {rng.uniform(0, duration):.2f}s"
@@ -145,9 +146,10 @@ def _kill_once(rng: random.Random, out: Path, duration: float, force: bool) -> s
         how = f"{delay * 1000:.0f} ms after the first target line"
         run.wait_for("target")
         time.sleep(delay)
+    finished = run.proc.poll() is not None
     run.proc.send_signal(signal.SIGKILL)
-    run.finish()
-    return how
+    rc, _, seconds = run.finish()
+    return how, (seconds if finished and rc == 0 else None)
 
 
 def _kill_series(tmp_path: Path, pair, n: int) -> None:
@@ -160,7 +162,8 @@ def _kill_series(tmp_path: Path, pair, n: int) -> None:
         force = i % 2 == 1  # every other run replaces a complete old output
         if force:
             shutil.copytree(root / "a", out)
-        how = _kill_once(rng, out, duration, force)
+        how, took = _kill_once(rng, out, duration, force)
+        duration = min(duration, took or duration)  # keep the delays spread over a real run
         where = f"seed {SEED}, run {i}, killed {how}"
         m = assert_absent_or_complete(out)
         assert not force or m is not None, f"{where}: --force lost the old output without a new one"

@@ -183,6 +183,7 @@ def test_sigkill_at_random_points_leaves_nothing_half_written(tmp_path, pair):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 50 conversions: ~10 min on two idle cores, more on a busy machine
 def test_sigkill_at_random_points_50_in_a_row(tmp_path, pair):
     _kill_series(tmp_path, pair, 50)
 

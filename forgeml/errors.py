@@ -12,6 +12,10 @@ class ForgeError(Exception):
     exit_code = 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, raised once its staging is cleaned up; the message says what was written."""
+
+
 class InputError(ForgeError):
     """The user's input is wrong: a missing file, a corrupt model, a bad option, a missing extra."""
 

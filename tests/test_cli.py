@@ -29,7 +29,7 @@ def _one_line_error(err: str, *needles: str):
 
 
 def _no_leftovers(parent):
-    assert not [p for p in os.listdir(parent) if ".tmp-" in p or ".old-" in p]
+    assert not [p for p in os.listdir(parent) if ".tmp-" in p or "-old-" in p or ".forgeml-staging-" in p]
 
 
 def test_convert_zoo_cnn(tmp_path, capsys):

@@ -158,6 +158,8 @@ def convert(
 
     try:
         result = run(resolved, config, out, force=force, on_event=on_event)
+    except KeyboardInterrupt as e:
+        raise _Interrupted(str(e)) from None
     finally:
         status.stop()
     if report:
@@ -525,6 +527,21 @@ def in_flags(message: str) -> str:
     return message
 
 
+class _Interrupted(Exception):
+    """Ctrl-C carried past typer, which would turn a KeyboardInterrupt into a silent Exit(130)."""
+
+
+def _interrupted(detail: str) -> None:
+    """Ctrl-C: one line; pipeline.run's errors.Interrupted says what was (not) written."""
+    print(f"forgeml: interrupted{'; ' + detail if detail else ''}", file=sys.stderr, flush=True)
+    # A Ctrl-C that landed inside a C extension's PyRun_* call (onnxsim, torch) leaves CPython's
+    # "unhandled KeyboardInterrupt" flag set, and the interpreter would then kill itself with SIGINT at
+    # exit instead of returning 130. Any later PyRun_* call that completes clears that flag.
+    import ctypes
+
+    ctypes.pythonapi.PyRun_SimpleString(b"pass")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ForgeErrors become one line and their exit code; --debug shows the traceback."""
     from forgeml.errors import ForgeError
@@ -536,9 +553,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         rv = app(args=args, prog_name="forgeml", standalone_mode=False, obj={"argv": args})
+        if rv == 130:  # typer turns Ctrl-C outside convert's run into Exit(130), which click returns
+            _interrupted("")
         return rv if isinstance(rv, int) else 0  # click returns typer.Exit's code here
     except typer.Exit as e:
         return e.exit_code
+    except _Interrupted as e:
+        _interrupted(str(e))
+        return 130
     except ForgeError as e:
         if debug:
             import traceback
@@ -546,8 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _err().print(f"[red]forgeml: error:[/] {_escape(in_flags(str(e)))}", soft_wrap=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        _err().print("forgeml: interrupted")
+    except KeyboardInterrupt as e:
+        _interrupted(str(e))
         return 130
     except Exception as e:  # click usage errors arrive here in non-standalone mode
         # typer vendors its own click, so match the exception's shape rather than its class.

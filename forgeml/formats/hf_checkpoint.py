@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forgeml.formats import jsontext
 from forgeml.errors import InputError
 from forgeml.formats.safetensors import read_header
 
@@ -19,8 +20,8 @@ def is_checkpoint_dir(path: Path) -> bool:
 def read_config(path: Path) -> dict:
     cfg_path = path / "config.json"
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except RecursionError:
+        cfg = jsontext.loads(cfg_path.read_bytes())
+    except (RecursionError, jsontext.TooDeep):
         raise InputError(f"{cfg_path}: not a readable JSON config (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{cfg_path}: not a readable JSON config ({str(e)[:200]})") from e
@@ -34,11 +35,11 @@ def safetensors_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            weight_map = jsontext.loads(index.read_bytes())["weight_map"]
             names = sorted(set(weight_map.values()))
             if not all(isinstance(f, str) and f for f in names):
                 raise TypeError("a shard name is not a string")
-        except RecursionError:
+        except (RecursionError, jsontext.TooDeep):
             raise InputError(f"{index}: not a readable safetensors index (JSON nested too deeply)") from None
         except (OSError, KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{index}: not a readable safetensors index ({str(e)[:200]})") from e

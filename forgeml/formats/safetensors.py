@@ -9,6 +9,8 @@ file fails with one line naming it.
 from __future__ import annotations
 
 import json
+
+from forgeml.formats import jsontext
 import math
 import struct
 from dataclasses import dataclass
@@ -60,8 +62,8 @@ def read_header(path: Path) -> Header:
     except OSError as e:
         raise InputError(f"{path}: cannot read it ({e.strerror})") from e
     try:
-        header = json.loads(raw)
-    except RecursionError:
+        header = jsontext.loads(raw)
+    except (RecursionError, jsontext.TooDeep):
         raise InputError(f"{path}: corrupt safetensors header (JSON nested too deeply to be a header)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: corrupt safetensors header (not JSON: {str(e)[:200]})") from e

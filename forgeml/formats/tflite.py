@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forgeml.formats import jsontext
 from forgeml.errors import InputError, TargetError, require_file
 
 METADATA_NAME = "forgeml.io"
@@ -126,7 +127,7 @@ def read(model: bytes) -> IOMap | None:
             data = m.Buffers(md.Buffer()).DataAsNumpy()
             if isinstance(data, int):  # empty buffer
                 return None
-            return IOMap.from_json(json.loads(bytes(data).decode()))
+            return IOMap.from_json(jsontext.loads(bytes(data)))
     return None
 
 

@@ -16,8 +16,9 @@ from typing import Callable
 
 from forgeml.ir import ConvertResult
 
-from forgeml.errors import ForgeError, InputError, PassError, first_line
-from forgeml.fileio import StagedDir, check_out_dir, write_bytes_atomic, write_json_atomic
+from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
+from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
+                            write_json_atomic)
 from forgeml.ir import IRModel, make_initializers_contiguous
 from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
@@ -84,10 +85,11 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     from forgeml.pipeline.plan import plan_stages
 
     plan = plan_stages(config, resolved.converter)
-    state = _import(resolved, config, on_event, plan)
-    ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
-    staged = StagedDir(out_dir)
+    staged = None
     try:
+        state = _import(resolved, config, on_event, plan)
+        ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
+        staged = StagedDir(out_dir)
         artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
         ok = state.report.passed and not errors
         _localize_first_failure(state)
@@ -99,11 +101,18 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         from forgeml.report.package import write_package
 
         manifest.update(run_record(resolved.ref, config))
-        _write_reports(staged.path, manifest)
         write_package(staged.path, manifest, ir.signature, state.converted.source_model)
-        final = staged.commit()
-    except BaseException:
-        staged.discard()
+        _write_reports(staged.path, manifest)  # manifest.json last: its presence says the rest is there
+        final = staged.commit()  # the commit point: out_dir is absent, the old output, or all of this one
+    except BaseException as e:
+        done = staged is not None and staged.committed
+        if staged is not None:
+            staged.discard()
+        if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted):
+            raise Interrupted(f"{out_dir} is complete" if done else f"nothing was written to {out_dir}") from None
+        bad = None if done or isinstance(e, ForgeError) else output_oserror(e, denied=True)
+        if bad is not None:
+            raise output_error(out_dir, bad) from e
         raise
     for a in artifacts.values():  # paths now point into the final directory (targets may nest files)
         a.files = [final / f.relative_to(staged.path) for f in a.files]
@@ -252,6 +261,8 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             runner, precision = target.runner(artifact, ctx)
             parity = state.check(runner, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run
+            if output_oserror(e) is not None:
+                raise  # a full disk or read-only output ends the run: nothing partial is committed
             if isinstance(e, ForgeError):
                 why = str(e)
             else:
@@ -294,9 +305,9 @@ def _write_reports(out: Path, manifest: dict) -> None:
     from forgeml.report.html import render as render_html
     from forgeml.report.markdown import render
 
-    write_json_atomic(out / "manifest.json", manifest)
     write_bytes_atomic(out / "report.md", render(manifest).encode())
     write_bytes_atomic(out / "report.html", render_html(manifest).encode())
+    write_json_atomic(out / "manifest.json", manifest)  # last: a staging dir with a manifest is whole
 
 
 def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Artifact], root: Path,

@@ -51,3 +51,18 @@ def test_adjacent_and_empty_tensors_are_fine(tmp_path):
               str(tmp_path / "ok.safetensors"))
     h = read_header(tmp_path / "ok.safetensors")
     assert set(h.tensors) == {"a", "b", "c"} and h.tensors["a"].nbytes == 16
+
+
+def test_deep_json_is_refused_even_with_a_raised_recursion_limit(tmp_path):
+    """json's C decoder recurses per level: with the limit raised (torch raises it) a deep file used to
+    overflow the C stack and kill the process. The depth is now measured before parsing."""
+    import sys
+
+    path = _file(tmp_path / "deep.safetensors", b"[" * 200_000 + b"]" * 200_000)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)
+    try:
+        with pytest.raises(InputError, match="nested too deeply"):
+            read_header(path)
+    finally:
+        sys.setrecursionlimit(old)

@@ -16,6 +16,8 @@ gives min–max with ratios of the medians to llama.cpp's converter (or to the b
 
 from __future__ import annotations
 
+from forgeml.runtime.machine import print_machine
+
 import argparse
 import os
 import platform
@@ -92,6 +94,7 @@ def main() -> int:
     ap.add_argument("--llama-convert", type=Path, help="llama.cpp's convert_hf_to_gguf.py (needs gguf-py)")
     ap.add_argument("--parity-batches", type=int, default=None, help="pass --parity-batches N to forgeml")
     args = ap.parse_args()
+    print_machine()  # first line: which CPU these numbers belong to
     here = str(Path(__file__).resolve().parents[1])
     ckpt = args.checkpoint
     if ckpt is None:

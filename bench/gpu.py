@@ -14,6 +14,8 @@ with torch 2.11). On a machine without a GPU it prints why it skipped and exits 
 
 from __future__ import annotations
 
+from forgeml.runtime.machine import print_machine
+
 import argparse
 import importlib.util
 import statistics
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args(argv)
+    print_machine()  # first line: which CPU these numbers belong to
     import torch
 
     if not torch.cuda.is_available():

@@ -9,6 +9,8 @@ so a fast wrong model can't hide.
 
 from __future__ import annotations
 
+from forgeml.runtime.machine import print_machine
+
 import argparse
 import os
 import platform
@@ -70,6 +72,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     a = ap.parse_args()
+    print_machine()  # first line: which CPU these numbers belong to
     import torch
 
     torch.set_num_threads(a.threads)

@@ -12,6 +12,8 @@ against torch on seeded inputs drawn like the example (never the inputs forgeml 
 
 from __future__ import annotations
 
+from forgeml.runtime.machine import print_machine
+
 import argparse
 import sys
 import tempfile
@@ -156,6 +158,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default=",".join(ALL_MODES))
     args = ap.parse_args()
+    print_machine()  # first line: which CPU these numbers belong to
     global MODES
     MODES = tuple(m.strip() for m in args.modes.split(","))
     rows = []

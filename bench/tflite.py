@@ -12,6 +12,8 @@ never asserted.
 
 from __future__ import annotations
 
+from forgeml.runtime.machine import print_machine
+
 import argparse
 import platform
 import statistics
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads for both runtimes")
     ap.add_argument("--seconds", type=float, default=1.5, help="timing budget per (model, variant)")
     args = ap.parse_args()
+    print_machine()  # first line: which CPU these numbers belong to
 
     import onnxruntime as ort
     from dataclasses import replace

@@ -313,6 +313,7 @@ def _write_reports(out: Path, manifest: dict) -> None:
 def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Artifact], root: Path,
               config: PipelineConfig, errors: dict[str, str]) -> dict:
     from forgeml.ir import sha256_file
+    from forgeml.runtime.machine import detect as detect_machine
 
     files = {}
     for name, a in artifacts.items():
@@ -334,6 +335,7 @@ def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Ar
         "stages": stages,
         "artifacts": files,
         "tools": tool_versions(),
+        "machine": detect_machine().to_json(),  # which CPU made the latency and int8 numbers
     }
     if config.quantize:
         manifest["quantize"] = config.quantize

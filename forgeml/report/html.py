@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 
 from forgeml.report import svg
+from forgeml.report.machine import machine_text
 from forgeml.parity.table import COLUMNS, fmt
 from forgeml.parity.sketch import sample_values
 
@@ -203,6 +204,8 @@ def _variants(m: dict) -> str:
     loads = [x for x in loads if x is not None]
     cpus = next(((st.get("latency") or {}).get("cpus") for _, _, st in items if st and st.get("latency")), None)
     busy = (f" Measured with a load average of {max(loads):.1f} on {cpus} CPUs" if loads and cpus else "")
+    if m.get("machine"):
+        busy += f"{' on' if busy else ' Measured on'} {machine_text(m['machine'])}"
     note = ('<p class="muted">Latency: median of a few runs of each artifact on the example batch, in this process, '
             "on the machine that made the report; it ranks the variants of one run, it is not a benchmark."
             f"{_e(busy)}{'.' if busy else ''} Accuracy: the worst output's metric against the source model.</p>")
@@ -262,8 +265,10 @@ def _artifacts(m: dict) -> str:
                    for k, v in (m.get("errors") or {}).items())
     if not rows and not errs:
         return ""
+    where = (f'<p class="muted" id="machine">Latency and every number above measured on: '
+             f'{_e(machine_text(m["machine"]))}</p>' if m.get("machine") else "")
     return ("<h2>Artifacts</h2>" + (_table(["target", "file", "size", "latency", "sha256"], rows, verdict=False) if rows else "")
-            + errs)
+            + where + errs)
 
 
 def _tolerances(m: dict) -> str:

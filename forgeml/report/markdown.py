@@ -16,6 +16,10 @@ def render(manifest: dict) -> str:
     out.append(f"- source sha256: `{src['sha256']}`")
     if manifest.get("command"):
         out.append(f"- command: `{manifest['command']}`")
+    if manifest.get("machine"):
+        from forgeml.report.machine import machine_text
+
+        out.append(f"- machine: {machine_text(manifest['machine'])}")
     if manifest.get("plan"):
         plan = manifest["plan"]
         out.append(f"- stage plan: {plan['reason']}; skipped: {', '.join(plan.get('skipped', [])) or 'none'}")

@@ -69,6 +69,20 @@ class Conversion:
 
         return save_report(self.manifest, Path(path))
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows a run as its stage table (stage, output, metrics, verdict)."""
+        from forgeml.report.html import notebook
+
+        return notebook(self.manifest, str(self.out_dir))
+
+    def report(self) -> Path:
+        """Open this run's report.html in the default browser; returns its path."""
+        import webbrowser
+
+        path = self.out_dir / "report.html"
+        webbrowser.open(path.resolve().as_uri())
+        return path
+
 
 def _forgeml_version() -> str:
     from forgeml.version import __version__

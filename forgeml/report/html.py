@@ -147,6 +147,12 @@ def _signature(m: dict) -> str:
 
 
 def _stage_table(m: dict) -> str:
+    return '<h2>Parity per stage</h2><div id="stages">' + stage_table(m) + "</div>"
+
+
+def stage_table(m: dict) -> str:
+    """Every stage of the manifest as one HTML table (stage, output, metrics, seconds, verdict); also
+    what a ``Conversion`` shows in a notebook."""
     headers = ["stage", "kind", "profile", "output"] + [h for _, h in COLUMNS] + ["seconds", "verdict"]
     rows = []
     for st in m.get("stages", []):
@@ -162,7 +168,7 @@ def _stage_table(m: dict) -> str:
                          [_e(st["name"]), _e(st["kind"]), _e(par["profile"]), f"<code>{_e(row['output'])}</code>"]
                          + [_e(fmt(row.get(k))) for k, _ in COLUMNS]
                          + [_e(f"{st.get('seconds', 0):.2f}"), _e(verdict)]))
-    return '<h2>Parity per stage</h2><div id="stages">' + _table(headers, rows, num_from=4) + "</div>"
+    return _table(headers, rows, num_from=4)
 
 
 def _worst(par: dict) -> dict:
@@ -329,6 +335,18 @@ def render(manifest: dict) -> str:
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
             + "".join(body) + "</main></body></html>\n")
+
+
+def notebook(manifest: dict, out_dir: str) -> str:
+    """A run as a notebook shows it: verdict, where the files are, the stage table, the machine. No
+    CSS of its own (the notebook's styles apply); every value escaped."""
+    ok = manifest.get("ok", False)
+    failed = ", ".join(_e(k) for k in (manifest.get("errors") or {}))
+    head = (f"<p><b>forgeml: {'PASS' if ok else 'FAIL'}</b> — {_e(manifest.get('source', {}).get('ref', ''))} → "
+            f"<code>{_e(out_dir)}</code>{' · targets failed: ' + failed if failed else ''}</p>")
+    where = machine_text(manifest.get("machine"))
+    foot = f'<p style="font-size:smaller">measured on {_e(where)}; result.report() opens report.html</p>' if where else ""
+    return f'<div class="forgeml-result">{head}{stage_table(manifest)}{foot}</div>'
 
 
 def save_report(manifest: dict, path: Path) -> Path:

@@ -145,9 +145,19 @@ def convert(
         resolved = resolve(src)
     status = err.status("")
     status.start()
+    from forgeml.cli.progress import ProgressText, bar_wanted
+
+    bar = ProgressText() if bar_wanted(as_json) else None  # none for --json, CI=true or no TTY
 
     def on_event(e):
+        if e.status == "progress":
+            text = bar.render(e.name, e.kind, *e.progress) if bar is not None and e.progress else None
+            if text:
+                status.update(f"{e.kind} [bold]{_escape(e.name)}[/] {_escape(text)}")
+            return
         if e.status == "start":
+            if bar is not None:
+                bar.started(e.name, e.kind)
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,13 +34,19 @@ class StageParity:
         return [r["output"] for r in self.rows if not r["passed"]]
 
 
-def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str) -> list[dict[str, np.ndarray]]:
+def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str,
+                  progress: Callable[[int, int], None] | None = None) -> list[dict[str, np.ndarray]]:
     """The reference's outputs on every input set. A failure there is the user's input not fitting
     the model (``InputError``, one line naming ``what``), not a parity verdict."""
     from forgeml.errors import ForgeError, InputError, first_line
 
     try:
-        return [runner(s) for s in input_sets]
+        out = []
+        for s in input_sets:
+            out.append(runner(s))
+            if progress is not None:
+                progress(len(out), len(input_sets))
+        return out
     except ForgeError:
         raise
     except Exception as e:
@@ -49,8 +55,9 @@ def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str) -> 
 
 def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runner,
             input_sets: Sequence[InputSet], tol: Tolerance, *, reference: str,
-            output_names: Sequence[str]) -> StageParity:
-    """Compare ``candidate`` on ``input_sets`` with the precomputed reference outputs.
+            output_names: Sequence[str], progress: Callable[[int, int], None] | None = None) -> StageParity:
+    """Compare ``candidate`` on ``input_sets`` with the precomputed reference outputs; ``progress``
+    hears (batches done, total) after each batch (a big model's parity takes minutes).
 
     Outputs are matched by the source model's names; a missing or extra output fails its row.
     """
@@ -59,7 +66,7 @@ def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runne
     accs = {n: OutputAccumulator(n) for n in output_names}
     sketches = {n: ErrorSketch() for n in output_names}
     per_batch = max(1, SAMPLE // max(len(input_sets), 1))
-    for inputs, ref in zip(input_sets, reference_outputs, strict=True):
+    for i, (inputs, ref) in enumerate(zip(input_sets, reference_outputs, strict=True)):
         got = candidate(inputs)
         for name in output_names:
             if name not in got:
@@ -67,6 +74,8 @@ def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runne
                 continue
             accs[name].add(ref[name], got[name], tol.rtol)
             sketches[name].add(np.asarray(ref[name]), np.asarray(got[name]), per_batch)
+        if progress is not None:
+            progress(i + 1, len(input_sets))
     rows = [accs[n].row(tol) for n in output_names]
     drawn = {n: j for n, s in sketches.items() if (j := s.to_json()) is not None}
     return StageParity(passed=all(r["passed"] for r in rows), reference=reference, profile=tol,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import onnx_ir
 from onnx_ir.passes import FunctionalPass, PassResult
@@ -23,6 +23,7 @@ class PassInputs:
     signature: Signature
     calibration: tuple[InputSet, ...] = ()  # the user's representative inputs, batched for the model
     seed: int = 0
+    progress: Callable[[int, int], None] | None = None  # (done, total) from long loops such as calibration
 
 
 @dataclass

@@ -43,6 +43,7 @@ class StageEvent:
     seconds: float = 0.0
     passed: bool | None = None
     message: str = ""
+    progress: tuple[int, int] | None = None  # (done, total) with status "progress", from long loops
 
 
 @dataclass
@@ -149,13 +150,22 @@ class _RunState:
     report: ParityReport = field(default_factory=ParityReport)
     warnings: list[str] = field(default_factory=list)
     first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
+    stage: tuple[str, str] = ("", "")  # (name, kind) of the stage running now: what progress belongs to
+
+    def start(self, name: str, kind: str) -> None:
+        self.stage = (name, kind)
+        self.on_event(StageEvent(name, kind, "start"))
+
+    def tick(self, done: int, total: int) -> None:
+        """(done, total) of the running stage's long loop, as a "progress" event."""
+        self.on_event(StageEvent(*self.stage, "progress", progress=(done, total)))
 
     def check(self, candidate: Runner, precision: str) -> StageParity:
         """Judge a candidate against the source's outputs with the profile for ``precision``."""
         tol = self.config.tolerance.apply(profile_for(precision))
         return measure(self.reference_outputs, candidate, self.input_sets, tol,
                        reference=self.converted.reference_name,
-                       output_names=self.converted.ir.signature.output_names)
+                       output_names=self.converted.ir.signature.output_names, progress=self.tick)
 
     def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
         self.report.add(name, parity)
@@ -197,8 +207,10 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     calibration = fit_calibration(config.calibration, ir.signature, "`quantize.calibration`")
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
                                seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
-    reference_outputs = run_reference(converted.reference, input_sets, "the source model")
-    state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration))
+    reference_outputs = run_reference(converted.reference, input_sets, "the source model",
+                                      lambda d, t: on_event(StageEvent(stage_name, "converter", "progress", progress=(d, t))))
+    state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
+                      stage=(stage_name, "converter"))
     entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route}
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
@@ -221,10 +233,11 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
     """Each pass in order, parity after each; returns the final IR and the last fp32 one."""
     ran: list[str] = []
     float_ir = ir
-    pass_inputs = PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed)
+    pass_inputs = PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed,
+                             progress=state.tick)
     for p in state.config.passes:
         p = p.bind(pass_inputs)
-        state.on_event(StageEvent(p.name, "pass", "start"))
+        state.start(p.name, "pass")
         t0 = time.perf_counter()
         before = ir.stats()
         try:
@@ -261,13 +274,13 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
     config = state.config
     base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
                              quantize=config.quantize, calibration=state.calibration,
-                             input_sets=tuple(state.input_sets))
+                             input_sets=tuple(state.input_sets), progress=state.tick)
     artifacts: dict[str, Artifact] = {}
     errors: dict[str, str] = {}
     for name in config.targets:
         target = TARGETS[name]
         ctx = replace(base_ctx, config=config.target_configs.get(name))
-        state.on_event(StageEvent(name, "target", "start"))
+        state.start(name, "target")
         t0 = time.perf_counter()
         entry = {"name": name, "kind": "target"}
         try:

@@ -40,6 +40,7 @@ class TargetContext:
     calibration: tuple[InputSet, ...] = ()  # representative inputs (`quantize.calibration`), one batch each
     input_sets: tuple[InputSet, ...] = ()  # the parity inputs (example + seeded random + user's)
     config: object | None = None
+    progress: Callable[[int, int], None] | None = None  # (done, total) from long loops (GGUF tensors)
 
     @property
     def weights(self) -> SourceWeights | None:

@@ -210,16 +210,21 @@ class Int8StaticPass(_Int8Pass):
             raise PassError(f"int8-static: unknown calibrate_method {self.config.calibrate_method!r}; "
                             f"use one of {sorted(methods)}")
         batches = self.calibration_batches()
+        progress = self._inputs.progress
 
-        class Reader(CalibrationDataReader):
+        class Reader(CalibrationDataReader):  # onnxruntime runs the model on each batch it hands out
             def __init__(self):
-                self._it = iter(batches)
+                self._it, self._n = iter(batches), 0
 
             def get_next(self):
-                return next(self._it, None)
+                batch = next(self._it, None)
+                if batch is not None and progress is not None:
+                    self._n += 1
+                    progress(self._n, len(batches))
+                return batch
 
             def rewind(self):
-                self._it = iter(batches)
+                self._it, self._n = iter(batches), 0
 
         src, dst = scratch / "float.onnx", scratch / "int8-qdq.onnx"
         _save(proto, src)

@@ -126,7 +126,7 @@ class GgufTarget:
         extra = {"forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
                  "forgeml.source_sha256": ir.provenance.sha256}
         path = out_dir / self.filename
-        meta = write_file(src, path, cfg, extra)
+        meta = write_file(src, path, cfg, extra, progress=ctx.progress)
         return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta)
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
@@ -138,7 +138,8 @@ class GgufTarget:
         return llama_runner(artifact.path, n_ctx=n_ctx), PRECISION[cfg.type]
 
 
-def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | None = None) -> dict:
+def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | None = None,
+               progress=None) -> dict:
     """Write ``path`` atomically from ``src`` (weight check included); returns what the manifest records.
 
     Nothing here loads the model: with a checkpoint directory, tensors stream from its safetensors
@@ -161,7 +162,7 @@ def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | N
     vocab = read_vocab(src.tokenizer_dir, src.config, plan.vocab_size)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        stats = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra or {})
+        stats = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra or {}, progress=progress)
         weights = check_weights(tmp, plan, tensors) if cfg.check_weights else {"skipped": True}
         os.replace(tmp, path)
     except (OSError, ValueError) as e:

@@ -71,10 +71,11 @@ def file_type(gguf_type: str) -> int:
 
 
 def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, gguf_type: str,
-               extra_metadata: dict[str, str] | None = None) -> WriteStats:
-    """Write ``path`` (the caller picks a temporary name and renames it when everything checks out)."""
+               extra_metadata: dict[str, str] | None = None, progress=None) -> WriteStats:
+    """Write ``path`` (the caller picks a temporary name and renames it when everything checks out);
+    ``progress`` hears (tensors written, total) after each tensor."""
     if gguf_type in KQUANT_TYPES:
-        return _write_kquant(path, plan, vocab, source, gguf_type, extra_metadata)
+        return _write_kquant(path, plan, vocab, source, gguf_type, extra_metadata, progress)
     if gguf_type not in DIRECT_TYPES:
         raise TargetError(f"gguf: unknown `gguf Config.type` {gguf_type!r}; choose from {', '.join(GGUF_TYPES)}")
     import gguf
@@ -101,7 +102,9 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
         fout = writer.fout[0]  # one file (no splits): tensor data follows, each at an aligned offset
         align = writer.data_alignment
         _pad(fout, fout.tell(), align)
-        for t, qtype in zip(plan.tensors, types):
+        for i, (t, qtype) in enumerate(zip(plan.tensors, types)):
+            if progress is not None and i:
+                progress(i, len(plan.tensors))
             t0 = time.perf_counter()
             nbytes = 0
             for rows in _chunks(t):
@@ -129,6 +132,8 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
             entry["seconds"] += time.perf_counter() - t0
             entry["bytes"] += nbytes
         fout.flush()
+        if progress is not None:
+            progress(len(plan.tensors), len(plan.tensors))
     finally:
         writer.close()
     stats.seconds = time.perf_counter() - t_start
@@ -188,14 +193,14 @@ def _metadata(writer, plan: ArchPlan, vocab: Vocab, gguf_type: str, extra: dict[
 
 
 def _write_kquant(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, gguf_type: str,
-                  extra_metadata) -> WriteStats:
+                  extra_metadata, progress=None) -> WriteStats:
     """An f32 file first, then llama.cpp's quantizer (the reference K-quant implementation)."""
     from forgeml.errors import require
 
     llama_cpp = require("llama_cpp", "gguf")
     tmp = path.with_name(path.name + ".f32")
     try:
-        stats = write_gguf(tmp, plan, vocab, source, "f32", extra_metadata)
+        stats = write_gguf(tmp, plan, vocab, source, "f32", extra_metadata, progress)
         t0 = time.perf_counter()
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = KQUANT_TYPES[gguf_type]

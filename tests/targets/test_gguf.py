@@ -332,3 +332,17 @@ def test_write_checkpoint_streams_without_the_model(sources, tmp_path):
     logits = llama_runner(tmp_path / "direct.gguf", n_ctx=64)(src.example)["logits"]
     ref = src.reference(src.example)["logits"]
     assert (logits.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
+
+
+def test_tensor_writer_reports_progress(sources, tmp_path):
+    """Each tensor written is one step of the target's progress, counted to the file's tensor count."""
+    from dataclasses import replace
+
+    _, src = sources["tiny-llama"]
+    ctx, ir = _ctx(src, "f16")
+    seen = []
+    ctx = replace(ctx, progress=lambda done, total: seen.append((done, total)))
+    artifact = TARGETS["gguf"].build(ir, tmp_path, ctx)
+    n = artifact.metadata["tensors"]
+    assert n > 1 and seen[-1] == (n, n)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and {t for _, t in seen} == {n}

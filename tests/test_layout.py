@@ -23,7 +23,7 @@ ALLOWED = {
     "forgeml.formats": _BASE | {"forgeml.fileio"},
     "forgeml.security": _BASE,
     "forgeml.runtime": _BASE | {"forgeml.ir", "forgeml.formats"},
-    "forgeml.parity": _BASE | {"forgeml.ir", "forgeml.formats", "forgeml.runtime"},
+    "forgeml.parity": _BASE | {"forgeml.ir", "forgeml.formats", "forgeml.runtime", "forgeml.security"},
     "forgeml.passes": _BASE | {"forgeml.ir", "forgeml.formats", "forgeml.runtime", "forgeml.parity"},
     "forgeml.converters": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                                    "forgeml.runtime", "forgeml.parity"},

@@ -81,16 +81,16 @@ def read_npz(path: str | Path, flag: str = "`parity.inputs`") -> InputSet:
         raise InputError(f"{flag} {p}: not a readable .npz file ({type(e).__name__}: {str(e)[:200]})") from e
 
 
-NPZ_MIN_CAP = 256 << 20  # bytes an .npz member may inflate to before its compression ratio matters
-NPZ_RATIO = 200  # past NPZ_MIN_CAP, at most this many times its compressed size (a zip bomb needs more)
-
-
 def _check_npz_sizes(p: Path) -> None:
-    """Every member's declared array fits the bytes the member holds, and no member inflates past
-    ``NPZ_MIN_CAP``/``NPZ_RATIO``: numpy allocates the array its header declares before reading it."""
+    """Every member's declared array fits the bytes the member holds, and no member inflates past the
+    bound the pickle scanner uses (``ScanLimits.inflated_bytes``): numpy allocates the array its header
+    declares before reading it."""
+    from forgeml.security.pickle_scan import ScanLimits
+
+    limits = ScanLimits()
     with zipfile.ZipFile(p) as z:
         for info in z.infolist():
-            cap = max(NPZ_MIN_CAP, NPZ_RATIO * info.compress_size)
+            cap = limits.inflated_bytes(info.compress_size)
             if info.file_size > cap:
                 raise InputError(f"member {info.filename!r} inflates to {info.file_size} bytes from "
                                  f"{info.compress_size} (a zip bomb?); refused")

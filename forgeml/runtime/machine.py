@@ -43,15 +43,24 @@ class Machine:
 
 
 def _cpuinfo(text: str) -> tuple[str, set[str]]:
+    """The CPU model and its flags from /proc/cpuinfo's text (x86 "flags", ARM "Features")."""
     model, flags = "", set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
         if key == "model name" and not model:
             model = value.strip()
-        elif key == "flags" and not flags:
+        elif key in ("flags", "Features") and not flags:
             flags = set(value.split())
     return model, flags
+
+
+def cpuinfo_flags() -> set[str]:
+    """This CPU's flags as Linux reports them (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        return _cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))[1]
+    except OSError:
+        return set()
 
 
 def detect(cpuinfo: str | None = None) -> Machine:

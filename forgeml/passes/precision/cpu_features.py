@@ -61,18 +61,6 @@ class Int8Settings:
         return asdict(self)
 
 
-def _flags_linux() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
-
-
 def _flags_darwin() -> set[str]:
     import subprocess
 
@@ -100,7 +88,9 @@ def parse(machine: str, flags: set[str]) -> CpuFeatures:
 @lru_cache(maxsize=1)
 def detect() -> CpuFeatures:
     system = platform.system()
-    flags = _flags_darwin() if system == "Darwin" else _flags_linux()
+    from forgeml.runtime.machine import cpuinfo_flags
+
+    flags = _flags_darwin() if system == "Darwin" else cpuinfo_flags()
     features = parse(platform.machine(), flags)
     log.debug("cpu features: %s", features)
     return features

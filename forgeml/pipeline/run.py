@@ -14,12 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from forgeml.ir import ConvertResult
-
 from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
                             write_json_atomic)
-from forgeml.ir import IRModel, make_initializers_contiguous
+from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous
 from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
 from forgeml.targets import TARGETS
@@ -214,18 +212,17 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route}
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
-        entry["seconds"] = seconds = round(time.perf_counter() - t0, 3)
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
         state.record(stage_name, entry, parity, onnx_candidate=ir.model)
     else:  # nothing to compare: the reference is the source itself
         parity = None
         entry.update(seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
-        seconds = entry["seconds"]
         state.stages.append(entry)
     if config.latency:
         from forgeml.runtime.latency import measure_latency
 
         entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
-    on_event(StageEvent(stage_name, "converter", "done", seconds, None if parity is None else parity.passed))
+    on_event(StageEvent(stage_name, "converter", "done", entry["seconds"], None if parity is None else parity.passed))
     return state
 
 

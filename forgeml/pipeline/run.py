@@ -24,6 +24,7 @@ from forgeml.targets import TARGETS
 from forgeml.targets.base import Artifact, TargetContext
 from forgeml.runtime import InputSet, Runner
 from forgeml.parity.inputs import check_inputs, fit_calibration, parity_inputs
+from forgeml.runtime.heartbeat import heartbeat
 from forgeml.runtime.ort import ort_runner_for_ir
 from forgeml.parity.measure import ParityReport, StageParity, measure, run_reference
 from forgeml.parity.tolerances import profile_for
@@ -41,7 +42,8 @@ class StageEvent:
     seconds: float = 0.0
     passed: bool | None = None
     message: str = ""
-    progress: tuple[int, int] | None = None  # (done, total) with status "progress", from long loops
+    # (done, total) with status "progress", from long loops; total 0: no count known, done is seconds elapsed
+    progress: tuple[int, int] | None = None
 
 
 @dataclass
@@ -321,8 +323,12 @@ def _localize_first_failure(state: _RunState) -> None:
     idx, candidate = state.first_failure
     entry = state.stages[idx]
     tol = state.config.tolerance.apply(profile_for(entry["parity"]["profile"]))  # as the stage was judged
-    entry["divergence"] = localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0], tol,
-                                         always=state.config.localize == "always")
+    state.start("localize", "parity")  # reruns two graphs with every value exposed: seconds to minutes
+    t0 = time.perf_counter()
+    with heartbeat(state.tick):
+        entry["divergence"] = localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0],
+                                             tol, always=state.config.localize == "always")
+    state.on_event(StageEvent("localize", "parity", "done", time.perf_counter() - t0))
 
 
 def _write_reports(out: Path, manifest: dict) -> None:

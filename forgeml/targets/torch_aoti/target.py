@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.errors import TargetError, first_line
+from forgeml.runtime.heartbeat import heartbeat
 from forgeml.targets.base import Artifact, TargetContext
 
 _WORKER = "forgeml.targets.torch_aoti.worker"
@@ -70,7 +71,8 @@ class TorchAOTITarget:
                 except Exception as e:  # export raises many types; one line says which step failed
                     raise TargetError(f"torch-aoti: torch.export failed: {first_line(e, with_type=True)}") from e
                 try:
-                    written = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
+                    with heartbeat(ctx.progress):  # minutes on a big model, with no steps to count
+                        written = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
                 except Exception as e:
                     raise TargetError(f"torch-aoti: AOTInductor compilation failed ({device}): {first_line(e, with_type=True)}") from e
             os.replace(written, path)

@@ -2,7 +2,9 @@
 
 ``run`` holds everything ``forgeml reproduce`` needs besides the command line (the source reference,
 targets, every pass with its config, tolerances, import options, the working directory), and the
-calibration and user-input data are recorded by hash, so a rerun can tell whether it saw the same data.
+calibration and parity data are recorded by hash (the parity inputs per source: example, generated,
+user), so a rerun can tell whether it saw the same data. ``project`` is the calling project's git commit
+when the working directory is a git checkout, so a manifest says which code produced the model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import types
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from forgeml.manifest import DataHash, Manifest, ParityData, ProjectRecord, RunRecord
 
 if TYPE_CHECKING:
     from forgeml.pipeline.config import PipelineConfig
@@ -92,6 +96,50 @@ def data_hash(batches) -> dict | None:
         return None
     flat = {f"{i:06d}/{k}": v for i, b in enumerate(batches) for k, v in b.items()}
     return {"batches": len(batches), "sha256": sha256_arrays(flat)}
+
+
+def git_project(cwd: str | os.PathLike | None = None, timeout: float = 2.0) -> ProjectRecord | None:
+    """The git commit of the checkout ``cwd`` (default: the working directory) is in, and whether tracked
+    files have uncommitted changes; None without git, outside a checkout, or when git does not answer
+    within ``timeout`` seconds (never an error: the record is a courtesy, not a requirement)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout if r.returncode == 0 else None
+
+    head = git("rev-parse", "--verify", "-q", "HEAD")
+    if not head or not head.strip():
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return ProjectRecord(head.strip(), None if status is None else bool(status.strip()))
+
+
+def parity_data(input_sets, generated: int) -> ParityData:
+    """Hashes of the parity inputs by source: ``input_sets`` is [example, ``generated`` seeded batches,
+    the user's sets…] (``parity.inputs.parity_inputs``'s order)."""
+    sets = list(input_sets)
+
+    def h(batches):
+        d = data_hash(batches)
+        return DataHash.from_json(d) if d else None
+
+    return ParityData(h(sets[:1]), h(sets[1:1 + generated]), h(sets[1 + generated:]))
+
+
+def record_provenance(manifest: Manifest, ref: str, config: PipelineConfig, input_sets=()) -> None:
+    """Fill the manifest's ``run``, data hashes and ``project``."""
+    rec = run_record(ref, config)
+    manifest.run = RunRecord.from_json(rec["run"])
+    manifest.calibration = DataHash.from_json(rec["calibration"]) if "calibration" in rec else None
+    manifest.user_inputs = DataHash.from_json(rec["user_inputs"]) if "user_inputs" in rec else None
+    if input_sets:
+        manifest.parity_data = parity_data(input_sets, config.parity_batches)
+    manifest.project = git_project()
 
 
 def run_record(ref: str, config: PipelineConfig) -> dict:

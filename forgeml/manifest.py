@@ -91,17 +91,23 @@ class ParityRecord(Record):
     def row(self, output: str) -> ParityRow | None:
         return next((r for r in self.rows if r.output == output), None)
 
-    def worst(self) -> dict[str, float]:
+    def worst(self) -> Worst:
         """The worst value of each metric over the outputs: the accuracy variants are compared by."""
-        out = {}
-        for key in ("cosine", "centered_cosine", "top1"):
+        def pick(key: str, fn):
             values = [v for r in self.rows if (v := r.metric(key)) is not None]
-            if values:
-                out[key] = min(values)
-        values = [r.max_abs for r in self.rows if r.max_abs is not None]
-        if values:
-            out["max_abs"] = max(values)
-        return out
+            return fn(values) if values else None
+
+        return Worst(pick("cosine", min), pick("centered_cosine", min), pick("top1", min), pick("max_abs", max))
+
+
+@dataclass
+class Worst:
+    """The worst output's metrics of one stage (None: no output has that metric)."""
+
+    cosine: float | None = None
+    centered_cosine: float | None = None
+    top1: float | None = None
+    max_abs: float | None = None
 
 
 @dataclass
@@ -228,6 +234,10 @@ class StageRecord(Record):
     notes: list[str] = field(default_factory=list, metadata=OMIT_EMPTY)
     divergence: DivergenceRecord | None = None
 
+    def metadata_note(self) -> str | None:
+        """A target's own caveat (``metadata["note"]``: an option that did not apply, say)."""
+        return (self.metadata or {}).get("note") or None
+
 
 @dataclass
 class FileRecord(Record):
@@ -332,6 +342,7 @@ class Manifest(Record):
     """``manifest.json``. ``ok`` is the parity verdict; ``errors`` the targets that could not be built."""
 
     forgeml_version: str = ""
+    error: str | None = None  # written by early versions only: why the run stopped
     kind: str | None = None  # "parity" for a ``parity A B`` run; absent for a conversion
     ok: bool = False
     source: SourceRecord = field(default_factory=SourceRecord)

@@ -91,12 +91,17 @@ def load_side(spec: str, ctx: LoadContext) -> Side:
 
 # --- matching two signatures ----------------------------------------------------------------------
 
-def _renamed(runner: Runner, in_map: dict[str, str], out_map: dict[str, str]) -> Runner:
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        got = runner({in_map.get(k, k): v for k, v in inputs.items()})
-        return {out_map.get(k, k): v for k, v in got.items()}
+@dataclass
+class Renamed:
+    """``runner`` speaking other names: inputs renamed by ``in_map`` on the way in, outputs by ``out_map``."""
 
-    return run
+    runner: Runner
+    in_map: dict[str, str]
+    out_map: dict[str, str]
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        got = self.runner({self.in_map.get(k, k): v for k, v in inputs.items()})
+        return {self.out_map.get(k, k): v for k, v in got.items()}
 
 
 def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
@@ -116,7 +121,7 @@ def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
     in_map = match("inputs", "takes", a.signature.input_names, b.signature.input_names)
     out_map = {b_name: a_name for a_name, b_name in
                match("outputs", "returns", a.signature.output_names, b.signature.output_names).items()}
-    return (_renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
+    return (Renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
 
 
 def synth_example(sig: Signature, seed: int = 0) -> InputSet:

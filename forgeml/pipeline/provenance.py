@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgeml.manifest import DataHash, Manifest, ParityData, ProjectRecord, RunRecord
+from forgeml.manifest import DataHash, Manifest, ParityData, PassRun, ProjectRecord, RunRecord, TargetConfigRun
 
 if TYPE_CHECKING:
     from forgeml.pipeline.config import PipelineConfig
@@ -101,8 +101,15 @@ def data_hash(batches) -> dict | None:
 def git_project(cwd: str | os.PathLike | None = None, timeout: float = 2.0) -> ProjectRecord | None:
     """The git commit of the checkout ``cwd`` (default: the working directory) is in, and whether tracked
     files have uncommitted changes; None without git, outside a checkout, or when git does not answer
-    within ``timeout`` seconds (never an error: the record is a courtesy, not a requirement)."""
+    within ``timeout`` seconds (never an error: the record is a courtesy, not a requirement). git is
+    started only when it is on PATH and a ``.git`` is found at or above ``cwd``: a run elsewhere spawns
+    nothing."""
+    import shutil
     import subprocess
+
+    start = Path(cwd or os.getcwd()).resolve()
+    if shutil.which("git") is None or not any((d / ".git").exists() for d in (start, *start.parents)):
+        return None
 
     def git(*args: str) -> str | None:
         try:
@@ -124,45 +131,36 @@ def parity_data(input_sets, generated: int) -> ParityData:
     the user's sets…] (``parity.inputs.parity_inputs``'s order)."""
     sets = list(input_sets)
 
-    def h(batches):
-        d = data_hash(batches)
-        return DataHash.from_json(d) if d else None
-
-    return ParityData(h(sets[:1]), h(sets[1:1 + generated]), h(sets[1 + generated:]))
+    return ParityData(_hash(sets[:1]), _hash(sets[1:1 + generated]), _hash(sets[1 + generated:]))
 
 
 def record_provenance(manifest: Manifest, ref: str, config: PipelineConfig, input_sets=()) -> None:
     """Fill the manifest's ``run``, data hashes and ``project``."""
-    rec = run_record(ref, config)
-    manifest.run = RunRecord.from_json(rec["run"])
-    manifest.calibration = DataHash.from_json(rec["calibration"]) if "calibration" in rec else None
-    manifest.user_inputs = DataHash.from_json(rec["user_inputs"]) if "user_inputs" in rec else None
+    manifest.run = run_record(ref, config)
+    manifest.calibration = _hash(config.calibration)
+    manifest.user_inputs = _hash(config.user_inputs)
     if input_sets:
         manifest.parity_data = parity_data(input_sets, config.parity_batches)
     manifest.project = git_project()
 
 
-def run_record(ref: str, config: PipelineConfig) -> dict:
-    run = {
-        "source": ref,
-        "targets": list(config.targets),
-        "passes": [{"name": p.name, "config": _plain(p.config)} for p in config.passes],
-        "quantize": config.quantize,
-        "parity_batches": config.parity_batches,
-        "seed": config.seed,
-        "tolerance": _plain(config.tolerance),
-        "import_options": _plain(config.import_options),
-        "target_configs": {k: {"type": type(v).__name__, "config": _plain(v)}
-                           for k, v in dict(config.target_configs).items()},
-        "localize": config.localize,
-        "latency": config.latency,
-        "cwd": os.getcwd(),
-    }
-    out = {"run": run}
-    calib = data_hash(config.calibration)
-    if calib:
-        out["calibration"] = calib
-    user = data_hash(config.user_inputs)
-    if user:
-        out["user_inputs"] = user
-    return out
+def _hash(batches) -> DataHash | None:
+    d = data_hash(batches)
+    return DataHash.from_json(d) if d else None
+
+
+def run_record(ref: str, config: PipelineConfig) -> RunRecord:
+    return RunRecord(
+        source=ref,
+        targets=list(config.targets),
+        passes=[PassRun(p.name, _plain(p.config)) for p in config.passes],
+        quantize=config.quantize,
+        parity_batches=config.parity_batches,
+        seed=config.seed,
+        tolerance=_plain(config.tolerance),
+        import_options=_plain(config.import_options),
+        target_configs={k: TargetConfigRun(type(v).__name__, _plain(v)) for k, v in dict(config.target_configs).items()},
+        localize=config.localize,
+        latency=config.latency,
+        cwd=os.getcwd(),
+    )

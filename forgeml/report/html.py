@@ -11,7 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from forgeml.manifest import LatencyRecord, Manifest, PassChanges, SourceRecord
+from forgeml.manifest import LatencyRecord, Manifest, PassChanges, SourceRecord, Worst
 from forgeml.report import svg
 from forgeml.report.machine import machine_text
 from forgeml.parity.table import COLUMNS, fmt
@@ -179,14 +179,14 @@ def _variants(m: Manifest) -> str:
     rows, points = [], []
     for name, a, st in items:
         par = st.parity if st else None
-        w = par.worst() if par else {}
+        w = par.worst() if par else Worst()
         lat = st.latency if st else None
-        acc = w.get("centered_cosine", w.get("cosine"))
+        acc = w.centered_cosine if w.centered_cosine is not None else w.cosine
         passed = bool(par and par.passed)
         rows.append(("ok" if passed else "bad",
                      [_e(name), f"<code>{_e(a.path)}</code>", _e(par.profile if par else "–"), _e(_bytes(a.bytes)),
-                      _latency(lat), _e(fmt(w.get("cosine"))), _e(fmt(w.get("centered_cosine"))),
-                      _e(fmt(w.get("top1"))), _e(fmt(w.get("max_abs"))),
+                      _latency(lat), _e(fmt(w.cosine)), _e(fmt(w.centered_cosine)),
+                      _e(fmt(w.top1)), _e(fmt(w.max_abs)),
                       "pass" if passed else "FAIL"]))
         if lat and lat.median_ms is not None:
             points.append(svg.Point(name, float(a.bytes), float(lat.median_ms), acc, passed))

@@ -23,8 +23,8 @@ def render(manifest: Manifest | dict) -> str:
         out.append(f"- machine: {machine_text(m.machine)}")
     if m.plan:
         out.append(f"- stage plan: {m.plan.reason}; skipped: {', '.join(m.plan.skipped) or 'none'}")
-    if m.extra.get("error"):  # written by older versions only
-        out.append(f"- error: {m.extra['error']}")
+    if m.error:
+        out.append(f"- error: {m.error}")
     for warning in m.warnings:
         out.append(f"- **WARNING: {warning}**")
     for st in m.stages:

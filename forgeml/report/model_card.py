@@ -5,11 +5,11 @@ the manifest and signature record; a field the run did not measure is left out, 
 
 from __future__ import annotations
 
-from forgeml.manifest import Manifest
+from forgeml.manifest import Manifest, SignatureRecord
 from forgeml.parity.table import fmt
 
 
-def render_card(manifest: Manifest | dict, signature: dict) -> str:
+def render_card(manifest: Manifest | dict, signature: SignatureRecord | dict) -> str:
     """``signature``: the signature.json record (``report.signature.signature_record``)."""
     m = Manifest.coerce(manifest)
     src = m.source
@@ -24,12 +24,13 @@ def render_card(manifest: Manifest | dict, signature: dict) -> str:
         else:
             out.append(f"- {s.name}: `{s.artifact or ''}` run with {s.runtime or ''}")
     out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]
-    for kind in ("inputs", "outputs"):
-        for t in signature.get(kind, []):
-            shape = "×".join("?" if d is None else str(d) for d in t["shape"]) or "scalar"
-            out.append(f"| {kind[:-1]} | {t['name']} | {shape} | {t['dtype']} |")
-    if signature.get("labels") is not None:
-        out += ["", f"Labels ({len(signature['labels'])}): " + ", ".join(f"`{x}`" for x in signature["labels"])]
+    sig = SignatureRecord.from_json(signature)
+    for kind, tensors in (("input", sig.inputs), ("output", sig.outputs)):
+        for t in tensors:
+            shape = "×".join("?" if d is None else str(d) for d in t.shape) or "scalar"
+            out.append(f"| {kind} | {t.name} | {shape} | {t.dtype} |")
+    if sig.labels is not None:
+        out += ["", f"Labels ({len(sig.labels)}): " + ", ".join(f"`{x}`" for x in sig.labels)]
     arts = m.artifacts
     out += ["", "## Variants", "", "| target | precision profile | bytes | latency median ms | parity | worst max abs "
             "| worst cosine |", "|---|---|---|---|---|---|---|"]
@@ -38,7 +39,7 @@ def render_card(manifest: Manifest | dict, signature: dict) -> str:
             continue
         par, worst = s.parity, s.parity.worst()
         lat = s.latency.median_ms if s.latency else None
-        max_abs, cos = worst.get("max_abs"), worst.get("cosine")
+        max_abs, cos = worst.max_abs, worst.cosine
         out.append(f"| {s.name} | {par.profile or ''} | {arts[s.name].bytes:,} | "
                    f"{fmt(lat) if lat is not None else '–'} | {'pass' if par.passed else 'FAIL'} | "
                    f"{fmt(max_abs) if max_abs is not None else '–'} | {fmt(cos) if cos is not None else '–'} |")
@@ -54,6 +55,6 @@ def render_card(manifest: Manifest | dict, signature: dict) -> str:
     for name, a in arts.items():
         out.append(f"- {name}: `{a.path}` sha256 `{a.sha256}`")
     limits = [f"{k}: {v}" for k, v in m.errors.items()] + list(m.warnings)
-    limits += [f"{s.name}: {s.metadata['note']}" for s in targets if (s.metadata or {}).get("note")]
+    limits += [f"{s.name}: {s.metadata_note()}" for s in targets if s.metadata_note()]
     out += ["", "## Known limits", ""] + ([f"- {x}" for x in limits] or ["- none recorded by this run"])
     return "\n".join(out) + "\n"

@@ -348,7 +348,7 @@ class Manifest(Record):
     source: SourceRecord = field(default_factory=SourceRecord)
     candidate: SourceRecord | None = None  # parity A B: B
     signature: SignatureRecord | None = None
-    opset: int | None = field(default=None, metadata=NULL)  # null when no IR was built
+    opset: int | None = None  # a conversion writes null when no IR was built (``keep_null``)
     opset_imports: dict[str, int] | None = None
     precision: str | None = None
     stages: list[StageRecord] = field(default_factory=list)

@@ -8,7 +8,8 @@ the order of the keys read is kept, a key written as ``null`` stays, and keys th
 know (a newer forgeml's) are kept in ``extra`` and written back, never dropped.
 
 Writing rules for a record built in code: a field that is ``None`` is left out unless its metadata says
-``null=True`` (written as ``null``); a field with ``omit_empty=True`` is left out when empty.
+``null=True`` or ``keep_null(name)`` was called (then it is written as ``null``); a field with
+``omit_empty=True`` is left out when empty.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class Record:
 
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False, compare=False)
     _keys: ClassVar[tuple[str, ...]] = ()  # per instance once read: the keys the JSON had, in its order
+    _nulls: ClassVar[frozenset[str]] = frozenset()  # per instance: fields written as null when None
+
+    def keep_null(self, *names: str):
+        """Write these fields as ``null`` when they are None (a key whose presence is the contract)."""
+        self._nulls = self._nulls | frozenset(names)
+        return self
 
     @classmethod
     def from_json(cls, data):
@@ -51,7 +58,7 @@ class Record:
                 continue
             v = getattr(self, f.name)
             if f.name not in self._keys:
-                if v is None and not f.metadata.get("null"):
+                if v is None and not (f.metadata.get("null") or f.name in self._nulls):
                     continue
                 if f.metadata.get("omit_empty") and not v:
                     continue

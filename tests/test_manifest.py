@@ -97,8 +97,9 @@ def test_a_record_built_in_code_writes_only_what_it_has():
                             "parity": {"passed": True, "tolerance": {}, "rows": [
                                 {"output": "y", "passed": True, "max_abs": 0.0}]}}
     m = Manifest(forgeml_version="1", ok=True)
-    assert m.to_json() == {"forgeml_version": "1", "ok": True, "source": {}, "opset": None, "stages": [],
-                           "artifacts": {}, "tools": {}}
+    assert m.to_json() == {"forgeml_version": "1", "ok": True, "source": {}, "stages": [], "artifacts": {},
+                           "tools": {}}
+    assert m.keep_null("opset").to_json()["opset"] is None
 
 
 def test_reports_read_a_manifest_or_its_json_alike():

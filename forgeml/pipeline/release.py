@@ -73,7 +73,7 @@ def rerun(old_dir: Path, old: Manifest, new_dir: Path, new: Manifest, *, batches
                 if r.metric(m) is not None:
                     worst[f"{r.output} {m}"] = r.metric(m)
         out.append(row | {"passed": parity.passed, "profile": tol.name, "batches": len(sets), "worst": worst,
-                          "rows": parity.to_json()["rows"]})
+                          "rows": [r.to_json() for r in parity.rows]})
     return out
 
 

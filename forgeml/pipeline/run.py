@@ -359,7 +359,7 @@ def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[
         signature=SignatureRecord.from_json(ir.signature.to_json()), opset=opsets.get("", None),
         opset_imports=opsets, precision=ir.precision, stages=stages, artifacts=files, tools=tool_versions(),
         machine=MachineRecord.from_json(detect_machine().to_json()),  # which CPU made the latency and int8 numbers
-        quantize=config.quantize or None, errors=dict(errors), command=config.command or None)
+        quantize=config.quantize or None, errors=dict(errors), command=config.command or None).keep_null("opset")
 
 
 _TOOLS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxsim", "torch", "safetensors", "numpy",

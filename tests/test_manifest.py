@@ -110,3 +110,19 @@ def test_reports_read_a_manifest_or_its_json_alike():
     assert markdown.render(raw) == markdown.render(m)
     assert html.render(raw) == html.render(m)
     assert gating.summary(raw) == gating.summary(m)
+
+
+def test_report_md_provenance_shows_commit_and_data_hashes():
+    from forgeml.manifest import DataHash, ParityData, ProjectRecord
+    from forgeml.report.markdown import render
+
+    m = Manifest.from_json(json.loads((DATA / "manifest_main_mlp_int8.json").read_text()))
+    assert "## Provenance" not in render(m)  # nothing recorded, no section
+    m.project = ProjectRecord("0123abcd", dirty=True)
+    m.calibration = DataHash(16, "c" * 64)
+    m.parity_data = ParityData(DataHash(1, "e" * 64), DataHash(3, "g" * 64), DataHash(2, "u" * 64))
+    section = render(m).split("## Provenance", 1)[1].split("## Tools", 1)[0]
+    assert "`0123abcd` (uncommitted changes)" in section
+    assert f"calibration data: 16 batch(es), sha256 `{'c' * 64}`" in section
+    for label, ch, n in (("example", "e", 1), ("generated", "g", 3), ("user", "u", 2)):
+        assert f"parity inputs ({label}): {n} batch(es), sha256 `{ch * 64}`" in section

@@ -69,11 +69,12 @@ def parity(a: str, b: str, *, inputs: Sequence[dict] = (), model: str | None = N
            batches: int = 3, atol: float | None = None, rtol: float | None = None) -> dict:
     """Run two models or artifacts (any source spec, or an artifact file: .onnx, .tflite, .gguf, or a
     .safetensors with ``model`` naming the model its weights belong to) on the same inputs and judge
-    ``b`` against ``a``; returns the comparison as a manifest-shaped dict (``ok``, ``stages``)."""
+    ``b`` against ``a``; returns the comparison as a manifest-shaped dict (``ok``, ``stages``;
+    ``forgeml.manifest.Manifest.from_json`` reads it typed)."""
     from forgeml.pipeline.compare import compare
 
     return compare(a, b, inputs=tuple(inputs), model=model, profile=profile, batches=batches, atol=atol, rtol=rtol,
-                   command=f"forgeml.parity({a!r}, {b!r})")
+                   command=f"forgeml.parity({a!r}, {b!r})").to_json()
 
 
 def reproduce(manifest: str | Path, out_dir: str | Path | None = None, *, force: bool = False) -> dict:

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Union
+from typing import TYPE_CHECKING, Protocol, Union
 
 import numpy as np
 
@@ -21,8 +21,17 @@ if TYPE_CHECKING:
     import onnx_ir
 
 InputSet = dict[str, np.ndarray]
-Runner = Callable[[InputSet], dict[str, np.ndarray]]
-"""Runs a model: input arrays by the source model's input names -> outputs by its output names."""
+
+
+class Runner(Protocol):
+    """Runs a model: input arrays by the source model's input names -> outputs by its output names.
+
+    A plain function fits; runners that hold a runtime are small classes (``runtime.ort.OrtRunner``,
+    the TFLite target's ``TFLiteRunner`` …) whose typed attributes (``session``, ``iomap``) callers
+    read directly. Defined here, beside ``InputSet``, because every floor from converters up uses it;
+    ``forgeml.runtime`` re-exports it with the runners."""
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]: ...
 
 Dim = Union[int, str, None]
 """A dimension: a fixed size, a symbolic name (``"batch"``), or unknown."""

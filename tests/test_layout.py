@@ -12,10 +12,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "forgeml"
 
 # Each floor and what it may import besides itself (its own folder). Floors not named here (the CLI)
 # may import anything.
-_BASE = {"forgeml.errors"}
+_BASE = {"forgeml.errors", "forgeml.records"}
 ALLOWED = {
     "forgeml": _BASE | {"forgeml.api", "forgeml.version"},
     "forgeml.errors": set(),
+    "forgeml.records": set(),
     "forgeml.version": set(),
     "forgeml.options": _BASE | {"forgeml.ir"},
     "forgeml.fileio": _BASE,
@@ -29,14 +30,16 @@ ALLOWED = {
                                    "forgeml.runtime", "forgeml.parity"},
     "forgeml.targets": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                                 "forgeml.runtime", "forgeml.parity"},
-    "forgeml.report": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.parity"},
+    "forgeml.manifest": _BASE | {"forgeml.ir", "forgeml.parity"},
+    "forgeml.report": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.parity", "forgeml.manifest"},
     "forgeml.pipeline": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                                  "forgeml.runtime", "forgeml.parity", "forgeml.passes", "forgeml.converters",
-                                 "forgeml.targets", "forgeml.report", "forgeml.options", "forgeml.version"},
+                                 "forgeml.targets", "forgeml.report", "forgeml.options", "forgeml.version",
+                                 "forgeml.manifest"},
     "forgeml.api": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                             "forgeml.runtime", "forgeml.parity", "forgeml.passes", "forgeml.converters",
                             "forgeml.targets", "forgeml.report", "forgeml.pipeline", "forgeml.options",
-                            "forgeml.version"},
+                            "forgeml.version", "forgeml.manifest"},
 }
 UI_LIBRARIES = {"typer", "rich", "click"}
 

@@ -182,12 +182,12 @@ def convert(
                              f"the run itself is complete in {result.out_dir}") from e
     from forgeml.report.gating import exit_code, summary
 
-    code = exit_code(result.manifest, fail_on)
+    code = exit_code(result.record, fail_on)
     if as_json:
-        print(json.dumps(summary(result.manifest, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
+        print(json.dumps(summary(result.record, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
     else:
         _print_summary(result, fail_on)
-        _print_divergence(result.manifest)
+        _print_divergence(result.record)
     raise typer.Exit(code)
 
 
@@ -199,21 +199,20 @@ def _check_fail_on(fail_on: str) -> None:
         raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
 
 
-def _print_divergence(manifest: dict) -> None:
+def _print_divergence(manifest) -> None:
     err = _err()
-    for st in manifest.get("stages", []):
-        d = st.get("divergence")
+    for st in manifest.stages:
+        d = st.divergence
         if not d:
             continue
-        if d.get("found"):
-            mod = f", module {d['module']}" + (f" ({d['module_class']})" if d.get("module_class") else "") \
-                if d.get("module") else ""
-            err.print(f"[red]first divergence[/] in {_escape(st['name'])}: node {_escape(d['node'])} "
-                      f"({_escape(d['op'])}){_escape(mod)}", soft_wrap=True)
-            if d.get("source_line"):
-                err.print(f"  {d['source_line']}", soft_wrap=True, markup=False)
+        if d.found:
+            mod = f", module {d.module}" + (f" ({d.module_class})" if d.module_class else "") if d.module else ""
+            err.print(f"[red]first divergence[/] in {_escape(st.name)}: node {_escape(d.node)} "
+                      f"({_escape(d.op)}){_escape(mod)}", soft_wrap=True)
+            if d.source_line:
+                err.print(f"  {d.source_line}", soft_wrap=True, markup=False)
         else:
-            err.print(f"first divergence in {st['name']} not localized: {d.get('note', '')}", soft_wrap=True,
+            err.print(f"first divergence in {st.name} not localized: {d.note or ''}", soft_wrap=True,
                       markup=False)
 
 
@@ -226,7 +225,7 @@ def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gg
     return {name: cfg for name, cfg in configs.items() if cfg is not None}
 
 
-def _print_verdict(out, manifest: dict, fail_on: str, tail: str = "") -> None:
+def _print_verdict(out, manifest, fail_on: str, tail: str = "") -> None:
     """The warnings that can decide the exit code, then the verdict word that agrees with it."""
     from forgeml.report.gating import verdict, verdict_reason, warnings
 
@@ -238,59 +237,61 @@ def _print_verdict(out, manifest: dict, fail_on: str, tail: str = "") -> None:
     out.print(text + tail)
 
 
-def _centered(row: dict) -> str:
+def _centered(row) -> str:
     from forgeml.report.gating import shown
 
-    cc = row.get("centered_cosine")
+    cc = row.centered_cosine
     return shown(cc, 4) if cc is not None else "–"
 
 
-def _cosine(row: dict) -> str:
+def _cosine(row) -> str:
     from forgeml.report.gating import shown
 
-    return shown(row["cosine"], 6) if "cosine" in row else "–"
+    return shown(row.cosine, 6) if row.cosine is not None else "–"
 
 
-def _top1(row: dict) -> str:
+def _top1(row) -> str:
     """Top-1 agreement, or for integer outputs (labels) the exact-match fraction the verdict judges them by."""
     from forgeml.report.gating import shown
 
-    if row.get("top1") is not None:
-        return shown(row["top1"], 4)
-    if row.get("exact_match") is not None:
-        return shown(row["exact_match"], 4) + " exact"
+    if row.top1 is not None:
+        return shown(row.top1, 4)
+    if row.exact_match is not None:
+        return shown(row.exact_match, 4) + " exact"
     return "–"
+
+
+def _max_abs(row) -> str:
+    return f"{row.max_abs:.2e}" if row.max_abs is not None else "–"
 
 
 def _print_summary(result, fail_on: str = "fail") -> None:
     from rich.table import Table
 
     out = _out()
-    stages = result.manifest["stages"]
-    reference = next((st["parity"]["reference"] for st in stages if st.get("parity")),
-                     result.manifest["source"].get("framework", "the source"))
+    m = result.record
+    reference = next((st.parity.reference for st in m.checked()),
+                     m.source.framework if m.source.framework is not None else "the source")
     table = Table(title="parity vs " + reference, title_justify="left")
     for col in ("stage", "output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
     for stage, parity in result.parity.stages:
         for row in parity.rows:
-            table.add_row(f"{stage} ({parity.profile.name})", row["output"],
-                          f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
+            table.add_row(f"{stage} ({parity.profile.name})", row.output, _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
-                          "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
+                          "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
     out.print(table)
-    plan = result.manifest.get("plan") or {}
-    if plan.get("skipped"):
-        out.print(f"[dim]plan: {_escape(plan['reason'])}; skipped: {_escape(', '.join(plan['skipped']))}[/]")
-    for warning in result.manifest.get("warnings", []):
+    if m.plan and m.plan.skipped:
+        out.print(f"[dim]plan: {_escape(m.plan.reason)}; skipped: {_escape(', '.join(m.plan.skipped))}[/]")
+    for warning in m.warnings:
         out.print(f"[yellow]warning:[/] {_escape(warning)}")
-    source = result.manifest["source"]
-    if source.get("fallback"):
-        out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source['route'].split(' ')[0])}: "
-                  f"{_escape(source['fallback'])}")
+    source = m.source
+    if source.fallback:
+        out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source.route.split(' ')[0])}: "
+                  f"{_escape(source.fallback)}")
     for name, why in result.errors.items():
         out.print(f"[red]target {name} failed:[/] {_escape(in_flags(why))}")
-    _print_verdict(out, result.manifest, fail_on, f"  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
+    _print_verdict(out, m, fail_on, f"  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
                    f"(manifest.json, report.md, report.html)")
 
 
@@ -369,21 +370,20 @@ def parity(
         raise typer.Exit(code)
     from rich.table import Table
 
-    st = m["stages"][0]
-    par = st["parity"]
-    table = Table(title=f"{b} vs {a} ({par['profile']})", title_justify="left")
+    st = m.stages[0]
+    par = st.parity
+    table = Table(title=f"{b} vs {a} ({par.profile})", title_justify="left")
     for col in ("output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
-    for row in par["rows"]:
-        table.add_row(row["output"], f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
-                      _cosine(row), _centered(row), _top1(row),
-                      "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {_escape(row.get('problem', ''))}")
+    for row in par.rows:
+        table.add_row(row.output, _max_abs(row), _cosine(row), _centered(row), _top1(row),
+                      "[green]pass[/]" if row.passed else f"[red]FAIL[/] {_escape(row.problem or '')}")
     out = _out()
     out.print(table)
-    for note in st.get("notes", []):
+    for note in st.notes:
         out.print(f"note: {note}")
-    out.print(f"A: {m['source']['framework']} {st['reference_latency']['median_ms']:.3g} ms · "
-              f"B: {st['runtime']} {st['latency']['median_ms']:.3g} ms (median, example batch)")
+    out.print(f"A: {m.source.framework} {st.reference_latency.median_ms:.3g} ms · "
+              f"B: {st.runtime} {st.latency.median_ms:.3g} ms (median, example batch)")
     _print_verdict(out, m, fail_on)
     raise typer.Exit(code)
 

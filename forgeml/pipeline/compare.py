@@ -19,6 +19,8 @@ import numpy as np
 
 from forgeml.errors import InputError, first_line, require_file
 from forgeml.ir import Signature, sha256_file
+from forgeml.manifest import (DataHash, LatencyRecord, Manifest, ParityRecord, SignatureRecord, SourceRecord,
+                              StageRecord)
 from forgeml.runtime import InputSet, Runner
 
 
@@ -89,12 +91,17 @@ def load_side(spec: str, ctx: LoadContext) -> Side:
 
 # --- matching two signatures ----------------------------------------------------------------------
 
-def _renamed(runner: Runner, in_map: dict[str, str], out_map: dict[str, str]) -> Runner:
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        got = runner({in_map.get(k, k): v for k, v in inputs.items()})
-        return {out_map.get(k, k): v for k, v in got.items()}
+@dataclass
+class Renamed:
+    """``runner`` speaking other names: inputs renamed by ``in_map`` on the way in, outputs by ``out_map``."""
 
-    return run
+    runner: Runner
+    in_map: dict[str, str]
+    out_map: dict[str, str]
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        got = self.runner({self.in_map.get(k, k): v for k, v in inputs.items()})
+        return {self.out_map.get(k, k): v for k, v in got.items()}
 
 
 def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
@@ -114,7 +121,7 @@ def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
     in_map = match("inputs", "takes", a.signature.input_names, b.signature.input_names)
     out_map = {b_name: a_name for a_name, b_name in
                match("outputs", "returns", a.signature.output_names, b.signature.output_names).items()}
-    return (_renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
+    return (Renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
 
 
 def synth_example(sig: Signature, seed: int = 0) -> InputSet:
@@ -131,8 +138,9 @@ def synth_example(sig: Signature, seed: int = 0) -> InputSet:
 
 def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model: str | None = None,
             profile: str | None = None, batches: int = 3, seed: int = 0, atol: float | None = None,
-            rtol: float | None = None, command: str = "") -> dict:
-    """Run both on the same inputs and judge B against A; returns a manifest-shaped dict for the reports."""
+            rtol: float | None = None, command: str = "") -> Manifest:
+    """Run both on the same inputs and judge B against A; returns a ``Manifest`` (``kind="parity"``) for
+    the reports."""
     from forgeml.pipeline.run import ToleranceOverrides, tool_versions
     from forgeml.parity.inputs import check_inputs, parity_inputs
     from forgeml.runtime.latency import measure_latency
@@ -167,28 +175,20 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
     except Exception as e:  # B cannot take A's inputs: a mismatch of models, not a parity verdict
         raise InputError(f"B ({b_spec}) failed on the inputs: {first_line(e, with_type=True)}") from e
     seconds = round(time.perf_counter() - t0, 3)
-    stage = {"name": f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "kind": "compare",
-             "candidate": b.ref, "runtime": b.runtime, "seconds": seconds, "parity": parity.to_json(),
-             "latency": measure_latency(b_run, sets[0]), "reference_latency": measure_latency(a.runner, sets[0])}
-    if notes:
-        stage["notes"] = notes
-    manifest = {
-        "forgeml_version": _version(),
-        "kind": "parity",
-        "ok": parity.passed,
-        "source": {"kind": a.kind, "ref": a.ref, "sha256": a.sha256, "framework": a.runtime},
-        "candidate": {"kind": b.kind, "ref": b.ref, "sha256": b.sha256, "framework": b.runtime},
-        "signature": a.signature.to_json(),
-        "stages": [stage],
-        "artifacts": {},
-        "tools": tool_versions(),
-    }
+    stage = StageRecord(f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "compare",
+                        candidate=b.ref, runtime=b.runtime, seconds=seconds,
+                        parity=ParityRecord.from_json(parity.to_json()),
+                        latency=LatencyRecord.from_json(measure_latency(b_run, sets[0])),
+                        reference_latency=LatencyRecord.from_json(measure_latency(a.runner, sets[0])), notes=notes)
+    manifest = Manifest(forgeml_version=_version(), kind="parity", ok=parity.passed,
+                        source=SourceRecord(a.kind, a.ref, a.sha256, a.runtime),
+                        candidate=SourceRecord(b.kind, b.ref, b.sha256, b.runtime),
+                        signature=SignatureRecord.from_json(a.signature.to_json()), stages=[stage],
+                        tools=tool_versions(), command=command or None)
     if inputs:
         from forgeml.pipeline.provenance import data_hash
 
-        manifest["user_inputs"] = data_hash(inputs)
-    if command:
-        manifest["command"] = command
+        manifest.user_inputs = DataHash.from_json(data_hash(inputs))
     return manifest
 
 

@@ -18,6 +18,9 @@ from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
                             write_json_atomic)
 from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous
+from forgeml.manifest import (ArtifactRecord, DivergenceRecord, FileRecord, LatencyRecord, MachineRecord, Manifest,
+                              ParityRecord, PassChanges, PassDetails, SignatureRecord, SourceRecord, StagePlanRecord,
+                              StageRecord)
 from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
 from forgeml.targets import TARGETS
@@ -52,11 +55,16 @@ class Conversion:
 
     ok: bool
     out_dir: Path
-    manifest: dict
+    record: Manifest  # the manifest, typed; ``manifest`` is its JSON (what manifest.json holds)
     artifacts: dict[str, Artifact]
     parity: ParityReport
     ir: IRModel
     errors: dict[str, str] = field(default_factory=dict)  # target name → why it failed
+
+    @property
+    def manifest(self) -> dict:
+        """manifest.json's content, as written."""
+        return self.record.to_json()
 
     @property
     def exit_code(self) -> int:
@@ -68,13 +76,13 @@ class Conversion:
         """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""
         from forgeml.report.html import save_report
 
-        return save_report(self.manifest, Path(path))
+        return save_report(self.record, Path(path))
 
     def _repr_html_(self) -> str:
         """Jupyter shows a run as its stage table (stage, output, metrics, verdict)."""
         from forgeml.report.html import notebook
 
-        return notebook(self.manifest, str(self.out_dir))
+        return notebook(self.record, str(self.out_dir))
 
     def report(self) -> Path:
         """Open this run's report.html in the default browser; returns its path."""
@@ -109,13 +117,12 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         ok = state.report.passed and not errors
         _localize_first_failure(state)
         manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
-        manifest["plan"] = plan.to_json()
-        if state.warnings:
-            manifest["warnings"] = state.warnings
-        from forgeml.pipeline.provenance import run_record
+        manifest.plan = StagePlanRecord.from_json(plan.to_json())
+        manifest.warnings = list(state.warnings)
+        from forgeml.pipeline.provenance import record_provenance
         from forgeml.report.package import write_package
 
-        manifest.update(run_record(resolved.ref, config))
+        record_provenance(manifest, resolved.ref, config, state.input_sets)
         write_package(staged.path, manifest, ir.signature, state.converted.source_model)
         _write_reports(staged.path, manifest)  # manifest.json last: its presence says the rest is there
         final = staged.commit()  # the commit point: out_dir is absent, the old output, or all of this one
@@ -132,7 +139,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     for a in artifacts.values():  # paths now point into the final directory (targets may nest files)
         a.files = [final / f.relative_to(staged.path) for f in a.files]
         a.path = final / a.path.relative_to(staged.path)
-    return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
+    return Conversion(ok=ok, out_dir=final, record=manifest, artifacts=artifacts, parity=state.report, ir=ir,
                       errors=errors)
 
 
@@ -146,7 +153,7 @@ class _RunState:
     input_sets: list[InputSet]
     reference_outputs: list[dict]
     calibration: tuple[InputSet, ...]
-    stages: list[dict] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
     report: ParityReport = field(default_factory=ParityReport)
     warnings: list[str] = field(default_factory=list)
     first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
@@ -167,10 +174,10 @@ class _RunState:
                        reference=self.converted.reference_name,
                        output_names=self.converted.ir.signature.output_names, progress=self.tick)
 
-    def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
+    def record(self, name: str, entry: StageRecord, parity: StageParity, onnx_candidate=None) -> None:
         self.report.add(name, parity)
-        entry["parity"] = parity.to_json()
-        self.warnings += [f"{name}: {r['warning']}" for r in entry["parity"].get("rows", []) if r.get("warning")]
+        entry.parity = ParityRecord.from_json(parity.to_json())
+        self.warnings += [f"{name}: {r.warning}" for r in parity.rows if r.warning]
         self.stages.append(entry)
         if not parity.passed and self.first_failure is None and onnx_candidate is not None:
             self.first_failure = (len(self.stages) - 1, onnx_candidate)
@@ -211,20 +218,20 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
                                       lambda d, t: on_event(StageEvent(stage_name, "converter", "progress", progress=(d, t))))
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
-    entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route}
+    entry = StageRecord(stage_name, "converter", route=ir.provenance.route)
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
-        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        entry.seconds = round(time.perf_counter() - t0, 3)
         state.record(stage_name, entry, parity, onnx_candidate=ir.model)
     else:  # nothing to compare: the reference is the source itself
         parity = None
-        entry.update(seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
+        entry.seconds, entry.note = round(time.perf_counter() - t0, 3), plan.reason
         state.stages.append(entry)
     if config.latency:
         from forgeml.runtime.latency import measure_latency
 
-        entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
-    on_event(StageEvent(stage_name, "converter", "done", entry["seconds"], None if parity is None else parity.passed))
+        entry.reference_latency = LatencyRecord.from_json(measure_latency(converted.reference, input_sets[0]))
+    on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None if parity is None else parity.passed))
     return state
 
 
@@ -252,14 +259,13 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
         after = ir.stats()
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
         seconds = time.perf_counter() - t0
-        entry = {"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
-                 "changes": {"modified": result.modified, "nodes_before": before["nodes"],
-                             "nodes_after": after["nodes"], "bytes_before": before["bytes"],
-                             "bytes_after": after["bytes"]}}
+        entry = StageRecord(p.name, "pass", config=p.config_json(), seconds=round(seconds, 3),
+                            changes=PassChanges(result.modified, before["nodes"], after["nodes"], before["bytes"],
+                                                after["bytes"]))
         details = getattr(result, "details", None)
         if details:
-            entry["details"] = details
-            state.warnings += details.get("warnings", [])
+            entry.details = PassDetails.from_json(details)
+            state.warnings += entry.details.warnings or []
         state.record(p.name, entry, parity, onnx_candidate=ir.model)
         state.on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
         ran.append(p.name)
@@ -281,7 +287,7 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
         ctx = replace(base_ctx, config=config.target_configs.get(name))
         state.start(name, "target")
         t0 = time.perf_counter()
-        entry = {"name": name, "kind": "target"}
+        entry = StageRecord(name, "target")
         try:
             artifact = target.build(ir, out, ctx)
             runner, precision = target.runner(artifact, ctx)
@@ -295,19 +301,19 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                 log.debug("target %s failed", name, exc_info=True)
                 why = f"{name}: {first_line(e, with_type=True)} (--debug shows the traceback)"
             errors[name] = why
-            entry.update(error=why, seconds=round(time.perf_counter() - t0, 3))
+            entry.error, entry.seconds = why, round(time.perf_counter() - t0, 3)
             state.stages.append(entry)
-            state.on_event(StageEvent(name, "target", "failed", entry["seconds"], False, why))
+            state.on_event(StageEvent(name, "target", "failed", entry.seconds, False, why))
             continue
         artifacts[name] = artifact
         seconds = time.perf_counter() - t0
-        entry.update(artifact=artifact.path.relative_to(out).as_posix(), runtime=artifact.runtime, seconds=round(seconds, 3))
-        if artifact.metadata:
-            entry["metadata"] = artifact.metadata
+        entry.artifact, entry.runtime = artifact.path.relative_to(out).as_posix(), artifact.runtime
+        entry.seconds = round(seconds, 3)
+        entry.metadata = artifact.metadata or None
         if config.latency:
             from forgeml.runtime.latency import artifact_latency
 
-            entry["latency"] = artifact_latency(runner, state.input_sets[0])
+            entry.latency = LatencyRecord.from_json(artifact_latency(runner, state.input_sets[0]))
         state.record(name, entry, parity,
                      onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
         state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
@@ -322,58 +328,44 @@ def _localize_first_failure(state: _RunState) -> None:
 
     idx, candidate = state.first_failure
     entry = state.stages[idx]
-    tol = state.config.tolerance.apply(profile_for(entry["parity"]["profile"]))  # as the stage was judged
+    tol = state.config.tolerance.apply(profile_for(entry.parity.profile))  # as the stage was judged
     state.start("localize", "parity")  # reruns two graphs with every value exposed: seconds to minutes
     t0 = time.perf_counter()
     with heartbeat(state.tick):
-        entry["divergence"] = localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0],
-                                             tol, always=state.config.localize == "always")
+        entry.divergence = DivergenceRecord.from_json(
+            localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0], tol,
+                           always=state.config.localize == "always"))
     state.on_event(StageEvent("localize", "parity", "done", time.perf_counter() - t0))
 
 
-def _write_reports(out: Path, manifest: dict) -> None:
+def _write_reports(out: Path, manifest: Manifest) -> None:
     from forgeml.report.html import render as render_html
     from forgeml.report.markdown import render
 
     write_bytes_atomic(out / "report.md", render(manifest).encode())
     write_bytes_atomic(out / "report.html", render_html(manifest).encode())
-    write_json_atomic(out / "manifest.json", manifest)  # last: a staging dir with a manifest is whole
+    write_json_atomic(out / "manifest.json", manifest.to_json())  # last: a staging dir with a manifest is whole
 
 
-def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Artifact], root: Path,
-              config: PipelineConfig, errors: dict[str, str]) -> dict:
+def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[str, Artifact], root: Path,
+              config: PipelineConfig, errors: dict[str, str]) -> Manifest:
     from forgeml.ir import sha256_file
     from forgeml.runtime.machine import detect as detect_machine
 
+    def file(f: Path, cls=FileRecord):
+        return cls(f.relative_to(root).as_posix(), sha256_file(f), f.stat().st_size)
+
     files = {}
     for name, a in artifacts.items():
-        entry = {"path": a.path.relative_to(root).as_posix(), "sha256": sha256_file(a.path), "bytes": a.path.stat().st_size}
-        extra = [f for f in a.files if f != a.path]
-        if extra:
-            entry["extra_files"] = [{"path": f.relative_to(root).as_posix(), "sha256": sha256_file(f), "bytes": f.stat().st_size}
-                                    for f in extra]
-        files[name] = entry
+        files[name] = file(a.path, ArtifactRecord)
+        files[name].extra_files = [file(f) for f in a.files if f != a.path] or None
     opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
-    manifest = {
-        "forgeml_version": _forgeml_version(),
-        "ok": ok,
-        "source": ir.provenance.to_json(),
-        "signature": ir.signature.to_json(),
-        "opset": opsets.get("", None),
-        "opset_imports": opsets,
-        "precision": ir.precision,
-        "stages": stages,
-        "artifacts": files,
-        "tools": tool_versions(),
-        "machine": detect_machine().to_json(),  # which CPU made the latency and int8 numbers
-    }
-    if config.quantize:
-        manifest["quantize"] = config.quantize
-    if errors:
-        manifest["errors"] = errors
-    if config.command:
-        manifest["command"] = config.command
-    return manifest
+    return Manifest(
+        forgeml_version=_forgeml_version(), ok=ok, source=SourceRecord.from_json(ir.provenance.to_json()),
+        signature=SignatureRecord.from_json(ir.signature.to_json()), opset=opsets.get("", None),
+        opset_imports=opsets, precision=ir.precision, stages=stages, artifacts=files, tools=tool_versions(),
+        machine=MachineRecord.from_json(detect_machine().to_json()),  # which CPU made the latency and int8 numbers
+        quantize=config.quantize or None, errors=dict(errors), command=config.command or None).keep_null("opset")
 
 
 _TOOLS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxsim", "torch", "safetensors", "numpy",

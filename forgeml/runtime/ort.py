@@ -9,11 +9,33 @@ import numpy as np
 
 from forgeml.errors import TargetError, first_line
 from forgeml.ir import weight_bytes  # noqa: F401  (re-exported)
-from forgeml.runtime import InputSet, Runner
+from forgeml.runtime import InputSet
+
+
+class OrtRunner:
+    """An onnxruntime session as a runner; ``session`` is there for inspection and benchmarks."""
+
+    def __init__(self, session, scratch=None):
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.scratch = scratch  # a TemporaryDirectory holding the model's files, removed with the runner
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise TargetError(f"onnxruntime: no value given for model input(s) {missing}")
+        feeds = {n: np.ascontiguousarray(inputs[n]) for n in self.input_names}
+        try:
+            values = self.session.run(self.output_names, feeds)
+        except Exception as e:
+            first = first_line(e)
+            raise TargetError(f"onnxruntime failed to run the model: {first}") from e
+        return dict(zip(self.output_names, values))
 
 
 def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None = None,
-               optimize: bool = True) -> Runner:
+               optimize: bool = True) -> OrtRunner:
     """A runner over an ONNX model given as serialized bytes or a file path.
 
     ``optimize=False`` disables onnxruntime's own graph rewrites, so a parity number measures
@@ -31,29 +53,13 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     except Exception as e:  # onnxruntime raises several unrelated exception types
         first = first_line(e)
         raise TargetError(f"onnxruntime could not load the model: {first}") from e
-    input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
-
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        missing = [n for n in input_names if n not in inputs]
-        if missing:
-            raise TargetError(f"onnxruntime: no value given for model input(s) {missing}")
-        feeds = {n: np.ascontiguousarray(inputs[n]) for n in input_names}
-        try:
-            values = session.run(output_names, feeds)
-        except Exception as e:
-            first = first_line(e)
-            raise TargetError(f"onnxruntime failed to run the model: {first}") from e
-        return dict(zip(output_names, values))
-
-    run.session = session  # for inspection and benchmarks
-    return run
+    return OrtRunner(session)
 
 
 PROTOBUF_LIMIT = 2**31 - 1
 
 
-def ort_runner_for_ir(model) -> Runner:
+def ort_runner_for_ir(model) -> OrtRunner:
     """onnxruntime over an ``onnx_ir.Model``: in memory when it fits a protobuf, else through a
     scratch directory with external data (kept alive as long as the runner)."""
     import tempfile

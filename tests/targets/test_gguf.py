@@ -84,11 +84,11 @@ def test_llama_cpp_logits_match_transformers(sources, tmp_path, name, gguf_type)
     assert artifact.metadata["weight_check"]["passed"]
     assert artifact.metadata["write"]["by_type"]  # time per tensor type is recorded
     if gguf_type == "f16":
-        assert row["top1"] == 1.0 and row["cosine"] >= 0.999
+        assert row.top1 == 1.0 and row.cosine >= 0.999
     elif gguf_type == "q8_0":
-        assert row["top1"] >= 0.95 and row["cosine"] >= 0.99
-    assert "top1_margin" in row and "top1_decided_fraction" in row
-    assert row["top1_judged"] == "decided"  # trained zoo models: enough clear leads to judge top-1
+        assert row.top1 >= 0.95 and row.cosine >= 0.99
+    assert row.top1_margin is not None and row.top1_decided_fraction is not None
+    assert row.top1_judged == "decided"  # trained zoo models: enough clear leads to judge top-1
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
@@ -97,7 +97,7 @@ def test_f32_is_strict(sources, tmp_path, name):
     _, parity = _run(src, "f32", tmp_path)
     row = parity.rows[0]
     assert parity.passed, row
-    assert row["max_abs"] < 5e-3 and row["top1"] == 1.0
+    assert row.max_abs < 5e-3 and row.top1 == 1.0
 
 
 def test_kquant_through_llama_cpp_quantizer(sources, tmp_path):
@@ -112,7 +112,7 @@ def test_kquant_through_llama_cpp_quantizer(sources, tmp_path):
 def test_in_memory_model_streams_from_its_state_dict(sources, tmp_path):
     _, src = sources["tiny-qwen2"]
     _, parity = _run(src, "f16", tmp_path, checkpoint=False)
-    assert parity.passed and parity.rows[0]["top1"] == 1.0
+    assert parity.passed and parity.rows[0].top1 == 1.0
 
 
 def test_unpermuted_llama_qk_would_be_caught(sources, tmp_path, monkeypatch):

@@ -54,10 +54,10 @@ def summarize(parity: StageParity) -> dict:
     """The worst value of each metric over the outputs (what a budget step is judged by)."""
     out: dict = {"passed": parity.passed}
     for key in ("cosine", "centered_cosine", "top1"):
-        values = [r[key] for r in parity.rows if key in r]
+        values = [v for r in parity.rows if (v := r.metric(key)) is not None]
         if values:
             out[key] = round(float(min(values)), 6)
-    failing = [r.get("problem", "") for r in parity.rows if not r["passed"]]
+    failing = [r.problem or "" for r in parity.rows if not r.passed]
     if failing:
         out["problem"] = "; ".join(failing)
     return out

@@ -100,22 +100,32 @@ class TorchAOTITarget:
                                                                 device, timing=timing)):
                 cache[_key(inputs, names)] = got
 
-        def run(inputs):
-            key = _key(inputs, names)
-            if key not in cache:
-                cache[key] = run_package(artifact.path, [inputs], names, outputs, device)[0]
-            return cache[key]
+        first = _key(ctx.input_sets[0], names) if ctx.input_sets else None
+        return PackageRunner(artifact.path, names, outputs, device, cache, timing.get("seconds"), first), "fp32"
 
-        def latency(inputs):
-            from forgeml.runtime.latency import from_seconds
 
-            if timing.get("seconds") and ctx.input_sets and _key(inputs, names) == _key(ctx.input_sets[0], names):
-                return from_seconds(timing["seconds"], inputs, "the package's fresh process")
-            return {"note": "not timed: outputs are computed up front in a fresh process"}
+class PackageRunner:
+    """Serves the outputs a fresh process computed for the package (one more process for inputs it has
+    not seen); ``SelfTimed``: its latency is the one the package measured in that process."""
 
-        run.latency = latency
+    def __init__(self, package: Path, input_names, output_names, device: str, cache: dict,
+                 seconds: list[float] | None, timed_key: str | None):
+        self.package, self.input_names, self.output_names, self.device = package, input_names, output_names, device
+        self.cache, self.seconds, self.timed_key = cache, seconds, timed_key
 
-        return run, "fp32"
+    def __call__(self, inputs):
+        key = _key(inputs, self.input_names)
+        if key not in self.cache:
+            self.cache[key] = run_package(self.package, [inputs], self.input_names, self.output_names,
+                                          self.device)[0]
+        return self.cache[key]
+
+    def latency(self, inputs) -> dict:
+        from forgeml.runtime.latency import from_seconds
+
+        if self.seconds and self.timed_key is not None and _key(inputs, self.input_names) == self.timed_key:
+            return from_seconds(self.seconds, inputs, "the package's fresh process")
+        return {"note": "not timed: outputs are computed up front in a fresh process"}
 
 
 def run_package(package: Path, input_sets: list[dict], input_names: list[str], output_names: list[str],

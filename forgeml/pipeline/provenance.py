@@ -107,6 +107,7 @@ def run_record(ref: str, config: PipelineConfig) -> dict:
         "target_configs": {k: {"type": type(v).__name__, "config": _plain(v)}
                            for k, v in dict(config.target_configs).items()},
         "localize": config.localize,
+        "generate_tokens": config.generate_tokens,
         "latency": config.latency,
         "cwd": os.getcwd(),
     }

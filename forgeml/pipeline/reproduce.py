@@ -92,7 +92,7 @@ def _rerun_api(run: dict, out_dir: Path) -> None:
             raise InputError(f"reproduce: target {name!r} has a recorded config but this forgeml's {name} "
                              "target takes none")
         target_configs[name] = from_plain(config_cls, entry["config"], base=cwd)
-    extra = {k: run[k] for k in ("localize", "latency") if k in run}
+    extra = {k: run[k] for k in ("localize", "latency", "generate_tokens") if k in run}
     config = PipelineConfig(targets=tuple(run["targets"]), passes=tuple(passes),
                             import_options=from_plain(ImportOptions, run["import_options"], base=cwd),
                             parity_batches=run["parity_batches"], seed=run["seed"],

@@ -45,6 +45,10 @@ def genai_decode(model_dir: Path):
             steps.append(np.asarray(gen.get_logits(), np.float32).reshape(-1)[-_vocab(model_dir):])
             gen.generate_next_token()
         tokens = [int(t) for t in gen.get_sequence(0)[len(prompt):]]
+        if len(steps) == len(tokens) + 1:
+            # genai stops at the end-of-sequence token without appending it; transformers keeps it.
+            # Greedy search took that step's argmax: put it back so both continuations read alike.
+            tokens.append(int(steps[-1].argmax()))
         return tokens, (np.stack(steps) if steps else np.zeros((0, 1), np.float32))[:len(tokens)]
 
     return decode

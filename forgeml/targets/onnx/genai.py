@@ -21,6 +21,14 @@ CONFIG_NAME = "genai_config.json"
 # Beside TOKENIZER_FILES: what genai and transformers read to rebuild the same tokenizer.
 _TOKENIZER_EXTRA = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
                     "merges.txt", "tokenizer.model", "generation_config.json", "chat_template.jinja")
+# model_type values genai 0.18 runs as a decoder with split past key/value inputs. Its own "gpt2" type
+# expects one combined past per layer (an older layout), so GPT-2 and anything unlisted is "decoder",
+# genai's generic decoder-only type.
+_GENAI_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2"})
+
+
+def genai_type(model_type: str) -> str:
+    return model_type if model_type in _GENAI_TYPES else "decoder"
 
 
 def genai_config(spec: DecoderSpec, model_file: str) -> dict:
@@ -47,7 +55,7 @@ def genai_config(spec: DecoderSpec, model_file: str) -> dict:
             },
             "eos_token_id": eos if eos is not None else -1,
             "pad_token_id": pad if pad is not None else -1,
-            "type": spec.model_type,
+            "type": genai_type(spec.model_type),
             "vocab_size": spec.vocab,
         },
         "search": {"do_sample": False, "num_beams": 1, "max_length": spec.context, "min_length": 0,

@@ -326,7 +326,10 @@ def _genai_check(state: _RunState, artifact: Artifact, parity, precision: str):
     Generator (when the package is installed): its row joins the stage's parity."""
     from forgeml.runtime import genai
 
-    if state.generation is None or "genai_config" not in (artifact.metadata or {}) or not genai.available():
+    if state.generation is None or "genai_config" not in (artifact.metadata or {}):
+        return parity
+    if not genai.available():
+        artifact.metadata["genai"] = "not checked: onnxruntime-genai is not installed (pip install 'forgeml[genai]')"
         return parity
     import dataclasses
 

@@ -50,6 +50,13 @@ def render(manifest: dict) -> str:
             out.append(f"| {st['name']} | {st['kind']} | – |" + " – |" * len(COLUMNS) + f" {msg} |")
             continue
         out += [row([f"{st['name']} ({par['profile']})", st["kind"]], r) for r in par["rows"]]
+    gen = [(st["name"], r) for st in manifest["stages"] for r in (st.get("parity") or {}).get("rows", [])
+           if "tokens_matched" in r]
+    if gen:  # generation parity of a KV-cache decoder: where the greedy tokens first part
+        out += ["", "## Generation (greedy tokens vs the source's generate)", "",
+                "| stage | row | tokens matched before divergence | first divergence |", "|---|---|---|---|"]
+        out += [f"| {name} | {cell(r['output'])} | {r['tokens_matched']} | {cell(r.get('first_divergence', 'none'))} |"
+                for name, r in gen]
     profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in manifest["stages"] if st.get("parity")}
     if profiles:
         from forgeml.parity.tolerances import Tolerance

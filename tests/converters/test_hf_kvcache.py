@@ -94,7 +94,8 @@ def test_genai_tokenizer_beside_the_model_encodes_like_the_source(runs, name):
     tok = og.Tokenizer(og.Model(str(out)))
     hf = AutoTokenizer.from_pretrained(str(checkpoint(SPECS[name])))
     for text in ("def convert(model, inputs):", "The quick brown fox.\n    return x + 1"):
-        assert list(tok.encode(text)) == hf(text)["input_ids"], text
+        # genai 0.18's encode adds no BOS (transformers' llama tokenizer does): the ids of the text itself agree
+        assert [int(i) for i in tok.encode(text)] == hf(text, add_special_tokens=False)["input_ids"], text
 
 
 @pytest.mark.slow
@@ -105,8 +106,10 @@ def test_int4_variant_reports_token_agreement_and_first_divergence(tmp_path):
     prompts = prompts_from(example_ids(checkpoint(SPECS["tiny-llama"])))
     run = forgeml.convert("zoo:tiny-llama", targets=["onnx"], out_dir=tmp_path / "out", passes=[],
                           quantize="int4", parity=ParityOptions(batches=1))
-    int4 = next(s for s in run.manifest["stages"] if s["name"] == "int4")
-    assert int4["details"]["format"].startswith("MatMulNBits")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(run.out_dir / "model.onnx")).graph.node}
+    assert "MatMulNBits" in ops
     for runtime in (None, "onnxruntime-genai"):
         gen = _generation(_rows(run.manifest, "onnx"), runtime)
         matched, total = map(int, gen["tokens_matched"].split("/"))

@@ -148,17 +148,19 @@ class HFConverter:
 
     def convert(self, source, example_inputs: InputSet | None, ref: str, options: ImportOptions) -> ConvertResult:
         src = load_source(source, example_inputs)
-        try:
-            return _convert_with_cache(src, ref, options)
-        except ConversionError as e:
-            why = str(e)
+        why = ""
+        if options.kv_cache:
+            try:
+                return _convert_with_cache(src, ref, options)
+            except ConversionError as e:
+                why = str(e)
         onnx_model = _export(src.wrapper, src.example, options)
         sig = signature_of(onnx_model)
         if sig.input_names != ["input_ids"] or sig.output_names != ["logits"]:
             raise ConversionError(f"hf->onnx: the exported graph has {sig.input_names} -> {sig.output_names}, "
                                   "expected ['input_ids'] -> ['logits']")
-        ir = IRModel(onnx_model, sig, Provenance("hf", ref, src.digest, src.version,
-                                                 "dynamo (logits forward, no KV cache)", fallback=why))
+        route = "dynamo (logits forward, no KV cache)" + ("" if options.kv_cache else ": `options.kv_cache` is off")
+        ir = IRModel(onnx_model, sig, Provenance("hf", ref, src.digest, src.version, route, fallback=why))
         check_inputs(src.example, sig, "example inputs")
         return ConvertResult(ir=ir, reference=src.reference, reference_name=f"{src.version} eager",
                              example_inputs=src.example, weights=HFWeights(src.model), source_model=src.model,

@@ -117,3 +117,16 @@ def test_int4_variant_reports_token_agreement_and_first_divergence(tmp_path):
         for d in gen["generation"]["divergences"]:  # where each prompt first took another token
             assert d["position"] == len(prompts[d["prompt"]]) + d["step"]
             assert d["reference"] != d["candidate"] and np.isfinite(d["reference_top1_lead"])
+
+
+@pytest.mark.slow
+def test_no_kv_cache_exports_the_logits_forward(tmp_path):
+    from forgeml.cli.app import main
+
+    out = tmp_path / "out"
+    assert main(["convert", "zoo:tiny-gpt2", "--to", "onnx", "--passes", "", "--parity-batches", "0",
+                 "--no-kv-cache", "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [t["name"] for t in manifest["signature"]["inputs"]] == ["input_ids"]
+    assert not (out / "genai_config.json").exists()
+    assert "kv_cache" in manifest["source"]["route"] and "fallback" not in manifest["source"]

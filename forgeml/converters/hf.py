@@ -167,17 +167,26 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
     def reference_only(self, source, example_inputs: InputSet | None, ref: str, *,
-                       dtype: str = "float32") -> ConvertResult:
+                       dtype: str = "float32", kv_cache: bool = False) -> ConvertResult:
         """The transformers model as a runner, without the ONNX export (``forgeml parity`` needs no graph).
 
         ``dtype="checkpoint"`` loads a checkpoint dir in the dtype it is stored in (float16/bfloat16 stay
         16-bit: no float32 copy of the weights); ``"float32"`` upcasts, as the export does. The result's
         ``ir`` has no model, only the signature every export of this converter has:
-        ``input_ids (batch, tokens) int64 -> logits (batch, tokens, vocab) float32``.
+        ``input_ids (batch, tokens) int64 -> logits (batch, tokens, vocab) float32``. With ``kv_cache``
+        the reference is the KV-cache decoder (``forgeml parity SRC decoder.onnx``) and ``decoder`` is set.
         """
         from forgeml.ir import Signature, TensorSpec
 
         src = load_source(source, example_inputs, dtype=dtype)
+        if kv_cache:
+            example, spec, wrapper = _kv_source(src)
+            ir = IRModel(None, kv_signature(spec), Provenance("hf", ref, src.digest, src.version,
+                                                              "not exported (reference only, KV cache)"))
+            return ConvertResult(ir=ir, reference=torch_runner(wrapper, spec.input_names(), spec.output_names()),
+                                 reference_name=f"{src.version} eager", example_inputs=example,
+                                 weights=HFWeights(src.model, spec), source_model=src.model,
+                                 checkpoint=src.checkpoint, decoder=spec)
         vocab = int(src.model.config.vocab_size)
         sig = Signature((TensorSpec("input_ids", ("batch", "tokens"), "int64"),),
                         (TensorSpec("logits", ("batch", "tokens", vocab), "float32"),))
@@ -316,6 +325,36 @@ _PAST_FRACTION = 0.75
 
 
 def _convert_with_cache(src: LoadedSource, ref: str, options: ImportOptions) -> ConvertResult:
+    example, spec, wrapper = _kv_source(src)
+    onnx_model = _export_kv(wrapper, example, spec, options)
+    sig = signature_of(onnx_model)
+    if sig.input_names != spec.input_names() or sig.output_names != spec.output_names():
+        raise ConversionError(f"the exported graph has {sig.input_names} -> {sig.output_names}")
+    ir = IRModel(onnx_model, sig, Provenance("hf", ref, src.digest, src.version, "dynamo (decoder with KV cache)"))
+    check_inputs(example, sig, "example inputs")
+    reference = torch_runner(wrapper, spec.input_names(), spec.output_names())
+    return ConvertResult(ir=ir, reference=reference, reference_name=f"{src.version} eager",
+                         example_inputs=example, weights=HFWeights(src.model, spec), source_model=src.model,
+                         checkpoint=src.checkpoint, decoder=spec)
+
+
+def kv_signature(spec: DecoderSpec, dtype: str = "float32"):
+    """The KV-cache decoder's signature, as the export writes it (for a reference without a graph)."""
+    from forgeml.ir import Signature, TensorSpec
+
+    past = ("batch", spec.kv_heads, "past_sequence_length", spec.head_dim)
+    present = ("batch", spec.kv_heads, "past_sequence_length + sequence_length", spec.head_dim)
+    ins = [TensorSpec("input_ids", ("batch", "sequence_length"), "int64"),
+           TensorSpec("attention_mask", ("batch", "total_sequence_length"), "int64"),
+           TensorSpec("position_ids", ("batch", "sequence_length"), "int64")]
+    ins += [TensorSpec(n, past, dtype) for n in spec.input_names()[3:]]
+    outs = [TensorSpec("logits", ("batch", "sequence_length", spec.vocab), "float32")]
+    outs += [TensorSpec(n, present, dtype) for n in spec.output_names()[1:]]
+    return Signature(tuple(ins), tuple(outs))
+
+
+def _kv_source(src: LoadedSource):
+    """(example inputs, DecoderSpec, KVDecoder wrapper) of a loaded causal LM, without exporting it."""
     torch = _torch()
     model = src.model
     ids = src.example["input_ids"]
@@ -340,17 +379,7 @@ def _convert_with_cache(src: LoadedSource, ref: str, options: ImportOptions) -> 
                          "position_ids": np.broadcast_to(np.arange(past_len, total, dtype=np.int64),
                                                          (batch, total - past_len)).copy()}
     example.update({name: np.ascontiguousarray(a) for name, a in zip(spec.input_names()[3:], past)})
-    wrapper = KVDecoder.wrap(model, layers)
-    onnx_model = _export_kv(wrapper, example, spec, options)
-    sig = signature_of(onnx_model)
-    if sig.input_names != spec.input_names() or sig.output_names != spec.output_names():
-        raise ConversionError(f"the exported graph has {sig.input_names} -> {sig.output_names}")
-    ir = IRModel(onnx_model, sig, Provenance("hf", ref, src.digest, src.version, "dynamo (decoder with KV cache)"))
-    check_inputs(example, sig, "example inputs")
-    reference = torch_runner(wrapper, spec.input_names(), spec.output_names())
-    return ConvertResult(ir=ir, reference=reference, reference_name=f"{src.version} eager",
-                         example_inputs=example, weights=HFWeights(model, spec), source_model=model,
-                         checkpoint=src.checkpoint, decoder=spec)
+    return example, spec, KVDecoder.wrap(model, layers)
 
 
 def _decoder_spec(src: LoadedSource, layers: int, *, kv_heads: int, head_dim: int) -> DecoderSpec:

@@ -130,3 +130,13 @@ def test_no_kv_cache_exports_the_logits_forward(tmp_path):
     assert [t["name"] for t in manifest["signature"]["inputs"]] == ["input_ids"]
     assert not (out / "genai_config.json").exists()
     assert "kv_cache" in manifest["source"]["route"] and "fallback" not in manifest["source"]
+
+
+@pytest.mark.slow
+def test_parity_command_compares_a_decoder_file_with_its_source_on_generation_too(runs):
+    from forgeml.pipeline.compare import compare
+
+    manifest = compare("zoo:tiny-llama", str(runs("tiny-llama").out_dir / "model.onnx"), batches=1)
+    rows = {r["output"]: r for r in manifest["stages"][0]["parity"]["rows"]}
+    assert "present.1.value" in rows and manifest["ok"]
+    assert _generation(rows)["tokens_matched"] == "128/128"

@@ -153,7 +153,7 @@ class HFConverter:
             try:
                 return _convert_with_cache(src, ref, options)
             except ConversionError as e:
-                why = str(e)
+                why = f"the KV-cache export failed: {e}"
         onnx_model = _export(src.wrapper, src.example, options)
         sig = signature_of(onnx_model)
         if sig.input_names != ["input_ids"] or sig.output_names != ["logits"]:

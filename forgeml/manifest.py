@@ -306,6 +306,7 @@ class RunRecord(Record):
     import_options: dict[str, Any] = field(default_factory=dict)
     target_configs: dict[str, TargetConfigRun] = field(default_factory=dict)
     localize: str | None = None
+    generate_tokens: int | None = None
     latency: bool | None = None
     cwd: str | None = None
 

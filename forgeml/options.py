@@ -29,11 +29,13 @@ class QuantizeOptions:
 @dataclass(frozen=True)
 class ParityOptions:
     """How every stage is checked: ``batches`` seeded random batches besides the example inputs, the
-    caller's own ``inputs``, tolerance overrides, and when to ``localize`` a failing stage's first
-    diverging node (auto: graphs of moderate size | always | never)."""
+    caller's own ``inputs``, tolerance overrides, when to ``localize`` a failing stage's first
+    diverging node (auto: graphs of moderate size | always | never), and ``generate_tokens``: how many
+    greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none)."""
 
     batches: int = 3
     inputs: tuple[InputSet, ...] = ()
     atol: float | None = None
     rtol: float | None = None
     localize: str = "auto"
+    generate_tokens: int = 32

@@ -65,8 +65,12 @@ def convert(
     input_spec: Optional[List[str]] = typer.Option(None, "--input", help="name:DIMS:dtype for sources without "
                                                    "example inputs, e.g. x:1x3x224x224:float32"),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="make the batch axis dynamic"),
+    no_kv_cache: bool = typer.Option(False, "--no-kv-cache", help="causal LMs: export input_ids -> logits "
+                                     "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
     parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    gen_tokens: int = typer.Option(32, "--gen-tokens", min=0, help="KV-cache decoders: greedy tokens per prompt "
+                                   "in generation parity (0: none)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
     rtol: Optional[float] = typer.Option(None, "--rtol", help="override the profile's relative tolerance"),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="fp16 | int8 | int8-static | int4"),
@@ -134,10 +138,11 @@ def convert(
             quantize, calibration=tuple(load_calibration(calib)) if calib else (),
             synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
-                             rtol=rtol, localize="always" if localize else "auto"),
+                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
                                      input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
-                                     opset=opset, trust_pickle=trust_pickle, signature=signature),
+                                     opset=opset, trust_pickle=trust_pickle, signature=signature,
+                                     kv_cache=not no_kv_cache),
         target_configs=target_configs,
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
     )
@@ -522,7 +527,8 @@ FLAGS = {
     "`quantize.synthetic_calibration`": "--calib-synthetic", "`quantize.max_cosine_drop`": "--max-cosine-drop",
     "`quantize.min_top1`": "--min-top1", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
-    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize", "`force`": "--force",
+    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
+    "`parity.generate_tokens`": "--gen-tokens", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class ParityRow(Record):
     warning: str | None = None
     exact_match: float | None = None
     atol_needed: float | None = None
+    tokens_matched: str | None = None  # generation rows (parity/generation.py): "matched/total" greedy tokens
+    first_divergence: str | None = None
+    generation: dict[str, Any] | None = None  # runtime, tokens, prompts, matched, total, divergences
 
     def metric(self, name: str) -> float | None:
         """A metric by its column name (``parity.table.COLUMNS``)."""

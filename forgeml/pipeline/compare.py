@@ -63,6 +63,26 @@ def load_source(src: str, ctx: LoadContext) -> Side:
                 None, c.example_inputs)
 
 
+def _as_decoder(a: Side, b: Side, ctx: LoadContext) -> Side:
+    """A source whose quick reference is the logits forward, against a KV-cache decoder file: A again,
+    as the decoder with its cache (the converter's ``reference_only(kv_cache=True)``)."""
+    from forgeml.pipeline.sources import resolve
+
+    past = "past_key_values.0.key"
+    if a.ref not in ctx.converted or past in a.signature.input_names or past not in b.signature.input_names:
+        return a
+    import inspect
+
+    resolved = resolve(a.ref)
+    quick = getattr(resolved.converter, "reference_only", None)
+    if quick is None or "kv_cache" not in inspect.signature(quick).parameters:  # a converter without decoders
+        return a
+    c = quick(resolved.model, resolved.example_inputs, resolved.ref, kv_cache=True)
+    ctx.converted[a.ref] = c
+    return Side(a.ref, c.ir.provenance.kind, c.reference, c.ir.signature, c.reference_name, c.ir.provenance.sha256,
+                None, c.example_inputs)
+
+
 def opener(path: Path):
     """The target that opens files of this suffix on their own, or None."""
     from forgeml.targets import TARGETS
@@ -155,6 +175,7 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
                          "model that does (an .onnx, or the source model)")
     a.signature = a.signature or b.signature
     b.signature = b.signature or a.signature
+    a = _as_decoder(a, b, ctx)
     b_run, notes = align(a, b)
     for s in inputs:
         check_inputs(s, a.signature, "`parity.inputs`")
@@ -174,6 +195,11 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
         raise
     except Exception as e:  # B cannot take A's inputs: a mismatch of models, not a parity verdict
         raise InputError(f"B ({b_spec}) failed on the inputs: {first_line(e, with_type=True)}") from e
+    decoder = getattr(ctx.converted.get(a_spec), "decoder", None)
+    if decoder is not None:  # a KV-cache decoder on both sides: greedy tokens too
+        from forgeml.parity.generation import GenerationCheck
+
+        parity = GenerationCheck.start(decoder, 32).judge(parity, b_run, tol)
     seconds = round(time.perf_counter() - t0, 3)
     stage = StageRecord(f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "compare",
                         candidate=b.ref, runtime=b.runtime, seconds=seconds,

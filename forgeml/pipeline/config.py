@@ -46,6 +46,7 @@ class PipelineConfig:
     target_configs: Mapping[str, object] = field(default_factory=dict)  # target name → its Config instance
     command: str = ""
     localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
+    generate_tokens: int = 32  # greedy tokens per prompt for a KV-cache decoder's generation parity
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
 
 
@@ -61,6 +62,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
 
     if parity.batches < 0:
         raise InputError(f"`parity.batches` {parity.batches}: must be 0 or more")
+    if parity.generate_tokens < 0:
+        raise InputError(f"`parity.generate_tokens` {parity.generate_tokens}: must be 0 or more")
     pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
     q = quantize
     if q is not None:
@@ -85,7 +88,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_cosine=None if q is None or q.max_cosine_drop is None else 1.0 - q.max_cosine_drop,
             min_top1=None if q is None else q.min_top1)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration),
-        target_configs=dict(target_configs or {}), command=command, localize=parity.localize)
+        target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
+        generate_tokens=parity.generate_tokens)
     check_config(config)
     return config
 

@@ -161,6 +161,7 @@ def run_record(ref: str, config: PipelineConfig) -> RunRecord:
         import_options=_plain(config.import_options),
         target_configs={k: TargetConfigRun(type(v).__name__, _plain(v)) for k, v in dict(config.target_configs).items()},
         localize=config.localize,
+        generate_tokens=config.generate_tokens,
         latency=config.latency,
         cwd=os.getcwd(),
     )

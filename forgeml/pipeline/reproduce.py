@@ -94,7 +94,8 @@ def _rerun_api(run: RunRecord, out_dir: Path) -> None:
             raise InputError(f"reproduce: target {name!r} has a recorded config but this forgeml's {name} "
                              "target takes none")
         target_configs[name] = from_plain(config_cls, entry.config, base=cwd)
-    extra = {k: v for k, v in (("localize", run.localize), ("latency", run.latency)) if v is not None}
+    extra = {k: v for k, v in (("localize", run.localize), ("latency", run.latency),
+                                             ("generate_tokens", run.generate_tokens)) if v is not None}
     config = PipelineConfig(targets=tuple(run.targets), passes=tuple(passes),
                             import_options=from_plain(ImportOptions, run.import_options, base=cwd),
                             parity_batches=run.parity_batches, seed=run.seed,

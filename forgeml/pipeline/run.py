@@ -29,8 +29,9 @@ from forgeml.runtime import InputSet, Runner
 from forgeml.parity.inputs import check_inputs, fit_calibration, parity_inputs
 from forgeml.runtime.heartbeat import heartbeat
 from forgeml.runtime.ort import ort_runner_for_ir
-from forgeml.parity.measure import ParityReport, StageParity, measure, run_reference
+from forgeml.parity.measure import ParityReport, ParityRow, StageParity, measure, run_reference
 from forgeml.parity.tolerances import profile_for
+from forgeml.parity.generation import GenerationCheck
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class _RunState:
     report: ParityReport = field(default_factory=ParityReport)
     warnings: list[str] = field(default_factory=list)
     first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
+    generation: GenerationCheck | None = None  # a KV-cache decoder: the source's greedy tokens
     stage: tuple[str, str] = ("", "")  # (name, kind) of the stage running now: what progress belongs to
 
     def start(self, name: str, kind: str) -> None:
@@ -170,9 +172,12 @@ class _RunState:
     def check(self, candidate: Runner, precision: str) -> StageParity:
         """Judge a candidate against the source's outputs with the profile for ``precision``."""
         tol = self.config.tolerance.apply(profile_for(precision))
-        return measure(self.reference_outputs, candidate, self.input_sets, tol,
-                       reference=self.converted.reference_name,
-                       output_names=self.converted.ir.signature.output_names, progress=self.tick)
+        parity = measure(self.reference_outputs, candidate, self.input_sets, tol,
+                         reference=self.converted.reference_name,
+                         output_names=self.converted.ir.signature.output_names, progress=self.tick)
+        if self.generation is not None:  # a decoder is used as a loop: greedy tokens must follow the source's
+            parity = self.generation.judge(parity, candidate, tol)
+        return parity
 
     def record(self, name: str, entry: StageRecord, parity: StageParity, onnx_candidate=None) -> None:
         self.report.add(name, parity)
@@ -218,6 +223,9 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
                                       lambda d, t: on_event(StageEvent(stage_name, "converter", "progress", progress=(d, t))))
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
+    if converted.decoder is not None and plan.build_ir and config.generate_tokens > 0:
+        kv = {t.name: t.dtype for t in ir.signature.inputs}.get(converted.decoder.past_name(0, "key"), "float32")
+        state.generation = GenerationCheck.start(converted.decoder, config.generate_tokens, kv)
     entry = StageRecord(stage_name, "converter", route=ir.provenance.route)
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
@@ -292,6 +300,7 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             artifact = target.build(ir, out, ctx)
             runner, precision = target.runner(artifact, ctx)
             parity = state.check(runner, precision or ir.precision)
+            parity = _genai_check(state, artifact, parity, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run
             if output_oserror(e) is not None:
                 raise  # a full disk or read-only output ends the run: nothing partial is committed
@@ -318,6 +327,29 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                      onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
         state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
     return artifacts, errors
+
+
+def _genai_check(state: _RunState, artifact: Artifact, parity, precision: str):
+    """An artifact with onnxruntime-genai's config beside it also generates through genai's own
+    Generator (when the package is installed): its row joins the stage's parity."""
+    from forgeml.runtime import genai
+
+    if state.generation is None or "genai_config" not in (artifact.metadata or {}):
+        return parity
+    if not genai.available():
+        artifact.metadata["genai"] = "not checked: onnxruntime-genai is not installed (pip install 'forgeml[genai]')"
+        return parity
+    import dataclasses
+
+    tol = state.config.tolerance.apply(profile_for(precision))
+    try:
+        decode = genai.genai_decode(artifact.path.parent)
+    except ForgeError as e:
+        row = ParityRow(output="generation (onnxruntime-genai)", passed=False, problem=str(e))
+    else:
+        row = state.generation.row(decode, tol, "onnxruntime-genai")
+    artifact.metadata["genai"] = genai.version()
+    return dataclasses.replace(parity, rows=[*parity.rows, row], passed=parity.passed and bool(row.passed))
 
 
 def _localize_first_failure(state: _RunState) -> None:

@@ -51,6 +51,12 @@ def render(manifest: Manifest | dict) -> str:
             continue
         out += [row([f"{st.name} ({par.profile})", st.kind], r) for r in par.rows]
     checked = m.checked()
+    gen = [(st.name, r) for st in checked for r in st.parity.rows if r.tokens_matched is not None]
+    if gen:  # generation parity of a KV-cache decoder: where the greedy tokens first part
+        out += ["", "## Generation (greedy tokens vs the source's generate)", "",
+                "| stage | row | tokens matched before divergence | first divergence |", "|---|---|---|---|"]
+        out += [f"| {name} | {cell(r.output)} | {r.tokens_matched} | {cell(r.first_divergence or 'none')} |"
+                for name, r in gen]
     profiles = {st.parity.profile: st.parity.tolerance for st in checked}
     if profiles:
         out += ["", "## Tolerance profiles", ""]

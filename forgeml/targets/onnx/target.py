@@ -1,5 +1,6 @@
 """onnx: the IR as one .onnx file, with its weights in ``model.onnx.data`` beside it once the model
-passes protobuf's 2 GB limit (or always/never, as configured)."""
+passes protobuf's 2 GB limit (or always/never, as configured). A KV-cache decoder also gets
+onnxruntime-genai's ``genai_config.json`` and its tokenizer files beside it (``genai.py``)."""
 
 from __future__ import annotations
 
@@ -51,13 +52,24 @@ class OnnxTarget:
         path = out_dir / self.filename
         if not external:
             write_bytes_atomic(path, onnx_ir.serde.serialize_model(model).SerializeToString())
-            return Artifact(self.name, path, [path], runtime=_ort_version())
+            return self._with_genai(Artifact(self.name, path, [path], runtime=_ort_version()), ctx)
         data = out_dir / (self.filename + ".data")
         tmp = out_dir / f".{self.filename}.tmp"
         onnx_ir.save(model, tmp, external_data=data.name, size_threshold_bytes=cfg.size_threshold)
         tmp.replace(path)
-        return Artifact(self.name, path, [path, data], runtime=_ort_version(),
-                        metadata={"external_data": data.name})
+        return self._with_genai(Artifact(self.name, path, [path, data], runtime=_ort_version(),
+                                         metadata={"external_data": data.name}), ctx)
+
+    def _with_genai(self, artifact: Artifact, ctx: TargetContext) -> Artifact:
+        """A KV-cache decoder: onnxruntime-genai's config and the tokenizer beside the model."""
+        decoder = getattr(ctx.converted, "decoder", None)
+        if decoder is None:
+            return artifact
+        from forgeml.targets.onnx.genai import CONFIG_NAME, write_genai_files
+
+        artifact.files += write_genai_files(decoder, artifact.path.parent, self.filename)
+        artifact.metadata = {**(artifact.metadata or {}), "genai_config": CONFIG_NAME}
+        return artifact
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
         from forgeml.runtime.ort import ort_runner

@@ -71,9 +71,9 @@ def test_cached_decoding_matches_the_uncached_reference():
     check = GenerationCheck.start(spec, 12)
     assert [len(p) for p in check.prompts] == [4, 9, 14, 19]
     row = check.row(runner_decode(cached_runner, spec), PROFILES["fp32"], "toy")
-    assert row["passed"], row
-    assert row["tokens_matched"] == "48/48" and row["exact_match"] == 1.0
-    assert row["generation"]["divergences"] == [] and row["max_abs"] < 1e-4
+    assert row.passed, row
+    assert row.tokens_matched == "48/48" and row.exact_match == 1.0
+    assert row.generation["divergences"] == [] and row.max_abs < 1e-4
 
 
 def test_a_position_bug_is_reported_at_its_first_step_and_position():
@@ -109,7 +109,7 @@ def test_decoding_stops_at_eos_like_generate():
     check = GenerationCheck.start(spec, 12)
     assert check.reference.tokens[0] == [first]
     row = check.row(runner_decode(cached_runner, spec), PROFILES["fp32"], "toy")
-    assert row["passed"], row
+    assert row.passed, row
 
 
 def test_a_runner_that_cannot_decode_fails_its_row_in_one_line():
@@ -122,7 +122,7 @@ def test_a_runner_that_cannot_decode_fails_its_row_in_one_line():
     parity = StageParity(True, "ref", PROFILES["fp32"], rows=[], batches=1)
     judged = check.judge(parity, broken, PROFILES["fp32"], runtime="toy")
     assert not judged.passed
-    assert judged.rows[-1]["problem"] == "greedy decoding failed: RuntimeError: no kernel for Attention"
+    assert judged.rows[-1].problem == "greedy decoding failed: RuntimeError: no kernel for Attention"
 
 
 def toy_onnx():
@@ -193,5 +193,5 @@ def test_genai_config_runs_in_onnxruntime_genai_like_the_reference(tmp_path):
     for runtime, decode in (("onnxruntime", runner_decode(ort_runner(tmp_path / "model.onnx"), spec)),
                             ("onnxruntime-genai", genai_decode(tmp_path))):
         row = check.row(decode, PROFILES["fp32"], runtime)
-        assert row["passed"], (row.get("problem"), row.get("tokens_matched"))
-        assert row["generation"]["divergences"] == [] and row["max_abs"] < 1e-4
+        assert row.passed, (row.problem, row.tokens_matched)
+        assert row.generation["divergences"] == [] and row.max_abs < 1e-4

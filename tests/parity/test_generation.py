@@ -195,3 +195,15 @@ def test_genai_config_runs_in_onnxruntime_genai_like_the_reference(tmp_path):
         row = check.row(decode, PROFILES["fp32"], runtime)
         assert row.passed, (row.problem, row.tokens_matched)
         assert row.generation["divergences"] == [] and row.max_abs < 1e-4
+
+
+def test_no_top1_on_a_kv_cache_output():
+    """A cache tensor's last axis is head_dim: top-1 over it is meaningless, so it is not measured."""
+    from forgeml.parity.metrics import OutputAccumulator
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(2, 2, 5, 8)).astype(np.float32)
+    for name, has_top1 in (("present.0.key", False), ("logits", True)):
+        acc = OutputAccumulator(name)
+        acc.add(ref, ref + 1e-3, 1e-3)
+        assert ("top1" in acc.row(PROFILES["int4"])) is has_top1, name

@@ -37,3 +37,21 @@ class ParityOptions:
     atol: float | None = None
     rtol: float | None = None
     localize: str = "auto"
+
+
+@dataclass(frozen=True)
+class MlflowOptions:
+    """Log the finished package to MLflow: each artifact as an MLflow model (the onnx flavor for .onnx,
+    a pyfunc wrapper running the file in its own runtime for the others), its signature, the manifest,
+    reports and parity metrics.
+
+    ``tracking_uri``: the tracking server or store (``http://…``, ``sqlite:///…``); None: the active
+    run's, else MLflow's own default (``MLFLOW_TRACKING_URI``). ``experiment``: the experiment a new run
+    goes to (None: MLflow's default). ``register``: a registered model name; the first artifact (in
+    ``targets`` order) becomes a new version of it. ``alias``: an alias set on that version.
+    """
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    register: str | None = None
+    alias: str | None = None

@@ -36,7 +36,7 @@ class StageEvent:
     """What the pipeline tells its caller (the CLI draws progress from these)."""
 
     name: str
-    kind: str  # "converter" | "pass" | "target"
+    kind: str  # "converter" | "pass" | "target" | "publish"
     status: str  # "start" | "done" | "failed"
     seconds: float = 0.0
     passed: bool | None = None
@@ -55,6 +55,7 @@ class Conversion:
     parity: ParityReport
     ir: IRModel
     errors: dict[str, str] = field(default_factory=dict)  # target name → why it failed
+    published: object | None = None  # forgeml.publish.mlflow.log.Published, when logged to MLflow
 
     @property
     def exit_code(self) -> int:
@@ -130,8 +131,29 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     for a in artifacts.values():  # paths now point into the final directory (targets may nest files)
         a.files = [final / f.relative_to(staged.path) for f in a.files]
         a.path = final / a.path.relative_to(staged.path)
-    return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
-                      errors=errors)
+    result = Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
+                        errors=errors)
+    if config.mlflow is not None:  # after the commit: a failure to log loses nothing written
+        result.published = _publish(final, config, on_event)
+    return result
+
+
+def _publish(out_dir: Path, config: PipelineConfig, on_event):
+    """Log the committed package to MLflow, as a stage the caller sees ("publish" kind); a failure is
+    the one ``PublishError`` line, raised after the event."""
+    from forgeml.publish.mlflow import publish
+
+    on_event(StageEvent("mlflow", "publish", "start"))
+    t0 = time.perf_counter()
+    try:
+        published = publish(out_dir, config.mlflow)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{out_dir} is complete; it was not logged to MLflow") from None
+    except ForgeError as e:
+        on_event(StageEvent("mlflow", "publish", "failed", round(time.perf_counter() - t0, 3), False, str(e)))
+        raise
+    on_event(StageEvent("mlflow", "publish", "done", round(time.perf_counter() - t0, 3), None))
+    return published
 
 
 @dataclass

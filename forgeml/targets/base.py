@@ -80,3 +80,24 @@ class Target(Protocol):
 
     def runner(self, artifact: Artifact, ctx: TargetContext) -> tuple[Runner, str]:
         """A runner over the artifact, and the precision to judge it by (None: the IR's)."""
+
+
+def checked(runner: Runner, artifact: Path, package: Path | None = None) -> Runner:
+    """``runner`` guarded by the package's contract: when ``signature.json`` sits in ``package`` (default:
+    the artifact's own directory), every call first checks the input names, dtypes and ranks against it
+    (one InputError line naming the file and the input). Without one (a bare file, or a run still being
+    built) the runner is returned as it is. Attributes the runner carries (``session``, ``latency``,
+    ``iomap``) stay reachable on the guarded one."""
+    from forgeml.formats.signature import contract_beside
+
+    contract = contract_beside(package if package is not None else Path(artifact).parent)
+    if contract is None:
+        return runner
+
+    def run(inputs):
+        contract.check(inputs, artifact)
+        return runner(inputs)
+
+    run.__dict__.update(getattr(runner, "__dict__", {}))
+    run.contract = contract
+    return run

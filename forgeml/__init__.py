@@ -22,7 +22,7 @@ from forgeml.errors import (  # noqa: F401  (public API)
 )
 from forgeml.version import __version__  # noqa: F401
 
-_API = ("convert", "parity", "reproduce", "inspect", "scan", "publish", "ImportOptions", "ParityOptions",
+_API = ("convert", "parity", "reproduce", "inspect", "scan", "publish_mlflow", "ImportOptions", "ParityOptions",
         "QuantizeOptions", "MlflowOptions")
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         convert,
         inspect,
         parity,
-        publish,
+        publish_mlflow,
         reproduce,
         scan,
     )

@@ -48,7 +48,7 @@ def convert(
     Returns a ``Conversion``: ``.ok`` is False when any stage misses its tolerance (the artifacts and
     manifest are still written, so the failure can be read). Raises ``InputError``/``ConversionError``/
     ``PassError`` when there is nothing to write; ``PublishError`` when the package was written but
-    could not be logged to MLflow (``publish`` logs it again).
+    could not be logged to MLflow (``publish_mlflow`` logs it again).
     """
     import tempfile
 
@@ -60,6 +60,10 @@ def convert(
         quantize = QuantizeOptions(quantize)
     if isinstance(mlflow, str):
         mlflow = MlflowOptions(tracking_uri=mlflow)
+    if mlflow is not None:  # before the source is even read: a wrong option fails at once
+        from forgeml.publish.mlflow import check_options
+
+        check_options(mlflow)
     resolved = resolve(model, example_inputs)
     config = build_config(
         targets=targets, passes=passes, quantize=quantize, parity=parity or ParityOptions(),
@@ -71,7 +75,7 @@ def convert(
     return run(resolved, config, Path(out_dir), force=force, on_event=on_event or (lambda e: None))
 
 
-def publish(out_dir: str | Path, mlflow: str | MlflowOptions | None = None):
+def publish_mlflow(out_dir: str | Path, mlflow: str | MlflowOptions | None = None):
     """Log a finished output directory (what ``convert`` wrote) to MLflow, as ``convert(..., mlflow=…)``
     does at the end of a run: for a package converted earlier, or one whose logging failed. Returns a
     ``Published`` (tracking URI, run id, each target's model URI, the registered version)."""

@@ -171,7 +171,8 @@ def convert(
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
+            why = "" if e.kind == "publish" else e.message  # publish raises: its line follows, in flags
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
             return
         mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
@@ -584,7 +585,7 @@ FLAGS = {
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",
     "`TritonConfig.max_batch_size`": "--triton-max-batch", "`passes`": "--passes",
     "`mlflow.tracking_uri`": "--mlflow", "`mlflow.experiment`": "--mlflow-experiment",
-    "`mlflow.register`": "--register", "`mlflow.alias`": "--alias", "`publish`": "forgeml publish",
+    "`mlflow.register`": "--register", "`mlflow.alias`": "--alias", "`publish_mlflow`": "forgeml publish",
 }
 
 

@@ -29,6 +29,7 @@ def publish(out_dir: Path, options: MlflowOptions):
 
     check_options(options)
     try:
+        _reachable(options.tracking_uri)
         return log_package(Path(out_dir), options)
     except InputError:
         raise
@@ -36,8 +37,22 @@ def publish(out_dir: Path, options: MlflowOptions):
         uri = options.tracking_uri or _default_uri()
         raise PublishError(
             f"MLflow logging to {uri} failed: {first_line(e, with_type=True, root=True)}. The package in {out_dir} "
-            f"is complete; once the tracking server or store answers, log it again with `publish` {out_dir}"
+            f"is complete; once the tracking server or store answers, log it again with `publish_mlflow` {out_dir}"
             + (f" `mlflow.tracking_uri` {uri}" if options.tracking_uri else "")) from e
+
+
+def _reachable(uri: str | None, timeout: float = 5.0) -> None:
+    """An http(s) tracking server that refuses connections fails here in seconds, not after MLflow's
+    retries with backoff (minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+        pass
 
 
 def _default_uri() -> str:

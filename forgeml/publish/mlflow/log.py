@@ -16,6 +16,7 @@ from pathlib import Path
 
 from forgeml.options import MlflowOptions
 from forgeml.publish.mlflow.package import Package, PackagedArtifact, read_package
+from forgeml.publish.mlflow.pyfunc import WHAT
 
 _CODE = Path(__file__).with_name("model_code.py")
 
@@ -37,6 +38,16 @@ class Published:
 
 
 def log_package(out_dir: Path, options: MlflowOptions) -> Published:
+    """Log the package; MLflow's own prints ("Successfully registered …") go to stderr, so stdout stays
+    the caller's (``--json``)."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return _log_package(out_dir, options)
+
+
+def _log_package(out_dir: Path, options: MlflowOptions) -> Published:
     import mlflow
 
     package = read_package(out_dir)
@@ -50,9 +61,8 @@ def log_package(out_dir: Path, options: MlflowOptions) -> Published:
     try:
         if active is None and options.tracking_uri:
             mlflow.set_tracking_uri(options.tracking_uri)
-        if active is None and options.experiment:
-            mlflow.set_experiment(options.experiment)
-        run = active or mlflow.start_run(run_name=f"forgeml {package.source}".strip())
+        run = active or mlflow.start_run(run_name=f"forgeml {package.source}".strip(),
+                                         experiment_id=_experiment_id(mlflow, options))
         try:
             published = _log(mlflow, package, options, run.info.run_id)
         except BaseException:
@@ -64,6 +74,18 @@ def log_package(out_dir: Path, options: MlflowOptions) -> Published:
         return published
     finally:
         _restore_tracking_uri(previous)
+
+
+def _experiment_id(mlflow, options: MlflowOptions) -> str | None:
+    """The experiment of a new run, without touching MLflow's process-wide active experiment:
+    ``experiment`` by name (created when absent); with only a tracking URI, that store's default
+    experiment ("0"), since an experiment the caller activated belongs to another store; else None
+    (MLflow's own choice: the active experiment, MLFLOW_EXPERIMENT_NAME/ID, the default)."""
+    if options.experiment:
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name(options.experiment)
+        return found.experiment_id if found is not None else client.create_experiment(options.experiment)
+    return "0" if options.tracking_uri else None
 
 
 def _log(mlflow, package: Package, options: MlflowOptions, run_id: str) -> Published:
@@ -117,12 +139,17 @@ def _log_model(mlflow, package: Package, artifact: PackagedArtifact, signature, 
     else:
         extra = {f"file{i}": str(f) for i, f in enumerate(artifact.files)}
         file = artifact.path.name
-    return mlflow.pyfunc.log_model(
-        name=artifact.target, python_model=str(_CODE), signature=signature,
-        artifacts={"signature": str(root / "signature.json"), **extra},
-        model_config={"target": artifact.target, "file": file},
-        pip_requirements=requirements + [f"forgeml=={package.forgeml_version}"],
-        registered_model_name=register, tags=tags)
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="forgeml-mlflow-") as tmp:
+        what = Path(tmp) / WHAT  # which target opens which file (not model_config: MLflow logs that as run params)
+        what.write_text(json.dumps({"target": artifact.target, "file": file}))
+        return mlflow.pyfunc.log_model(
+            name=artifact.target, python_model=str(_CODE), signature=signature,
+            artifacts={"signature": str(root / "signature.json"), "forgeml": str(what), **extra},
+            pip_requirements=requirements + [f"forgeml=={package.forgeml_version}"],
+            registered_model_name=register, tags=tags)
 
 
 def _tracking_uri_state():

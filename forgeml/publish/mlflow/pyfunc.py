@@ -13,15 +13,20 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
+WHAT = "forgeml_model.json"  # beside the artifact: {"target": forgeml target name, "file": path under artifacts/}
+
+
 class ArtifactModel(PythonModel):
-    """``model_config``: ``target`` (forgeml target name) and ``file`` (the artifact's path under
-    ``artifacts/``, e.g. ``model.tflite`` or ``model_repository/cnn/config.pbtxt``)."""
+    """Opens the artifact ``forgeml_model.json`` names (``model.tflite``,
+    ``model_repository/cnn/config.pbtxt`` …) with that forgeml target."""
 
     def load_context(self, context):
+        import json
+
         from forgeml.targets import TARGETS
         from forgeml.targets.base import OpenContext
 
-        config = context.model_config or {}
+        config = json.loads(Path(context.artifacts["forgeml"]).read_text())
         root = Path(context.artifacts["signature"]).parent
         target = TARGETS[config["target"]]
         self.opened = target.open(root / config["file"], OpenContext())

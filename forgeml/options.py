@@ -47,8 +47,10 @@ class MlflowOptions:
 
     ``tracking_uri``: the tracking server or store (``http://…``, ``sqlite:///…``); None: the active
     run's, else MLflow's own default (``MLFLOW_TRACKING_URI``). ``experiment``: the experiment a new run
-    goes to (None: MLflow's default). ``register``: a registered model name; the first artifact (in
-    ``targets`` order) becomes a new version of it. ``alias``: an alias set on that version.
+    goes to (None: MLflow's default). ``register``: a registered model name; the first artifact
+    logged as a model (in ``targets`` order) becomes a new version of it. ``alias``: an alias set on that
+    version. Files MLflow could not load on their own (safetensors weights, a TensorRT engine) are logged
+    as run artifacts, not models.
     """
 
     tracking_uri: str | None = None

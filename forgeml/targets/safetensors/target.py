@@ -69,6 +69,7 @@ class SafetensorsTarget:
                       None, converted.example_inputs)
 
     name = "safetensors"
+    opens_alone = False  # open() needs the model the weights belong to (OpenContext.source)
     reads_ir = False  # written from the source's named weights (``ctx.weights``), never from the IR
     Config = None
     filename = "model.safetensors"

@@ -49,7 +49,7 @@ class Contract:
                 raise InputError(f"{name}: input {t.name!r} is {dtype}, expected {t.dtype} ({self.source.name}: "
                                  f"{_spec(t)})")
             rank = np.ndim(value)
-            if rank != len(t.shape):
+            if t.shape and rank != len(t.shape):  # [] is also how an unknown rank is written: not checked
                 raise InputError(f"{name}: input {t.name!r} has rank {rank} (shape {list(np.shape(value))}), "
                                  f"expected rank {len(t.shape)} ({self.source.name}: {_spec(t)})")
 

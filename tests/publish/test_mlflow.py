@@ -143,6 +143,13 @@ def test_sqlite_store_without_a_server(tmp_path):
     sig = info.signature.to_dict()
     assert json.loads(sig["inputs"]) == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [2, 4]},
                                           "name": "x"}]
+    # inside the caller's own run: logged there, and the run stays open (it is the caller's to end)
+    with _tracking(uri), mlflow.start_run() as mine:
+        with pytest.raises(InputError, match="is not the active run's"):
+            forgeml.publish_mlflow(r.out_dir, f"sqlite:///{tmp_path / 'other.db'}")
+        again = forgeml.publish_mlflow(r.out_dir)
+        assert again.run_id == mine.info.run_id and mlflow.active_run().info.run_id == mine.info.run_id
+    assert "onnx" in again.models and client.get_run(mine.info.run_id).data.metrics == run.data.metrics
 
 
 def test_a_logging_failure_is_one_line_and_keeps_the_package(tmp_path, capsys):

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
@@ -27,6 +27,9 @@ from forgeml.parity.inputs import check_inputs, fit_calibration, parity_inputs
 from forgeml.runtime.ort import ort_runner_for_ir
 from forgeml.parity.measure import ParityReport, StageParity, measure, run_reference
 from forgeml.parity.tolerances import profile_for
+
+if TYPE_CHECKING:
+    from forgeml.publish.mlflow.log import Published
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class Conversion:
     parity: ParityReport
     ir: IRModel
     errors: dict[str, str] = field(default_factory=dict)  # target name → why it failed
-    published: object | None = None  # forgeml.publish.mlflow.log.Published, when logged to MLflow
+    published: Published | None = None  # where the package went, when logged to MLflow
 
     @property
     def exit_code(self) -> int:

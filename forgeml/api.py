@@ -63,7 +63,7 @@ def convert(
     if mlflow is not None:  # before the source is even read: a wrong option fails at once
         from forgeml.publish.mlflow import check_options
 
-        check_options(mlflow)
+        check_options(mlflow, tuple(targets))
     resolved = resolve(model, example_inputs)
     config = build_config(
         targets=targets, passes=passes, quantize=quantize, parity=parity or ParityOptions(),

@@ -91,7 +91,7 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
     if mlflow is not None:  # options and the extra checked now, not after the conversion's minutes
         from forgeml.publish.mlflow import check_options
 
-        check_options(mlflow)
+        check_options(mlflow, config.targets)
     return config
 
 

@@ -180,6 +180,8 @@ def test_options_are_checked_before_converting(tmp_path, capsys):
     assert "--alias is empty" in capsys.readouterr().err
     assert main(["convert", src, "-o", str(tmp_path / "o"), "--register", "m"]) == 2
     assert "add --mlflow" in capsys.readouterr().err
+    assert main(["convert", src, "--to", "safetensors", "-o", str(tmp_path / "o"), "--mlflow", "--register", "m"]) == 2
+    assert "none of the --to (safetensors) loads as an MLflow model on its own" in capsys.readouterr().err
     with pytest.raises(InputError, match="`mlflow.alias` names an alias .* give `mlflow.register`"):
         forgeml.convert(src, out_dir=tmp_path / "o", mlflow=forgeml.MlflowOptions(alias="prod"))
     assert not (tmp_path / "o").exists()

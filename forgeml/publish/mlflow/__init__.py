@@ -7,18 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forgeml.errors import InputError, PublishError, first_line, require
+from forgeml.errors import InputError, PublishError, first_line
 from forgeml.options import MlflowOptions
-
-
-def check_options(options: MlflowOptions) -> None:
-    """Before any slow work: the options make sense and the ``mlflow`` extra is installed."""
-    if options.alias and not options.register:
-        raise InputError("`mlflow.alias` names an alias of a registered model version; give `mlflow.register` too")
-    for field, value in (("register", options.register), ("alias", options.alias)):
-        if value is not None and not value.strip():
-            raise InputError(f"`mlflow.{field}` is empty")
-    require("mlflow", "mlflow")
+from forgeml.publish.mlflow.checks import check_options, loadable  # noqa: F401  (re-exported)
 
 
 def publish(out_dir: Path, options: MlflowOptions):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgeml.options import MlflowOptions
+from forgeml.publish.mlflow.checks import check_options, loadable
 from forgeml.publish.mlflow.package import Package, PackagedArtifact, read_package
 from forgeml.publish.mlflow.pyfunc import WHAT
 
@@ -91,25 +92,21 @@ def _experiment_id(mlflow, options: MlflowOptions) -> str | None:
 def _log(mlflow, package: Package, options: MlflowOptions, run_id: str) -> Published:
     from forgeml.publish.mlflow.schema import model_signature
 
+    check_options(options, [a.target for a in package.artifacts])
     mlflow.log_params(package.params)
     mlflow.set_tags({"forgeml.verdict": "PASS" if package.ok else "FAIL", "forgeml.source": package.source})
     if package.metrics:
         mlflow.log_metrics(package.metrics)
     for path in package.reports:
         mlflow.log_artifact(str(path), artifact_path="forgeml")
-    if options.register and not any(_loadable(a.target) for a in package.artifacts):
-        from forgeml.errors import InputError
-
-        raise InputError(f"`mlflow.register` {options.register}: no artifact of {package.root} loads as an MLflow "
-                         f"model on its own ({', '.join(a.target for a in package.artifacts)}); add onnx to `targets`")
     signature = model_signature(package.signature)
     models: dict[str, str] = {}
     registered = version = None
     for artifact in package.artifacts:
-        if not _loadable(artifact.target):  # kept as files under the run: no model MLflow could load
+        if not loadable(artifact.target):  # kept as files under the run: no model MLflow could load
             for f in artifact.files:
-                mlflow.log_artifact(str(f), artifact_path=f"{artifact.target}/"
-                                    + f.parent.relative_to(package.root).as_posix().strip("."))
+                where = f.parent.relative_to(package.root).as_posix()
+                mlflow.log_artifact(str(f), artifact_path=artifact.target + ("" if where == "." else "/" + where))
             continue
         register = options.register if not models else None
         info = _log_model(mlflow, package, artifact, signature, register)
@@ -121,15 +118,6 @@ def _log(mlflow, package: Package, options: MlflowOptions, run_id: str) -> Publi
         mlflow.MlflowClient().set_registered_model_alias(registered, options.alias, version)
         alias_uri = f"models:/{registered}@{options.alias}"
     return Published(mlflow.get_tracking_uri(), run_id, models, registered, version, alias_uri)
-
-
-def _loadable(target_name: str) -> bool:
-    """Whether a file of this target can be loaded back on its own (``open`` with an empty context):
-    not a tensorrt engine (no ``open``), nor safetensors weights (they run inside their source model)."""
-    from forgeml.targets import TARGETS
-
-    target = TARGETS.get(target_name)
-    return target is not None and hasattr(target, "open") and getattr(target, "opens_alone", True)
 
 
 def _log_model(mlflow, package: Package, artifact: PackagedArtifact, signature, register: str | None):

@@ -106,6 +106,14 @@ def convert(
                                               "model_repository/ (default: from SRC)"),
     triton_max_batch: Optional[int] = typer.Option(None, "--triton-max-batch", help="triton target: max_batch_size "
                                                    "when the batch dim is dynamic (default 8)"),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help="log the finished package to MLflow: [URI] of the "
+                                         "tracking server or store (bare --mlflow: MLFLOW_TRACKING_URI / the "
+                                         "active run); needs forgeml[mlflow]"),
+    mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="MLflow experiment for "
+                                                    "the new run"),
+    register: Optional[str] = typer.Option(None, "--register", help="with --mlflow: register the first artifact "
+                                           "as a new version of this registered model"),
+    alias: Optional[str] = typer.Option(None, "--alias", help="with --register: set this alias on the version"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     from forgeml.converters import ImportOptions
@@ -130,6 +138,7 @@ def convert(
                          "--quantize fp16|int8|int8-static|int4")
     target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type,
                                      triton_name, triton_max_batch)
+    mlflow_options = _mlflow_options(mlflow, mlflow_experiment, register, alias)
     # Everything is checked and read before the (slow) import, so a wrong flag or file fails at once;
     # inputs are checked against the model's signature once it is imported.
     config = build_config(
@@ -145,6 +154,7 @@ def convert(
                                      kv_cache=not no_kv_cache),
         target_configs=target_configs,
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+        mlflow=mlflow_options,
     )
     with err.status(f"loading {src} …"):
         resolved = resolve(src)
@@ -166,7 +176,8 @@ def convert(
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
+            why = "" if e.kind == "publish" else e.message  # publish raises: its line follows, in flags
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
             return
         mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
@@ -189,11 +200,57 @@ def convert(
 
     code = exit_code(result.record, fail_on)
     if as_json:
-        print(json.dumps(summary(result.record, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
+        data = summary(result.record, out_dir=str(result.out_dir), fail_on=fail_on)
+        if result.published is not None:
+            data["mlflow"] = result.published.to_json()
+        print(json.dumps(data, indent=2))
     else:
         _print_summary(result, fail_on)
         _print_divergence(result.record)
+        if result.published is not None:
+            _print_published(result.published)
     raise typer.Exit(code)
+
+
+def _mlflow_options(uri: Optional[str], experiment: Optional[str], register: Optional[str], alias: Optional[str]):
+    """--mlflow [URI] and its companions as ``MlflowOptions`` (None without --mlflow)."""
+    from forgeml.errors import InputError
+    from forgeml.options import MlflowOptions
+
+    if uri is None:
+        if experiment or register or alias:
+            raise InputError("--mlflow-experiment, --register and --alias apply to --mlflow; add --mlflow [URI]")
+        return None
+    return MlflowOptions(tracking_uri=uri or None, experiment=experiment, register=register, alias=alias)
+
+
+def _print_published(published) -> None:
+    out = _out()
+    out.print(f"MLflow: run {published.run_id} at {_escape(published.tracking_uri)}; models "
+              + ", ".join(f"{t} {_escape(u)}" for t, u in published.models.items()), soft_wrap=True)
+    if published.registered:
+        out.print(f"MLflow: registered {_escape(published.registered)} version {published.version}"
+                  + (f", loadable as {_escape(published.alias_uri)}" if published.alias_uri else ""), soft_wrap=True)
+
+
+@app.command()
+def publish(out: Path = typer.Argument(..., help="a finished forgeml output directory"),
+            mlflow: str = typer.Option("", "--mlflow", help="tracking URI (default: MLFLOW_TRACKING_URI)"),
+            mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="experiment for the run"),
+            register: Optional[str] = typer.Option(None, "--register", help="register the first artifact as a new "
+                                                   "version of this model"),
+            alias: Optional[str] = typer.Option(None, "--alias", help="with --register: set this alias on it"),
+            as_json: bool = typer.Option(False, "--json", help="print where it went as JSON")):
+    """Log a finished output directory to MLflow (what convert --mlflow does at the end of a run)."""
+    from forgeml.publish.mlflow import publish as log_package
+
+    options = _mlflow_options(mlflow, mlflow_experiment, register, alias)
+    with _err().status(f"logging {out} to MLflow …"):
+        published = log_package(out, options)
+    if as_json:
+        print(json.dumps(published.to_json(), indent=2))
+    else:
+        _print_published(published)
 
 
 def _check_fail_on(fail_on: str) -> None:
@@ -533,6 +590,8 @@ FLAGS = {
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",
     "`TritonConfig.max_batch_size`": "--triton-max-batch", "`passes`": "--passes",
+    "`mlflow.tracking_uri`": "--mlflow", "`mlflow.experiment`": "--mlflow-experiment",
+    "`mlflow.register`": "--register", "`mlflow.alias`": "--alias", "`publish_mlflow`": "forgeml publish",
 }
 
 
@@ -558,13 +617,24 @@ def _interrupted(detail: str) -> None:
     ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
+def _bare_mlflow(args: list[str]) -> list[str]:
+    """``--mlflow`` takes an optional URI: given bare (last, or before another option) it means MLflow's
+    default, written as an empty value so the option parser sees one."""
+    out = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--mlflow" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ForgeErrors become one line and their exit code; --debug shows the traceback."""
     from forgeml.errors import ForgeError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
+    args = _bare_mlflow([a for a in args if a != "--debug"])
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -84,10 +84,12 @@ def _as_decoder(a: Side, b: Side, ctx: LoadContext) -> Side:
 
 
 def opener(path: Path):
-    """The target that opens files of this suffix on their own, or None."""
+    """The target that opens files of this suffix on their own, or None. A target sharing its suffix
+    with a source format (torch-aoti's ``.pt2``) says by ``opens(path)`` whether the file is its own."""
     from forgeml.targets import TARGETS
 
-    return next((t for t in TARGETS.values() if hasattr(t, "open") and path.suffix.lower() in t.suffixes), None)
+    return next((t for t in TARGETS.values() if hasattr(t, "open") and path.suffix.lower() in t.suffixes
+                 and getattr(t, "opens", lambda p: True)(path)), None)
 
 
 def load_side(spec: str, ctx: LoadContext) -> Side:

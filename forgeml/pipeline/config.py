@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 from forgeml.converters import ImportOptions
 from forgeml.errors import InputError
-from forgeml.options import ParityOptions, QuantizeOptions
+from forgeml.options import MlflowOptions, ParityOptions, QuantizeOptions
 from forgeml.parity.tolerances import Tolerance
 from forgeml.passes import ForgePass
 from forgeml.runtime import InputSet
@@ -48,12 +48,13 @@ class PipelineConfig:
     localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
     generate_tokens: int = 32  # greedy tokens per prompt for a KV-cache decoder's generation parity
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
+    mlflow: MlflowOptions | None = None  # log the committed package to MLflow (``forgeml.publish``)
 
 
 def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
                  quantize: QuantizeOptions | None = None, parity: ParityOptions = ParityOptions(),
                  import_options: ImportOptions = ImportOptions(), target_configs: Mapping[str, object] | None = None,
-                 command: str = "") -> PipelineConfig:
+                 command: str = "", mlflow: MlflowOptions | None = None) -> PipelineConfig:
     """The one place that turns the caller's options (``forgeml.convert``'s option objects, which the CLI
     builds from its flags) into a ``PipelineConfig``: pass names into passes, ``quantize`` into its passes,
     budgets into tolerance overrides, with the checks both front ends need. Messages name options by
@@ -89,8 +90,12 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_top1=None if q is None else q.min_top1)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration),
         target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
-        generate_tokens=parity.generate_tokens)
+        generate_tokens=parity.generate_tokens, mlflow=mlflow)
     check_config(config)
+    if mlflow is not None:  # options and the extra checked now, not after the conversion's minutes
+        from forgeml.publish.mlflow import check_options
+
+        check_options(mlflow, config.targets)
     return config
 
 

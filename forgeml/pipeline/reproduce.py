@@ -22,7 +22,9 @@ from forgeml.errors import InputError
 
 log = logging.getLogger(__name__)
 
-_DROP_WITH_VALUE = {"-o", "--out", "--report"}
+# Side effects a rerun must not repeat: outputs elsewhere, and logging to MLflow (a second run, a second
+# registered version).
+_DROP_WITH_VALUE = {"-o", "--out", "--report", "--mlflow", "--mlflow-experiment", "--register", "--alias"}
 
 
 def _rewrite_argv(argv: list[str], out_dir: Path) -> list[str]:
@@ -35,7 +37,7 @@ def _rewrite_argv(argv: list[str], out_dir: Path) -> list[str]:
         if a in _DROP_WITH_VALUE:
             skip = True
             continue
-        if a.startswith(("--out=", "--report=")) or (a.startswith("-o") and len(a) > 2 and not a.startswith("--")):
+        if a.startswith(("--out=", "--report=", "--mlflow=", "--mlflow-experiment=", "--register=", "--alias=")) or (a.startswith("-o") and len(a) > 2 and not a.startswith("--")):
             continue
         if a == "--force":
             continue

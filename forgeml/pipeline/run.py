@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
@@ -33,6 +33,9 @@ from forgeml.parity.measure import ParityReport, ParityRow, StageParity, measure
 from forgeml.parity.tolerances import profile_for
 from forgeml.parity.generation import GenerationCheck
 
+if TYPE_CHECKING:
+    from forgeml.publish.mlflow.log import Published
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +44,7 @@ class StageEvent:
     """What the pipeline tells its caller (the CLI draws progress from these)."""
 
     name: str
-    kind: str  # "converter" | "pass" | "target"
+    kind: str  # "converter" | "pass" | "target" | "publish"
     status: str  # "start" | "done" | "failed"
     seconds: float = 0.0
     passed: bool | None = None
@@ -61,6 +64,7 @@ class Conversion:
     parity: ParityReport
     ir: IRModel
     errors: dict[str, str] = field(default_factory=dict)  # target name → why it failed
+    published: Published | None = None  # where the package went, when logged to MLflow
 
     @property
     def manifest(self) -> dict:
@@ -140,8 +144,29 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     for a in artifacts.values():  # paths now point into the final directory (targets may nest files)
         a.files = [final / f.relative_to(staged.path) for f in a.files]
         a.path = final / a.path.relative_to(staged.path)
-    return Conversion(ok=ok, out_dir=final, record=manifest, artifacts=artifacts, parity=state.report, ir=ir,
-                      errors=errors)
+    result = Conversion(ok=ok, out_dir=final, record=manifest, artifacts=artifacts, parity=state.report, ir=ir,
+                        errors=errors)
+    if config.mlflow is not None:  # after the commit: a failure to log loses nothing written
+        result.published = _publish(final, config, on_event)
+    return result
+
+
+def _publish(out_dir: Path, config: PipelineConfig, on_event):
+    """Log the committed package to MLflow, as a stage the caller sees ("publish" kind); a failure is
+    the one ``PublishError`` line, raised after the event."""
+    from forgeml.publish.mlflow import publish
+
+    on_event(StageEvent("mlflow", "publish", "start"))
+    t0 = time.perf_counter()
+    try:
+        published = publish(out_dir, config.mlflow)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{out_dir} is complete; it was not logged to MLflow") from None
+    except ForgeError as e:
+        on_event(StageEvent("mlflow", "publish", "failed", round(time.perf_counter() - t0, 3), False, str(e)))
+        raise
+    on_event(StageEvent("mlflow", "publish", "done", round(time.perf_counter() - t0, 3), None))
+    return published
 
 
 @dataclass

@@ -346,3 +346,28 @@ def test_tensor_writer_reports_progress(sources, tmp_path):
     n = artifact.metadata["tensors"]
     assert n > 1 and seen[-1] == (n, n)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and {t for _, t in seen} == {n}
+
+
+def test_signature_json_beside_the_file_checks_the_inputs(sources, tmp_path):
+    """In a package (signature.json beside it) a wrong token dtype or rank is one line before llama.cpp
+    sees it; the right inputs still run."""
+    from forgeml.errors import InputError
+    from forgeml.fileio import write_json_atomic
+    from forgeml.ir import Signature, TensorSpec
+    from forgeml.report.signature import signature_record
+    from forgeml.targets.base import OpenContext
+
+    _, src = sources["tiny-llama"]
+    artifact, _ = _run(src, "f16", tmp_path)
+    ids = src.example["input_ids"]
+    sig = Signature((TensorSpec("input_ids", ("batch", "sequence"), ids.dtype.name),),
+                    (TensorSpec("logits", ("batch", "sequence", "vocab"), "float32"),))
+    write_json_atomic(tmp_path / "signature.json", signature_record(sig))
+    run = TARGETS["gguf"].open(artifact.path, OpenContext()).runner
+    assert run({"input_ids": ids})["logits"].shape[-2] == ids.shape[-1]
+    other = np.int32 if ids.dtype != np.int32 else np.int64
+    with pytest.raises(InputError, match=rf"model.gguf: input 'input_ids' is {np.dtype(other).name}, expected "
+                                         rf"{ids.dtype.name}"):
+        run({"input_ids": ids.astype(other)})
+    with pytest.raises(InputError, match="model.gguf: input 'input_ids' has rank 1"):
+        run({"input_ids": ids.reshape(-1)})

@@ -39,6 +39,42 @@ def test_zoo_compiles_and_matches_torch(tmp_path, name):
     assert stage["metadata"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert (tmp_path / "out" / "model.pt2").stat().st_size > 0
     assert r.manifest["artifacts"]["torch-aoti"]["path"] == "model.pt2"
+    if name == "cnn":
+        _check_contract(tmp_path / "out", r)
+
+
+def _check_contract(out, r):
+    """The package opened on its own (as `forgeml parity` and the MLflow wrapper do): names from the
+    signature.json beside it, the same outputs as the run's, and a wrong dtype or rank refused in one
+    line before the fresh process starts."""
+    from forgeml.errors import InputError
+    from forgeml.pipeline.compare import opener
+    from forgeml.targets.base import OpenContext
+
+    target = opener(out / "model.pt2")
+    assert target is not None and target.name == "torch-aoti"
+    run = target.open(out / "model.pt2", OpenContext()).runner
+    x = r.ir.signature.inputs[0]
+    example = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 2 for d in x.shape]).astype(np.float32)
+    got = run({x.name: example})
+    want = run_package(out / "model.pt2", [{x.name: example}], [x.name], r.ir.signature.output_names, "cpu")[0]
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    with pytest.raises(InputError, match=f"model.pt2: input '{x.name}' is float64, expected float32"):
+        run({x.name: example.astype(np.float64)})
+    with pytest.raises(InputError, match=f"model.pt2: input '{x.name}' has rank"):
+        run({x.name: example[0]})
+
+
+def test_a_torch_export_archive_is_a_source_not_an_aoti_package(tmp_path):
+    """Both are .pt2 zips: only a package with compiled code is opened as torch-aoti's artifact."""
+    import torch
+
+    from forgeml.pipeline.compare import opener
+
+    ep = torch.export.export(torch.nn.Linear(3, 2).eval(), (torch.zeros(1, 3),))
+    torch.export.save(ep, tmp_path / "m.pt2")
+    assert opener(tmp_path / "m.pt2") is None
 
 
 def test_onnx_source_is_refused_and_other_targets_complete(tmp_path):

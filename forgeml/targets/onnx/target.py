@@ -12,7 +12,7 @@ import numpy as np
 
 from forgeml.errors import TargetError
 from forgeml.fileio import write_bytes_atomic
-from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 from forgeml.runtime.ort import PROTOBUF_LIMIT, weight_bytes
 
 
@@ -74,7 +74,7 @@ class OnnxTarget:
     def runner(self, artifact: Artifact, ctx: TargetContext):
         from forgeml.runtime.ort import ort_runner
 
-        return ort_runner(artifact.path), None
+        return checked(ort_runner(artifact.path), artifact.path), None
 
 
 def _ort_version() -> str:
@@ -144,4 +144,4 @@ def open_onnx(path: Path) -> Opened:
     proto = onnx_file.load(path, external=False)  # onnxruntime reads the (checked) external data itself
     meta = {p.key: p.value for p in proto.metadata_props}
     sig = file_signature(proto, path)
-    return Opened(ort_runner(path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))
+    return Opened(checked(ort_runner(path), path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

@@ -29,7 +29,7 @@ import numpy as np
 
 from forgeml.errors import TargetError, first_line
 from forgeml.runtime.heartbeat import heartbeat
-from forgeml.targets.base import Artifact, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 
 _WORKER = "forgeml.targets.torch_aoti.worker"
 _LOAD_TIMEOUT_S = 600
@@ -88,6 +88,34 @@ class TorchAOTITarget:
         runtime = f"torch {torch.__version__.split('+')[0]} AOTInductor ({device}, fresh process)"
         return Artifact(self.name, path, [path], runtime=runtime, metadata=meta)
 
+    def opens(self, path: Path) -> bool:
+        """A ``.pt2`` is this target's only when it holds compiled code (``data/aotinductor/``): a
+        ``torch.export`` archive has the same suffix and is a source, not an artifact."""
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any("data/aotinductor/" in n for n in z.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return False
+
+    def open(self, path: Path, ctx: OpenContext) -> Opened:
+        """The package in a fresh process (CPU); the names come from the signature.json beside it, since
+        the package does not carry them."""
+        from forgeml.errors import InputError
+        from forgeml.formats.signature import contract_beside
+
+        contract = contract_beside(Path(path).parent)
+        if contract is None:
+            raise InputError(f"{path}: an AOTInductor package does not name its inputs and outputs; keep the "
+                             "signature.json forgeml wrote beside it")
+        names, outputs = [t.name for t in contract.inputs], list(contract.outputs)
+
+        def run(inputs):
+            return run_package(Path(path), [inputs], names, outputs, "cpu")[0]
+
+        return Opened(checked(run, Path(path)), None, "torch AOTInductor (cpu, fresh process)", "fp32")
+
     def runner(self, artifact: Artifact, ctx: TargetContext):
         """Outputs for every parity input computed up front in one fresh process, then served by content."""
         device = artifact.metadata.get("device", "cpu")
@@ -101,7 +129,8 @@ class TorchAOTITarget:
                 cache[_key(inputs, names)] = got
 
         first = _key(ctx.input_sets[0], names) if ctx.input_sets else None
-        return PackageRunner(artifact.path, names, outputs, device, cache, timing.get("seconds"), first), "fp32"
+        return checked(PackageRunner(artifact.path, names, outputs, device, cache, timing.get("seconds"), first),
+                       artifact.path), "fp32"
 
 
 class PackageRunner:

@@ -3,7 +3,8 @@
 The id (``mlp.onnx.int8``) names the job's folder under OUT, so it must not change between runs of the
 same file; the input hash (the job's options, forgeml's version, and the bytes of every file it reads)
 is what ``--resume`` compares, so an edited model or calibration set reruns its jobs and nothing else.
-``zoo:`` and ``python:`` sources are hashed by their name: their code is forgeml's or the caller's.
+``zoo:`` and ``python:module:function`` sources are hashed by their name (their code is forgeml's or an
+installed package's); ``python:file.py:function`` also by the file's bytes.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def _options(m: ModelEntry) -> dict:
 
 def _files_of(m: ModelEntry) -> list[str]:
     out = [] if m.src.startswith(("zoo:", "python:")) else [m.src]
+    module = m.src.split(":")[1] if m.src.startswith("python:") and m.src.count(":") == 2 else ""
+    if module.endswith(".py") and Path(module).is_file():  # python:path/to/file.py:function: its code is an input
+        out.append(module)
     out += list(m.inputs)
     if m.calibration:
         out.append(m.calibration)

@@ -313,6 +313,9 @@ def _model(path: Path, data, index: int, line: int, defaults: dict, known_target
     src = r.get("src", str).strip()
     if not (src.startswith("zoo:") or src.startswith("python:")):
         src = r.file("src", src, base)
+    elif src.startswith("python:") and src.count(":") == 2 and src.split(":")[1].endswith(".py"):
+        _, module, function = src.split(":")  # python:file.py:function, the file relative to the job file
+        src = f"python:{r.file('src', module, base)}:{function}"
     targets = r.words("targets", defaults["targets"])
     quantize = r.words("quantize", defaults["quantize"])
     _check_words(r, "targets", targets, known_targets, "target")

@@ -13,7 +13,7 @@ another node does not share the driver's working directory (it must share the pa
     retries: 2                          # infrastructure failures only (worker or node lost, OOM kill)
     parity_batches: 3
     models:
-      - src: zoo:mlp
+      - zoo:mlp                         # a source alone: the defaults above
       - src: models/net.onnx            # any SRC kind forgeml convert takes
         name: net
         quantize: [int8-static]
@@ -306,6 +306,9 @@ def _default_name(src: str) -> str:
 
 
 def _model(path: Path, data, index: int, line: int, defaults: dict, known_targets, known_modes) -> ModelEntry:
+    if isinstance(data, str):  # "- zoo:mlp": a source with the defaults
+        data = _Map(src=data)
+        data.line, data.lines = line, {"src": line}
     r = _Reader(path, data, f"models[{index}]", MODEL_KEYS, line)
     base = path.parent
     if not r.has("src"):

@@ -140,7 +140,7 @@ def test_expansion_ids_resources_and_input_hashes(tmp_path):
         resources: {num_cpus: 1, memory: 512MiB}
         target_resources: {tensorrt: {num_gpus: 1, custom: {tensorrt: 1}}}
         models:
-          - src: zoo:mlp
+          - zoo:mlp
           - src: zoo:cnn
             name: vision
             targets: [onnx, tensorrt]

@@ -24,16 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# (zoo model, targets, quantize modes): 3×2×4 + 2×4 + 4 + 2×2 = 40 jobs
+# (zoo model, targets, quantize modes): 3×2×4 + 2×4 + 4×2 = 40 jobs
 MATRIX = [
     ("mlp", ["onnx", "safetensors"], ["none", "fp16", "int8", "int4"]),
     ("cnn", ["onnx", "safetensors"], ["none", "fp16", "int8", "int4"]),
     ("transformer", ["onnx", "safetensors"], ["none", "fp16", "int8", "int4"]),
-    ("sk_iris", ["onnx"], ["none", "fp16", "int8", "int4"]),
-    ("sk_digits", ["onnx"], ["none", "fp16", "int8", "int4"]),
     ("keras_cnn", ["onnx"], ["none", "fp16", "int8", "int4"]),
-    ("sk_diabetes", ["onnx"], ["none", "int8"]),
-    ("sk_breast_cancer", ["onnx"], ["none", "int8"]),
+    ("keras_two_inputs", ["onnx"], ["none", "fp16", "int8", "int4"]),
+    ("sk_iris", ["onnx"], ["none", "fp16"]),
+    ("sk_digits", ["onnx"], ["none", "fp16"]),
+    ("sk_diabetes", ["onnx"], ["none", "fp16"]),
+    ("sk_breast_cancer", ["onnx"], ["none", "fp16"]),
 ]
 QUICK = [("mlp", ["onnx", "safetensors"], ["none", "int8"]), ("cnn", ["onnx"], ["none", "int8"]),
          ("sk_iris", ["onnx"], ["none", "int8"])]

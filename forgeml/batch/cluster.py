@@ -1,5 +1,6 @@
 """Where the jobs run: ``none`` (this process), ``local`` (a Ray instance started inside this process and
-torn down at exit), ``auto`` (the cluster ``RAY_ADDRESS`` names) or ``ray://HOST:PORT`` / ``HOST:PORT``.
+torn down at exit), ``auto`` (the cluster ``RAY_ADDRESS`` names; ``local`` when it is unset) or
+``ray://HOST:PORT`` / ``HOST:PORT``.
 
 The embedded instance is sized for a shared machine: no dashboard, no usage stats, a 128 MiB object
 store (jobs return records of a few hundred bytes; artifacts stay in OUT), logs and sockets in a temp
@@ -76,6 +77,8 @@ def connect(cluster: str, out: Path) -> Iterator[Cluster]:
     except ImportError as e:
         raise missing_extra("ray", "batch") from e
     temp = None
+    if cluster == "auto" and not os.environ.get("RAY_ADDRESS", "").strip():
+        cluster = "local"  # auto joins RAY_ADDRESS when it is set; else the embedded instance
     if cluster == "local":
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         temp = _temp_dir(out)
@@ -83,12 +86,7 @@ def connect(cluster: str, out: Path) -> Iterator[Cluster]:
                       object_store_memory=OBJECT_STORE_BYTES, _temp_dir=str(temp))
         address = "local"
     else:
-        address = cluster
-        if cluster == "auto":
-            address = os.environ.get("RAY_ADDRESS", "").strip()
-            if not address:
-                raise InputError("`BatchOptions.cluster` auto: RAY_ADDRESS is not set; set it to the cluster's "
-                                 "address (HOST:PORT), or use local")
+        address = os.environ["RAY_ADDRESS"].strip() if cluster == "auto" else cluster
         kwargs = dict(address=address)
     try:
         import logging

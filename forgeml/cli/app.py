@@ -485,7 +485,8 @@ def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .jobl
 def batch(
     jobs: Path = typer.Argument(..., help="YAML job file: models × targets × quantize modes (README: Batch)"),
     cluster: str = typer.Option("local", "--cluster", help="local: Ray started inside this process | auto: the "
-                                "cluster RAY_ADDRESS names | none: no Ray, one job at a time | ray://HOST:PORT"),
+                                "cluster RAY_ADDRESS names (local when unset) | none: no Ray, one job at a time | "
+                                "ray://HOST:PORT"),
     out: Path = typer.Option(Path("batch-out"), "--out", "-o", help="output directory, reachable from every node"),
     resume: bool = typer.Option(False, "--resume", help="keep the jobs of an earlier run into OUT that passed "
                                 "with unchanged inputs; run the rest"),
@@ -532,7 +533,8 @@ def batch(
         o = _out()
         o.print(table(result))
         shown = ", ".join(f"{n} {v}" for v, n in s["counts"].items() if n)
-        o.print(f"{len(result.records)} jobs: {shown} in {s['seconds']:.1f} s  "
+        o.print(f"{len(result.records)} jobs: {shown} in {s['seconds']:.1f} s on {s['cluster']['kind']} Ray "
+                f"({len(s['cluster']['nodes'])} node(s))  "
                 f"({escape(str(result.out_dir))}/summary.html, summary.md, summary.json, junit.xml)")
     raise typer.Exit(result.exit_code)
 

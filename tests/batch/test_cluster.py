@@ -66,15 +66,15 @@ def two_nodes():
     root = Path(tempfile.mkdtemp(prefix="fgt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]))
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()
     procs = []
     try:
         procs.append(_start(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                             f"--dashboard-port={_free_port()}", f"--ray-client-server-port={_free_port()}"],
+                             f"--dashboard-port={_free_port()}", f"--ray-client-server-port={client_port}"],
                             root / "h", env))
         procs.append(_start([f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"tensorrt": 1}'],
                             root / "n", env))
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -117,7 +117,7 @@ models:
     name: huge
     resources: {{num_cpus: 8}}
 """)
-    monkeypatch.setenv("RAY_ADDRESS", two_nodes)
+    monkeypatch.setenv("RAY_ADDRESS", two_nodes[0])
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     out = tmp_path / "out"
     killed: list[int] = []
@@ -144,3 +144,15 @@ models:
     huge = by_id["huge.onnx.fp32"]  # reported at once, never queued
     assert huge.verdict == "UNSCHEDULABLE" and "CPU 8 (the most any node has is 1)" in huge.message
     assert result.exit_code == 2
+
+
+def test_a_ray_client_address_runs_the_same_jobs(two_nodes, tmp_path, monkeypatch):
+    """--cluster ray://HOST:PORT: the driver talks to the cluster through Ray Client."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("parity_batches: 1\nmodels:\n  - src: zoo:mlp\n    resources: {custom: {tensorrt: 1}}\n")
+    result = run_batch(jobs, tmp_path / "out", BatchOptions(cluster=two_nodes[1]))
+    nodes = result.summary["cluster"]["nodes"]
+    (rec,) = result.records
+    assert rec.verdict == "PASS" and rec.node_id == next(n["id"] for n in nodes if n["resources"].get("tensorrt"))
+    assert result.summary["cluster"]["address"] == two_nodes[1]

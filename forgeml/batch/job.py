@@ -41,8 +41,15 @@ def run_job(job: Job, out: str, attempt: int = 1, threads: int | None = None, no
             import torch
 
             torch.set_num_threads(threads)
-        running_path(root, job.id).write_text(json.dumps({**where, "attempt": attempt, "started": time.time()}))
-        rec = _convert(job, root)
+        try:
+            running_path(root, job.id).write_text(json.dumps({**where, "attempt": attempt, "started": time.time()}))
+        except OSError as e:  # a node that does not see OUT: say so, not a FileNotFoundError from Ray
+            rec = JobRecord(id=job.id, model=job.model.name, src=job.model.src, target=job.target,
+                            precision=job.precision, input_hash=job.input_hash, verdict="ERROR",
+                            message=f"output {out} cannot be written from host {where['host']} ({e.strerror}); "
+                                    "OUT must be a path every node reaches")
+        else:
+            rec = _convert(job, root)
     rec.seconds = round(time.monotonic() - t0, 3)
     rec.attempts = attempt
     rec.node_id, rec.host, rec.pid = where["node_id"], where["host"], where["pid"]

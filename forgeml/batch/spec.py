@@ -164,7 +164,7 @@ def _read_yaml(path: Path):
     try:
         import yaml
     except ImportError as e:
-        raise missing_extra("yaml", "batch") from e
+        raise missing_extra("pyyaml", "batch") from e
     require_file(path, what="job file")
     try:
         text = path.read_text(encoding="utf-8")

@@ -43,6 +43,10 @@ ALLOWED = {
                             "forgeml.runtime", "forgeml.parity", "forgeml.passes", "forgeml.converters",
                             "forgeml.targets", "forgeml.report", "forgeml.pipeline", "forgeml.options",
                             "forgeml.version", "forgeml.manifest", "forgeml.publish"},
+    # batch runs forgeml.api's convert as jobs; nothing but the CLI imports it
+    "forgeml.batch": _BASE | {"forgeml.api", "forgeml.options", "forgeml.converters", "forgeml.parity",
+                              "forgeml.passes", "forgeml.targets", "forgeml.report", "forgeml.runtime",
+                              "forgeml.fileio", "forgeml.version", "forgeml.manifest"},
 }
 UI_LIBRARIES = {"typer", "rich", "click"}
 

@@ -543,6 +543,64 @@ def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .jobl
     raise typer.Exit(0 if report.clean else 1)
 
 
+@app.command()
+def batch(
+    jobs: Path = typer.Argument(..., help="YAML job file: models × targets × quantize modes (README: Batch)"),
+    cluster: str = typer.Option("local", "--cluster", help="local: Ray started inside this process | auto: the "
+                                "cluster RAY_ADDRESS names (local when unset) | none: no Ray, one job at a time | "
+                                "ray://HOST:PORT"),
+    out: Path = typer.Option(Path("batch-out"), "--out", "-o", help="output directory, reachable from every node"),
+    resume: bool = typer.Option(False, "--resume", help="keep the jobs of an earlier run into OUT that passed "
+                                "with unchanged inputs; run the rest"),
+    force: bool = typer.Option(False, "--force", help="discard an earlier run into OUT"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="at most N jobs at once "
+                                               "(default: as many as the cluster's resources allow)"),
+    as_json: bool = typer.Option(False, "--json", help="print summary.json's counts and verdicts on stdout"),
+):
+    """Run many conversions as Ray tasks and summarize them. Exit 0 all passed, 1 a parity failure (or a job
+    lost with its worker), 2 a bad job file, or a job that could not be converted or scheduled."""
+    from rich.markup import escape
+
+    from forgeml.batch import BatchOptions, run_batch
+    from forgeml.cli.batch import BatchBar, job_line, table
+    from forgeml.cli.progress import bar_wanted
+
+    err = _err()
+    bar = BatchBar() if bar_wanted(as_json) else None
+    status = err.status("starting …") if bar is not None else None
+
+    def on_event(e):
+        if e.kind == "done" and not as_json:
+            err.print(job_line(e.record), soft_wrap=True)
+        elif e.kind == "retry" and not as_json:
+            err.print(f"  [yellow]↻[/] {escape(e.message)}", soft_wrap=True)
+        if status is not None:
+            status.update(escape(bar.render(e)))
+
+    if status is not None:
+        status.start()
+    try:
+        result = run_batch(jobs, out, BatchOptions(cluster=cluster, max_parallel=max_parallel, resume=resume,
+                                                   force=force), on_event=on_event)
+    except KeyboardInterrupt:
+        raise _Interrupted(f"finished jobs are recorded in {out}/records; --resume continues") from None
+    finally:
+        if status is not None:
+            status.stop()
+    s = result.summary
+    if as_json:
+        print(json.dumps({k: s[k] for k in ("exit_code", "counts", "out_dir", "seconds")} |
+                         {"jobs": {j["id"]: j["verdict"] for j in s["jobs"]}}, indent=2))
+    else:
+        o = _out()
+        o.print(table(result))
+        shown = ", ".join(f"{n} {v}" for v, n in s["counts"].items() if n)
+        o.print(f"{len(result.records)} jobs: {shown} in {s['seconds']:.1f} s on {s['cluster']['kind']} Ray "
+                f"({len(s['cluster']['nodes'])} node(s))  "
+                f"({escape(str(result.out_dir))}/summary.html, summary.md, summary.json, junit.xml)")
+    raise typer.Exit(result.exit_code)
+
+
 @zoo_app.command("list")
 def zoo_list():
     """The built-in models."""
@@ -592,6 +650,8 @@ FLAGS = {
     "`TritonConfig.max_batch_size`": "--triton-max-batch", "`passes`": "--passes",
     "`mlflow.tracking_uri`": "--mlflow", "`mlflow.experiment`": "--mlflow-experiment",
     "`mlflow.register`": "--register", "`mlflow.alias`": "--alias", "`publish_mlflow`": "forgeml publish",
+    "`BatchOptions.cluster`": "--cluster", "`BatchOptions.max_parallel`": "--max-parallel",
+    "`BatchOptions.resume`": "--resume", "`BatchOptions.force`": "--force",
 }
 
 

@@ -28,7 +28,7 @@ def bar_wanted(as_json: bool, stream=None, env: Mapping[str, str] | None = None)
         return False
 
 
-def _clock_text(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -62,14 +62,14 @@ class ProgressText:
         if now - began < self._delay or total < 0:
             return None
         if total == 0:  # no count known (a compiler call): a clock, not a bar
-            return f"[{'·' * WIDTH}] {_clock_text(done)} elapsed"
+            return f"[{'·' * WIDTH}] {clock_text(done)} elapsed"
         done = min(done, total)
         filled = int(WIDTH * done / total)
         bar = "█" * filled + "░" * (WIDTH - filled)
         if done >= total:
-            eta = f"took {_clock_text(elapsed)}"
+            eta = f"took {clock_text(elapsed)}"
         elif done > self._d0:
-            eta = "ETA " + _clock_text((total - done) * elapsed / (done - self._d0))
+            eta = "ETA " + clock_text((total - done) * elapsed / (done - self._d0))
         else:
             eta = "ETA –"
         return f"[{bar}] {done}/{total} {eta}"

@@ -45,6 +45,9 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # a failing kernel's ERROR log repeats the exception forgeml reports in one line
+    threads = intra_op_threads()
+    if threads:
+        opts.intra_op_num_threads = threads
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     what = model if isinstance(model, bytes) else str(Path(model))
@@ -54,6 +57,13 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
         first = first_line(e)
         raise TargetError(f"onnxruntime could not load the model: {first}") from e
     return OrtRunner(session)
+
+
+def intra_op_threads() -> int | None:
+    """``FORGEML_THREADS``: onnxruntime's intra-op pool size, which (unlike torch) it reads from no
+    environment variable; set by ``forgeml batch`` from each task's CPUs. None: onnxruntime's default."""
+    value = os.environ.get("FORGEML_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 PROTOBUF_LIMIT = 2**31 - 1

@@ -29,8 +29,7 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     try:
         session = ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises several unrelated exception types
-        first = first_line(e)
-        raise TargetError(f"onnxruntime could not load the model: {first}") from e
+        raise TargetError(f"onnxruntime could not load the model: {ort_message(e)}") from e
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
 
@@ -42,12 +41,26 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
         try:
             values = session.run(output_names, feeds)
         except Exception as e:
-            first = first_line(e)
-            raise TargetError(f"onnxruntime failed to run the model: {first}") from e
+            raise TargetError(f"onnxruntime failed to run the model: {ort_message(e)}") from e
         return dict(zip(output_names, values))
 
     run.session = session  # for inspection and benchmarks
     return run
+
+
+def ort_message(e: BaseException) -> str:
+    """onnxruntime's error in one line, with the part a reader needs kept: its kernel failures end
+    in "Status Message: /onnxruntime_src/<file>.cc:52 virtual <C++ signature> const <the reason>",
+    and the reason is what a 300-character cut would drop."""
+    import re
+
+    line = first_line(e)
+    m = re.search(r"Status Message: (?:\S+:\d+ )?(?:.*?\) const )?(.+)", " ".join(str(e).split()))
+    if m:
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", line)
+        where = f"{node.group(1)} node {node.group(2)!r}: " if node else ""
+        return (where + m.group(1))[:300]
+    return line
 
 
 PROTOBUF_LIMIT = 2**31 - 1

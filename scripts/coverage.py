@@ -1,0 +1,250 @@
+"""Regenerate ``docs/coverage.md``: what forgeml does with models nobody on the project wrote.
+
+    PYTHONPATH=. python scripts/coverage.py [--extra DIR] [--only models|nodes] [--routes onnx,tflite]
+                                            [--match TEXT] [--fresh] [--jobs 2]
+
+Two sweeps, both offline:
+- **outside architectures** (``scripts/coverage_archs.py``): torchvision, timm, transformers models
+  built from configs, keras.applications with ``weights=None``, and trained models shipped inside PyPI
+  wheels, each through ``--to onnx`` (fp32), int8 and tflite (``scripts/coverage_models.py``, one
+  process per architecture and route, with a time limit);
+- **ONNX's node conformance cases** (``scripts/coverage_nodes.py``), counted as converted / refused
+  with a reason / wrong numbers / crashed.
+
+Results are kept in ``docs/coverage.json``; a rerun redoes only what is missing (``--fresh`` redoes
+everything, ``--match`` only the architectures whose name contains TEXT) and rewrites the page from
+the whole file. ``--extra`` is a folder holding torchvision and timm (``pip install --no-deps
+--target DIR torchvision==0.28.0 timm==1.0.31``; never the project's venv) and ``wheels/`` with the
+wheels named in ``coverage_archs.WHEELS`` (``pip download --no-deps``); whatever is missing there is
+listed as not run, with the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from coverage_archs import ARCHS, NEEDS  # noqa: E402
+
+ROUTES = {"onnx": ("onnx", "int8"), "tflite": ("tflite",)}
+TIME_LIMIT = {"onnx": 600, "tflite": 900}
+
+
+def _have(extra: Path, module: str) -> bool:
+    import importlib.util
+
+    if (extra / module).is_dir():
+        return True
+    return module not in ("torchvision", "timm") and importlib.util.find_spec(module) is not None
+
+
+def sweep_models(results: dict, extra: Path, routes: list[str], match: str, fresh: bool, jobs: int) -> None:
+    """Each architecture and route in its own process, ``jobs`` at a time; rows are saved as they land."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    models = results.setdefault("models", {})
+    todo = []
+    for arch in ARCHS:
+        if match and match.lower() not in arch.name.lower():
+            continue
+        row = models.setdefault(arch.name, {"source": arch.source, "kind": arch.kind})
+        missing = [m for m in NEEDS[arch.source] if not _have(extra, m)]
+        for route in routes:
+            keys = ROUTES[route]
+            if not fresh and all(k in row and not row[k].startswith("not run") for k in keys):
+                continue
+            if missing:
+                for k in keys:
+                    row[k] = f"not run: {', '.join(missing)} not installed (see scripts/coverage.py)"
+                continue
+            todo.append((arch, route))
+
+    def one(item):
+        arch, route = item
+        keys = ROUTES[route]
+        with tempfile.TemporaryDirectory(prefix="cov-") as tmp:
+            dest = Path(tmp) / "r.json"
+            cmd = [sys.executable, str(HERE / "coverage_models.py"), arch.name, route, str(dest), str(extra)]
+            env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
+            t0 = time.perf_counter()
+            try:
+                p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIME_LIMIT[route])
+                got = json.loads(dest.read_text()) if dest.exists() else None
+                if got is None:
+                    tail = (p.stderr.strip().splitlines() or ["no output"])[-1][:200]
+                    got = {k: f"crash: the process exited {p.returncode} ({tail})" for k in keys}
+            except subprocess.TimeoutExpired:
+                got = {k: f"not run: no result within {TIME_LIMIT[route]} s" for k in keys}
+        got.pop("seconds", None)
+        got[f"{route}_seconds"] = round(time.perf_counter() - t0, 1)
+        return arch, route, got
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in as_completed([pool.submit(one, item) for item in todo]):
+            arch, route, got = future.result()
+            row = models[arch.name]
+            row.update(got)
+            print(f"{arch.name} [{route}] {got[f'{route}_seconds']} s: " +
+                  "; ".join(f"{k}: {row.get(k)}" for k in ROUTES[route]), flush=True)
+            _save(results)
+
+
+def sweep_nodes(results: dict, jobs: int) -> None:
+    import coverage_nodes
+
+    rows = coverage_nodes.run_all(None, jobs=jobs, progress=lambda m: print(m, flush=True))
+    results["nodes"] = {"cases": rows}
+    _save(results)
+
+
+RESULTS = ROOT / "docs" / "coverage.json"
+
+
+def _save(results: dict) -> None:
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(RESULTS)
+
+
+def _cell(v: str | None) -> str:
+    if v is None:
+        return "–"
+    if v == "pass":
+        return "✅ pass"
+    v = v.replace("|", "\\|")
+    if v.startswith("not run"):
+        return f"⏸ {v}"
+    return f"❌ {v}"
+
+
+def render(results: dict) -> str:
+    models = results.get("models", {})
+    lines = [
+        "# Coverage: models nobody on the project wrote",
+        "",
+        "Generated by `PYTHONPATH=. python scripts/coverage.py` (results kept in `docs/coverage.json`; a rerun",
+        "redoes only what is missing, `--fresh` everything). Do not edit by hand.",
+        "",
+        f"Last written {datetime.date.today().isoformat()} on {platform.machine()} "
+        f"({os.cpu_count()} CPUs), Python {platform.python_version()}.",
+        "",
+        "## Outside architectures",
+        "",
+        "Random weights (or the wheel's own trained ones) and small inputs (images 64×64, Keras 96×96, 16",
+        "tokens, 4000 audio samples), through `forgeml.convert` with the default passes and one parity batch",
+        "besides the example. **onnx**: the import and the float passes within the fp32 profile; **int8**:",
+        "`quantize=\"int8\"` (dynamic) within the int8 profile; **tflite**: `targets=[\"tflite\"]`, fp32 variant,",
+        "in the TFLite interpreter. A cell is ✅ or the one line forgeml printed.",
+        "",
+        "Sources: torchvision 0.28.0 and timm 1.0.31 from a separate `--target` folder (never the project's",
+        "venv: transformers probes torchvision, whose PyPI wheel is built for CUDA torch). torchvision's",
+        "`import` fails registering meta kernels for its C ops (`torchvision::nms`) on the CPU torch; its",
+        "classification and segmentation models are pure Python, so the sweep's worker puts an empty",
+        "`torchvision._meta_registrations` module in place before importing it (that process only).",
+        "transformers models are built from small configs; keras.applications with `weights=None`; wheel",
+        "models are extracted from wheels fetched once with `pip download --no-deps` (silero-vad 6.2.3:",
+        "TorchScript `.jit` and ONNX; rapidocr 3.10.0: PP-OCR ONNX models from paddle2onnx).",
+        "",
+        "| architecture | source | onnx (fp32) | int8 | tflite |",
+        "|---|---|---|---|---|",
+    ]
+    counts = collections.Counter()
+    for name, row in models.items():
+        for k in ("onnx", "int8", "tflite"):
+            v = row.get(k)
+            counts[(k, "pass" if v == "pass" else "none" if v is None else "not run" if v.startswith("not run")
+                    else "fail")] += 1
+        lines.append(f"| {name} | {row['source']} | {_cell(row.get('onnx'))} | {_cell(row.get('int8'))} | "
+                     f"{_cell(row.get('tflite'))} |")
+    lines += ["", f"{len(models)} architectures. " + "; ".join(
+        f"{k}: {counts[(k, 'pass')]} pass, {counts[(k, 'fail')]} fail, {counts[(k, 'not run')]} not run"
+        for k in ("onnx", "int8", "tflite")) + ".", ""]
+    lines += _render_nodes(results.get("nodes"))
+    return "\n".join(lines) + "\n"
+
+
+def _render_nodes(nodes: dict | None) -> list[str]:
+    if not nodes:
+        return ["## ONNX node conformance cases", "", "Not run yet (`--only nodes`).", ""]
+    rows = nodes["cases"]
+    by = collections.defaultdict(list)
+    for r in rows:
+        by[r["bucket"]].append(r)
+    lines = [
+        "## ONNX node conformance cases",
+        "",
+        "onnx 1.23.2's own generators (`onnx.backend.test.case.node.collect_testcases()`; the wheel ships",
+        "no `backend/test/data`). Each case goes through `forgeml.convert` (ONNX source, default passes",
+        "check, simplify, cleanup, onnx target) with the case's first input set as the example inputs and",
+        "its other sets as parity inputs, against onnxruntime on the case as given.",
+        "",
+        "| result | cases |",
+        "|---|---|",
+    ]
+    names = {"converted": "converted, parity within fp32 profile", "refused": "refused with a one-line reason",
+             "wrong": "wrong numbers (a stage missed its tolerance)", "random": "random ops (no parity defined)",
+             "crashed": "crashed"}
+    for b in ("converted", "refused", "wrong", "random", "crashed"):
+        lines.append(f"| {names[b]} | {len(by[b])} |")
+    lines += [f"| total | {len(rows)} |", ""]
+    for b in ("crashed", "wrong", "random"):
+        if by[b]:
+            lines += [f"### {names[b]}", ""] + [f"- `{r['name']}` ({r['op']}): {r['reason']}" for r in by[b]] + [""]
+    if by["refused"]:
+        lines += ["### Refusals, grouped by reason", ""]
+        groups = collections.defaultdict(list)
+        for r in by["refused"]:
+            groups[_reason_key(r["reason"])].append(r["name"])
+        for key, names_ in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(f"`{n}`" for n in names_[:6]) + (f" and {len(names_) - 6} more" if len(names_) > 6 else "")
+            lines.append(f"- {len(names_)} × {key}: {shown}")
+        lines.append("")
+    return lines
+
+
+def _reason_key(reason: str) -> str:
+    """A refusal's reason without the case-specific parts, to group alike ones."""
+    import re
+
+    text = re.sub(r"'[^']*'", "'…'", reason)
+    text = re.sub(r"\([^()]*\)", "(…)", text)
+    text = re.sub(r"\d+", "N", text)
+    return text[:160].replace("|", "\\|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--extra", type=Path, default=Path(os.environ.get("FORGEML_COVERAGE_EXTRA", "/work/cov-extra")))
+    ap.add_argument("--only", choices=("models", "nodes", "render"))
+    ap.add_argument("--routes", default="onnx,tflite")
+    ap.add_argument("--match", default="")
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args(argv)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.only in (None, "models"):
+        sweep_models(results, args.extra, [r for r in args.routes.split(",") if r], args.match, args.fresh,
+                     args.jobs)
+    if args.only in (None, "nodes") and (args.fresh or args.only == "nodes" or "nodes" not in results):
+        sweep_nodes(results, args.jobs)
+    out = ROOT / "docs" / "coverage.md"
+    out.write_text(render(results))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -212,6 +212,8 @@ def _print_divergence(manifest: dict) -> None:
                       f"({_escape(d['op'])}){_escape(mod)}", soft_wrap=True)
             if d.get("source_line"):
                 err.print(f"  {d['source_line']}", soft_wrap=True, markup=False)
+            if d.get("conditioning", {}).get("ill_conditioned"):
+                err.print(f"  {d['evidence']}", soft_wrap=True, markup=False)
         else:
             err.print(f"first divergence in {st['name']} not localized: {d.get('note', '')}", soft_wrap=True,
                       markup=False)

@@ -33,6 +33,8 @@ def render(manifest: dict) -> str:
             mod = f", module `{d['module']}`" + (f" ({d['module_class']})" if d.get("module_class") else "") \
                 if d.get("module") else ""
             out.append(f"- first divergence in {st['name']}: node `{d['node']}` ({d['op']}){mod}")
+            if d.get("conditioning", {}).get("ill_conditioned"):
+                out.append(f"  - {d['evidence']}")
         elif d:
             out.append(f"- first divergence in {st['name']}: not localized ({d.get('note', '')})")
     out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]

@@ -85,3 +85,15 @@ def test_runtime_refusal_keeps_onnxruntimes_reason(cases, tmp_path):
     msg = str(e.value)
     assert "ConvInteger node" in msg and "Non per-tensor quantization is not supported" in msg
     assert "onnxruntime_src" not in msg and "\n" not in msg
+
+
+def test_onnxsim_failure_leaves_the_model_unsimplified(cases, tmp_path):
+    """onnxsim fails on this valid case (an If subgraph's outer-scope name); the conversion goes on
+    without simplification, says so, and the written model still matches."""
+    case = cases["test_affine_grid_3d_align_corners_expanded"]
+    r = forgeml.convert(case.model, _inputs(case)[0], targets=["onnx"], out_dir=tmp_path / "o",
+                        parity=forgeml.ParityOptions(batches=1, localize="never"))
+    assert r.ok, r.parity.table()
+    simplify = next(s for s in r.manifest["stages"] if s["name"] == "simplify")
+    assert simplify["details"]["skipped"].startswith("simplify: onnxsim failed")
+    assert any("unsimplified" in w for w in r.manifest["warnings"])

@@ -67,6 +67,21 @@ def _dynamic_negative_dims(sig):
     return replace(sig, inputs=tuple(fix(s) for s in sig.inputs), outputs=tuple(fix(s) for s in sig.outputs))
 
 
+def _check_numpy_dtypes(sig, ref: str) -> None:
+    """Parity feeds and compares numpy arrays: an input or output of an element type numpy has no
+    name for (float8e4m3fn, float4e2m1, int4 …) is refused in one line instead of failing later."""
+    for kind, specs in (("input", sig.inputs), ("output", sig.outputs)):
+        for spec in specs:
+            if spec.dtype == "bfloat16":
+                continue
+            try:
+                np.dtype(spec.dtype)
+            except TypeError:
+                raise InputError(f"{ref}: {kind} {spec.name!r} has element type {spec.dtype}, which numpy has no "
+                                 "type for; forgeml runs and compares models through numpy arrays, so it cannot "
+                                 "check this model's parity") from None
+
+
 class OnnxConverter:
     name = "onnx"
     suffixes = (".onnx",)
@@ -95,6 +110,7 @@ class OnnxConverter:
         if not sig.inputs:
             raise InputError(f"{ref}: the model has no inputs (its outputs are constants); forgeml checks parity by "
                              f"running the model on inputs, so there is nothing to convert or compare")
+        _check_numpy_dtypes(sig, ref)
         weights = OnnxWeights(proto)
         if not digest:
             digest = sha256_arrays(weights.named())

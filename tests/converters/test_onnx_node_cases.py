@@ -32,7 +32,7 @@ def cases():
         warnings.simplefilter("ignore")
         import onnx.backend.test.case.node as node
 
-        for op in ("affinegrid", "col2im", "cumsum", "cumprod", "convinteger", "expand"):
+        for op in ("affinegrid", "col2im", "cumsum", "cumprod", "convinteger", "expand", "dequantizelinear"):
             importlib.import_module(f"onnx.backend.test.case.node.{op}")
         found = getattr(node, "_NodeTestCases", None) or node.collect_testcases()
         return {c.name: c for c in found}
@@ -97,3 +97,9 @@ def test_onnxsim_failure_leaves_the_model_unsimplified(cases, tmp_path):
     simplify = next(s for s in r.manifest["stages"] if s["name"] == "simplify")
     assert simplify["details"]["skipped"].startswith("simplify: onnxsim failed")
     assert any("unsimplified" in w for w in r.manifest["warnings"])
+
+
+def test_element_type_numpy_cannot_hold_is_refused_in_one_line(cases, tmp_path):
+    case = cases["test_dequantizelinear_e4m3fn"]  # a float8 input: its case stores it as a TensorProto
+    with pytest.raises(InputError, match="input 'x' has element type float8e4m3fn, which numpy has no type for"):
+        forgeml.convert(case.model, targets=["onnx"], out_dir=tmp_path / "o")

@@ -85,7 +85,7 @@ def run_case(name: str) -> NodeResult:
     names = [i.name for i in model.graph.input if i.name not in init]
     sets = []
     for inputs, _ in case.data_sets:
-        arrays = [np.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in inputs]
+        arrays = [_array(a) for a in inputs]
         if len(arrays) != len(names) or not all(isinstance(a, np.ndarray) for a in arrays):
             sets = None  # sequence/optional inputs: forgeml takes tensors only; let it say so itself
             break
@@ -136,6 +136,19 @@ def _convert(model, example, user):
     config = build_config(targets=["onnx"], parity=forgeml.ParityOptions(batches=1, inputs=user, localize="never"),
                           command="scripts/coverage.py node case")
     return run(resolved, replace(config, latency=False), _WORK / "out", force=True)
+
+
+def _array(value):
+    """A case's input as numpy: arrays and numpy scalars as they are, a TensorProto (how the cases
+    store element types numpy lacks) through onnx's own reader; sequences and optionals stay as given."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value)
+    if isinstance(value, TensorProto):
+        return numpy_helper.to_array(value)
+    return value
 
 
 def _one_line(text: str, limit: int = 240) -> str:

@@ -67,18 +67,32 @@ def _dynamic_negative_dims(sig):
     return replace(sig, inputs=tuple(fix(s) for s in sig.inputs), outputs=tuple(fix(s) for s in sig.outputs))
 
 
+def _check_tensor_inputs(proto, ref: str) -> None:
+    """A sequence, optional or map input is refused in one line: parity feeds tensors (without this
+    its missing element type read as float32 and forgeml fed it a made-up tensor)."""
+    init = {t.name for t in proto.graph.initializer}
+    for i in proto.graph.input:
+        kind = i.type.WhichOneof("value")
+        if i.name not in init and kind not in (None, "tensor_type"):
+            what = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map",
+                    "sparse_tensor_type": "a sparse tensor"}.get(kind, kind)
+            raise InputError(f"{ref}: input {i.name!r} is {what}, not a tensor; forgeml feeds and compares "
+                             "models through tensors only, so it cannot run this one")
+
+
+_FEEDABLE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+             "uint64", "bool", "object", "complex64", "complex128"}  # object: STRING
+
+
 def _check_numpy_dtypes(sig, ref: str) -> None:
-    """Parity feeds numpy arrays: an input of an element type numpy has no name for (float8e4m3fn,
-    float4e2m1, int4 …) is refused in one line instead of failing later. (Outputs of such types come
-    back from onnxruntime as arrays it can compare.)"""
+    """Parity feeds numpy arrays: an input of an element type onnxruntime cannot take from numpy
+    (bfloat16, float8e4m3fn, float4e2m1, int4 …) is refused in one line instead of failing in the
+    reference run. (Outputs of such types come back from onnxruntime as arrays it can compare.)"""
     for spec in sig.inputs:
-        if spec.dtype == "bfloat16":
-            continue
-        try:
-            np.dtype(spec.dtype)
-        except TypeError:
-            raise InputError(f"{ref}: input {spec.name!r} has element type {spec.dtype}, which numpy has no "
-                             "type for; forgeml feeds models numpy arrays, so it cannot run this one") from None
+        if spec.dtype not in _FEEDABLE:
+            raise InputError(f"{ref}: input {spec.name!r} has element type {spec.dtype}, which onnxruntime's Python "
+                             "API cannot take from numpy; forgeml feeds models numpy arrays, so it cannot run "
+                             "this one")
 
 
 class OnnxConverter:
@@ -109,6 +123,7 @@ class OnnxConverter:
         if not sig.inputs:
             raise InputError(f"{ref}: the model has no inputs (its outputs are constants); forgeml checks parity by "
                              f"running the model on inputs, so there is nothing to convert or compare")
+        _check_tensor_inputs(proto, ref)
         _check_numpy_dtypes(sig, ref)
         weights = OnnxWeights(proto)
         if not digest:

@@ -32,7 +32,7 @@ def cases():
         warnings.simplefilter("ignore")
         import onnx.backend.test.case.node as node
 
-        for op in ("affinegrid", "col2im", "cumsum", "cumprod", "convinteger", "expand", "dequantizelinear"):
+        for op in ("affinegrid", "col2im", "cumsum", "cumprod", "convinteger", "expand", "dequantizelinear", "nonmaxsuppression"):
             importlib.import_module(f"onnx.backend.test.case.node.{op}")
         found = getattr(node, "_NodeTestCases", None) or node.collect_testcases()
         return {c.name: c for c in found}
@@ -101,5 +101,25 @@ def test_onnxsim_failure_leaves_the_model_unsimplified(cases, tmp_path):
 
 def test_element_type_numpy_cannot_hold_is_refused_in_one_line(cases, tmp_path):
     case = cases["test_dequantizelinear_e4m3fn"]  # a float8 input: its case stores it as a TensorProto
-    with pytest.raises(InputError, match="input 'x' has element type float8e4m3fn, which numpy has no type for"):
+    with pytest.raises(InputError, match="input 'x' has element type float8e4m3fn, which onnxruntime's Python API cannot take"):
         forgeml.convert(case.model, targets=["onnx"], out_dir=tmp_path / "o")
+
+
+def test_sequence_input_is_refused_in_one_line(tmp_path):
+    from onnx import TensorProto, helper
+
+    seq = helper.make_tensor_sequence_value_info("xs", TensorProto.FLOAT, None)
+    out = helper.make_tensor_value_info("y", TensorProto.INT64, [])
+    graph = helper.make_graph([helper.make_node("SequenceLength", ["xs"], ["y"])], "g", [seq], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InputError, match="input 'xs' is a sequence, not a tensor"):
+        forgeml.convert(model, targets=["onnx"], out_dir=tmp_path / "o")
+
+
+def test_single_float_inputs_keep_their_value(cases, tmp_path):
+    """NonMaxSuppression's IoU threshold (a one-element float) must stay in [0, 1]: the derived
+    parity batches perturb the boxes and scores, never a single float that carries a value."""
+    case = cases["test_nonmaxsuppression_suppress_by_IOU"]
+    r = forgeml.convert(case.model, _inputs(case)[0], targets=["onnx"], out_dir=tmp_path / "o",
+                        parity=forgeml.ParityOptions(batches=3, localize="never"))
+    assert r.ok, r.parity.table()

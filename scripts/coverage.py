@@ -53,8 +53,6 @@ def _have(extra: Path, module: str) -> bool:
 
 def sweep_models(results: dict, extra: Path, routes: list[str], match: str, fresh: bool, jobs: int) -> None:
     """Each architecture and route in its own process, ``jobs`` at a time; rows are saved as they land."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     models = results.setdefault("models", {})
     todo = []
     for arch in ARCHS:
@@ -72,34 +70,67 @@ def sweep_models(results: dict, extra: Path, routes: list[str], match: str, fres
                 continue
             todo.append((arch, route))
 
-    def one(item):
-        arch, route = item
-        keys = ROUTES[route]
-        with tempfile.TemporaryDirectory(prefix="cov-") as tmp:
-            dest = Path(tmp) / "r.json"
-            cmd = [sys.executable, str(HERE / "coverage_models.py"), arch.name, route, str(dest), str(extra)]
-            env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
-            t0 = time.perf_counter()
-            try:
-                p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIME_LIMIT[route])
-                got = json.loads(dest.read_text()) if dest.exists() else None
-                if got is None:
-                    tail = (p.stderr.strip().splitlines() or ["no output"])[-1][:200]
-                    got = {k: f"crash: the process exited {p.returncode} ({tail})" for k in keys}
-            except subprocess.TimeoutExpired:
-                got = {k: f"not run: no result within {TIME_LIMIT[route]} s" for k in keys}
-        got.pop("seconds", None)
-        got[f"{route}_seconds"] = round(time.perf_counter() - t0, 1)
-        return arch, route, got
+    # One worker interpreter per shard (torch and forgeml imported once per shard, not per row); torch
+    # rows and TensorFlow rows in separate shards. A worker that dies is restarted after the row that
+    # killed it, which is recorded as a crash.
+    shards: list[list] = [[] for _ in range(max(1, jobs))]
+    order = ("transformers", "wheel", "torchvision", "timm", "keras")  # torchvision's folder joins sys.path late
+    for i, item in enumerate(sorted(todo, key=lambda it: order.index(it[0].source))):
+        shards[i % len(shards)].append(item)
+    work = Path(tempfile.mkdtemp(prefix="cov-models-"))
+    procs: dict[int, tuple] = {}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for future in as_completed([pool.submit(one, item) for item in todo]):
-            arch, route, got = future.result()
-            row = models[arch.name]
-            row.update(got)
-            print(f"{arch.name} [{route}] {got[f'{route}_seconds']} s: " +
-                  "; ".join(f"{k}: {row.get(k)}" for k in ROUTES[route]), flush=True)
-            _save(results)
+    def launch(i: int, items: list) -> None:
+        out = work / f"shard{i}.jsonl"
+        spec = work / f"shard{i}.json"
+        spec.write_text(json.dumps([[a.name, r] for a, r in items]))
+        limit = max(TIME_LIMIT.values())
+        cmd = [sys.executable, str(HERE / "coverage_models.py"), "--batch", str(spec), str(out), str(extra), str(limit)]
+        procs[i] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out, items)
+
+    for i, items in enumerate(shards):
+        if items:
+            launch(i, items)
+    done: set = set()
+    while procs:
+        time.sleep(2)
+        for i, (p, out, items) in list(procs.items()):
+            code = p.poll()
+            started = None
+            lines = out.read_text().splitlines() if out.exists() else []
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if "start" in rec:
+                    started = tuple(rec["start"])
+                    continue
+                key = (rec["name"], rec["route"])
+                started = None
+                if key in done:
+                    continue
+                done.add(key)
+                got = rec["result"]
+                seconds = got.pop("seconds", None)
+                got[f"{rec['route']}_seconds"] = seconds
+                models[rec["name"]].update(got)
+                print(f"{rec['name']} [{rec['route']}] {seconds} s: " +
+                      "; ".join(f"{k}: {models[rec['name']].get(k)}" for k in ROUTES[rec["route"]]), flush=True)
+                _save(results)
+            if code is None:
+                continue
+            del procs[i]
+            if started is not None and started not in done:
+                done.add(started)
+                models[started[0]].update({k: f"crash: the worker process died (exit {code}) in this row"
+                                           for k in ROUTES[started[1]]})
+                _save(results)
+            left = [(a, r) for a, r in items if (a.name, r) not in done]
+            if left:
+                out.unlink(missing_ok=True)
+                launch(i, left)
 
 
 def sweep_nodes(results: dict, jobs: int) -> None:
@@ -107,16 +138,28 @@ def sweep_nodes(results: dict, jobs: int) -> None:
 
     rows = coverage_nodes.run_all(None, jobs=jobs, progress=lambda m: print(m, flush=True))
     results["nodes"] = {"cases": rows}
-    _save(results)
+    _write(NODE_RESULTS, "\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n")
 
 
-RESULTS = ROOT / "docs" / "coverage.json"
+RESULTS = ROOT / "docs" / "coverage.json"  # the architecture rows
+NODE_RESULTS = ROOT / "docs" / "coverage_nodes.jsonl"  # one line per node case (the two sweeps may run at once)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _save(results: dict) -> None:
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    tmp.replace(RESULTS)
+    _write(RESULTS, json.dumps({"models": results.get("models", {})}, indent=1, sort_keys=True) + "\n")
+
+
+def load() -> dict:
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if NODE_RESULTS.exists():
+        results["nodes"] = {"cases": [json.loads(line) for line in NODE_RESULTS.read_text().splitlines() if line]}
+    return results
 
 
 def _cell(v: str | None) -> str:
@@ -234,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = load()
     if args.only in (None, "models"):
         sweep_models(results, args.extra, [r for r in args.routes.split(",") if r], args.match, args.fresh,
                      args.jobs)
     if args.only in (None, "nodes") and (args.fresh or args.only == "nodes" or "nodes" not in results):
         sweep_nodes(results, args.jobs)
     out = ROOT / "docs" / "coverage.md"
-    out.write_text(render(results))
+    _write(out, render(load()))
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 

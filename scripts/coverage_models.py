@@ -112,8 +112,41 @@ def run(name: str, route: str, extra: Path) -> dict:
     return out
 
 
+class _Timeout(Exception):
+    pass
+
+
+def batch(items: list[tuple[str, str]], out: Path, extra: Path, limit: int) -> None:
+    """A worker for several rows: one interpreter (torch and forgeml imported once), a "start" line
+    before each row and its result after it, so the parent can tell which row killed a worker."""
+    import signal
+
+    def alarm(signum, frame):
+        raise _Timeout()
+
+    signal.signal(signal.SIGALRM, alarm)
+    with out.open("a") as f:
+        for name, route in items:
+            f.write(json.dumps({"start": [name, route]}) + "\n")
+            f.flush()
+            signal.alarm(limit)
+            try:
+                got = run(name, route, extra)
+            except _Timeout:
+                keys = ("onnx", "int8") if route == "onnx" else ("tflite",)
+                got = {k: f"not run: no result within {limit} s" for k in keys}
+            finally:
+                signal.alarm(0)
+            f.write(json.dumps({"name": name, "route": route, "result": got}) + "\n")
+            f.flush()
+
+
 if __name__ == "__main__":
-    name, route, dest, extra = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    dest.write_text(json.dumps(run(name, route, extra)))
+    if sys.argv[1] == "--batch":  # --batch ITEMS.json OUT.jsonl EXTRA LIMIT
+        batch([tuple(x) for x in json.loads(Path(sys.argv[2]).read_text())], Path(sys.argv[3]), Path(sys.argv[4]),
+              int(sys.argv[5]))
+    else:
+        name, route, dest, extra = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+        dest.write_text(json.dumps(run(name, route, extra)))

@@ -56,7 +56,7 @@ def sweep_models(results: dict, extra: Path, routes: list[str], match: str, fres
     models = results.setdefault("models", {})
     todo = []
     for arch in ARCHS:
-        if match and match.lower() not in arch.name.lower():
+        if match and not any(m.strip().lower() in arch.name.lower() for m in match.split(",") if m.strip()):
             continue
         row = models.setdefault(arch.name, {"source": arch.source, "kind": arch.kind})
         missing = [m for m in NEEDS[arch.source] if not _have(extra, m)]
@@ -152,7 +152,12 @@ def _write(path: Path, text: str) -> None:
 
 
 def _save(results: dict) -> None:
-    _write(RESULTS, json.dumps({"models": results.get("models", {})}, indent=1, sort_keys=True) + "\n")
+    """Merge this run's rows into the file row by row (another sweep, say ``--routes tflite``, may be
+    writing other columns of the same rows at the same time)."""
+    on_disk = json.loads(RESULTS.read_text()).get("models", {}) if RESULTS.exists() else {}
+    for name, row in results.get("models", {}).items():
+        on_disk.setdefault(name, {}).update({k: v for k, v in row.items() if v is not None})
+    _write(RESULTS, json.dumps({"models": on_disk}, indent=1, sort_keys=True) + "\n")
 
 
 def load() -> dict:
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", type=Path, default=Path(os.environ.get("FORGEML_COVERAGE_EXTRA", "/work/cov-extra")))
     ap.add_argument("--only", choices=("models", "nodes", "render"))
     ap.add_argument("--routes", default="onnx,tflite")
-    ap.add_argument("--match", default="")
+    ap.add_argument("--match", default="", help="only architectures whose name contains one of these (comma-separated)")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)

@@ -173,7 +173,7 @@ def _cell(v: str | None) -> str:
     if v == "pass":
         return "✅ pass"
     v = v.replace("|", "\\|")
-    if v.startswith("not run"):
+    if v.startswith(("not run", "skipped")):
         return f"⏸ {v}"
     return f"❌ {v}"
 
@@ -210,14 +210,17 @@ def render(results: dict) -> str:
         "|---|---|---|---|---|",
     ]
     counts = collections.Counter()
-    for name, row in models.items():
+    known = [a.name for a in ARCHS]
+    ordered = [(n, models[n]) for n in known if n in models] + [(n, r) for n, r in models.items() if n not in known]
+    for name, row in ordered:
         for k in ("onnx", "int8", "tflite"):
             v = row.get(k)
-            counts[(k, "pass" if v == "pass" else "none" if v is None else "not run" if v.startswith("not run")
-                    else "fail")] += 1
+            counts[(k, "pass" if v == "pass" else "none" if v is None else "not run"
+                    if v.startswith(("not run", "skipped")) else "fail")] += 1
         lines.append(f"| {name} | {row['source']} | {_cell(row.get('onnx'))} | {_cell(row.get('int8'))} | "
                      f"{_cell(row.get('tflite'))} |")
-    lines += ["", f"{len(models)} architectures. " + "; ".join(
+    measured = sum(1 for _, r in ordered if r.get("onnx") and not r["onnx"].startswith(("not run", "skipped")))
+    lines += ["", f"{len(models)} architectures listed, {measured} with an onnx verdict. " + "; ".join(
         f"{k}: {counts[(k, 'pass')]} pass, {counts[(k, 'fail')]} fail, {counts[(k, 'not run')]} not run"
         for k in ("onnx", "int8", "tflite")) + ".", ""]
     lines += _render_nodes(results.get("nodes"))

@@ -107,7 +107,7 @@ def run(name: str, route: str, extra: Path) -> dict:
                     out["onnx"] = failure(e2)
             else:
                 out["onnx"] = out["int8"]
-                out["int8"] = "not run (no fp32 model)"
+                out["int8"] = "skipped: no fp32 model"
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 

@@ -133,10 +133,20 @@ def sweep_models(results: dict, extra: Path, routes: list[str], match: str, fres
                 launch(i, left)
 
 
-def sweep_nodes(results: dict, jobs: int) -> None:
+def sweep_nodes(results: dict, jobs: int, match: str = "") -> None:
+    """Every node case, or with ``match`` only the cases whose name contains one of its
+    comma-separated parts (merged into the results already there)."""
     import coverage_nodes
 
-    rows = coverage_nodes.run_all(None, jobs=jobs, progress=lambda m: print(m, flush=True))
+    names = None
+    if match:
+        parts = [m.strip() for m in match.split(",") if m.strip()]
+        names = [n for n in coverage_nodes.cases() if any(p in n for p in parts)]
+    rows = coverage_nodes.run_all(names, jobs=jobs, progress=lambda m: print(m, flush=True))
+    if names is not None:
+        fresh = {r["name"]: r for r in rows}
+        old = results.get("nodes", {}).get("cases", [])
+        rows = [fresh.pop(r["name"], r) for r in old] + list(fresh.values())
     results["nodes"] = {"cases": rows}
     _write(NODE_RESULTS, "\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n")
 
@@ -290,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_models(results, args.extra, [r for r in args.routes.split(",") if r], args.match, args.fresh,
                      args.jobs)
     if args.only in (None, "nodes") and (args.fresh or args.only == "nodes" or "nodes" not in results):
-        sweep_nodes(results, args.jobs)
+        sweep_nodes(results, args.jobs, args.match if args.only == "nodes" else "")
     out = ROOT / "docs" / "coverage.md"
     _write(out, render(load()))
     print(f"wrote {out.relative_to(ROOT)}")

@@ -68,16 +68,19 @@ def _dynamic_negative_dims(sig):
 
 
 def _check_tensor_inputs(proto, ref: str) -> None:
-    """A sequence, optional or map input is refused in one line: parity feeds tensors (without this
-    its missing element type read as float32 and forgeml fed it a made-up tensor)."""
+    """A sequence, optional or map input or output is refused in one line: parity feeds and compares
+    tensors (an input's missing element type read as float32 and got a made-up tensor; a sequence
+    output of unequal tensors broke the comparison)."""
     init = {t.name for t in proto.graph.initializer}
-    for i in proto.graph.input:
-        kind = i.type.WhichOneof("value")
-        if i.name not in init and kind not in (None, "tensor_type"):
-            what = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map",
-                    "sparse_tensor_type": "a sparse tensor"}.get(kind, kind)
-            raise InputError(f"{ref}: input {i.name!r} is {what}, not a tensor; forgeml feeds and compares "
-                             "models through tensors only, so it cannot run this one")
+    for where, values in (("input", [i for i in proto.graph.input if i.name not in init]),
+                          ("output", list(proto.graph.output))):
+        for i in values:
+            kind = i.type.WhichOneof("value")
+            if kind not in (None, "tensor_type"):
+                what = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map",
+                        "sparse_tensor_type": "a sparse tensor"}.get(kind, kind)
+                raise InputError(f"{ref}: {where} {i.name!r} is {what}, not a tensor; forgeml feeds and compares "
+                                 "models through tensors only, so it cannot run this one")
 
 
 _FEEDABLE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",

@@ -201,6 +201,7 @@ class DivergenceRecord(Record):
     module_class: str | None = None
     source_line: str | None = None
     evidence: str | None = None
+    conditioning: dict[str, Any] | None = None  # ill-conditioned or broken: rounding-only error at the node
     detected_at: NodeRef | None = None
     metrics_at: str | None = None
     metrics: ParityRow | None = None  # the measured value's metrics against the stage's tolerance

@@ -273,6 +273,8 @@ def _print_divergence(manifest) -> None:
                       f"({_escape(d.op)}){_escape(mod)}", soft_wrap=True)
             if d.source_line:
                 err.print(f"  {d.source_line}", soft_wrap=True, markup=False)
+            if d.conditioning and d.conditioning.get("ill_conditioned"):
+                err.print(f"  {d.evidence}", soft_wrap=True, markup=False)
         else:
             err.print(f"first divergence in {st.name} not localized: {d.note or ''}", soft_wrap=True,
                       markup=False)

@@ -67,6 +67,37 @@ def _dynamic_negative_dims(sig):
     return replace(sig, inputs=tuple(fix(s) for s in sig.inputs), outputs=tuple(fix(s) for s in sig.outputs))
 
 
+def _check_tensor_inputs(proto, ref: str) -> None:
+    """A sequence, optional or map input or output is refused in one line: parity feeds and compares
+    tensors (an input's missing element type read as float32 and got a made-up tensor; a sequence
+    output of unequal tensors broke the comparison)."""
+    init = {t.name for t in proto.graph.initializer}
+    for where, values in (("input", [i for i in proto.graph.input if i.name not in init]),
+                          ("output", list(proto.graph.output))):
+        for i in values:
+            kind = i.type.WhichOneof("value")
+            if kind not in (None, "tensor_type"):
+                what = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map",
+                        "sparse_tensor_type": "a sparse tensor"}.get(kind, kind)
+                raise InputError(f"{ref}: {where} {i.name!r} is {what}, not a tensor; forgeml feeds and compares "
+                                 "models through tensors only, so it cannot run this one")
+
+
+_FEEDABLE = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+             "uint64", "bool", "object", "complex64", "complex128"}  # object: STRING
+
+
+def _check_numpy_dtypes(sig, ref: str) -> None:
+    """Parity feeds numpy arrays: an input of an element type onnxruntime cannot take from numpy
+    (bfloat16, float8e4m3fn, float4e2m1, int4 …) is refused in one line instead of failing in the
+    reference run. (Outputs of such types come back from onnxruntime as arrays it can compare.)"""
+    for spec in sig.inputs:
+        if spec.dtype not in _FEEDABLE:
+            raise InputError(f"{ref}: input {spec.name!r} has element type {spec.dtype}, which onnxruntime's Python "
+                             "API cannot take from numpy; forgeml feeds models numpy arrays, so it cannot run "
+                             "this one")
+
+
 class OnnxConverter:
     name = "onnx"
     suffixes = (".onnx",)
@@ -95,6 +126,8 @@ class OnnxConverter:
         if not sig.inputs:
             raise InputError(f"{ref}: the model has no inputs (its outputs are constants); forgeml checks parity by "
                              f"running the model on inputs, so there is nothing to convert or compare")
+        _check_tensor_inputs(proto, ref)
+        _check_numpy_dtypes(sig, ref)
         weights = OnnxWeights(proto)
         if not digest:
             digest = sha256_arrays(weights.named())

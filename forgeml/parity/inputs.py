@@ -228,10 +228,13 @@ def random_like(example: InputSet, signature: Signature, seed: int, batch: int |
     """A seeded batch derived from ``example`` (batch axis resized when ``batch`` is given, by
     cycling the example's rows).
 
-    Floats are drawn with the example's mean and spread. Integers and bools never take a value the
-    example does not hold: an integer input may carry a value (a sample rate, an axis, a count, a
-    shape) the model cannot take otherwise, so it is kept exactly as given; only an id-like tensor
-    (2+ dims, 4+ distinct values: token ids, positions) is redrawn from the example's own values.
+    Floats are drawn with the example's mean and spread, except a single float (a scalar or one
+    element: a threshold, a ratio, a scale, a start value), which carries a value like an integer
+    does and is kept (NonMaxSuppression's IoU threshold must stay in [0, 1], Dropout's ratio in
+    [0, 1)). Integers and bools never take a value the example does not hold: an integer input may
+    carry a value (a sample rate, an axis, a count, a shape) the model cannot take otherwise, so it
+    is kept exactly as given; only an id-like tensor (2+ dims, 4+ distinct values: token ids,
+    positions) is redrawn from the example's own values.
     """
     rng = np.random.default_rng(seed)
     out: InputSet = {}
@@ -239,7 +242,7 @@ def random_like(example: InputSet, signature: Signature, seed: int, batch: int |
         ex = np.asarray(example[spec.name])
         if batch is not None and ex.ndim and spec.shape and not _fixed(spec.shape[0]) and ex.shape[0]:
             ex = np.take(ex, np.arange(batch) % ex.shape[0], axis=0)
-        if ex.dtype.kind == "f" and ex.size:
+        if ex.dtype.kind == "f" and ex.size > 1:
             finite = ex[np.isfinite(ex)]
             mu = float(finite.mean()) if finite.size else 0.0
             sd = float(finite.std()) if finite.size > 1 else 1.0

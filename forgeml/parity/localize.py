@@ -155,7 +155,7 @@ def _initializer_values(proto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
 
 
-def _by_name(cand_proto, ref_proto, inputs, tol: Tolerance) -> dict:
+def _by_name(cand_proto, ref_proto, inputs, tol: Tolerance, converted: ConvertResult | None = None) -> dict:
     cand_vals = run_all_values(cand_proto, inputs)
     ref_vals = run_all_values(ref_proto, inputs)
     ref_producer = {o: n for n in ref_proto.graph.node for o in n.output}
@@ -210,6 +210,8 @@ def _by_name(cand_proto, ref_proto, inputs, tol: Tolerance) -> dict:
             out["metrics_at"] = name
             out["detected_at"] = {"node": node.name, "op": node.op_type, "value": name, **src(node)}
             out["suspects"] = [{"node": s.name, "op": s.op_type, **src(s)} for s in suspects[:12]]
+            if origin is node and converted is not None and out.get("module"):
+                _add_conditioning(out, converted, out["module"], inputs)
             return out
     return {"found": False, "method": "onnx-by-name", "compared": compared,
             "note": "every intermediate value that shares a name with the pre-pass graph is within tolerance"}
@@ -287,10 +289,89 @@ def _torch_hooks(cand_proto, converted: ConvertResult, inputs, tol: Tolerance) -
             src["module"] = path
             cls = type(module.get_submodule("" if path == "(root module)" else path))
             src["module_class"] = f"{cls.__module__}.{cls.__qualname__}"
-            return _found("torch-hooks", node, name, verdict, compared, last_ok, src)
+            out = _found("torch-hooks", node, name, verdict, compared, last_ok, src)
+            _add_conditioning(out, converted, path, inputs)
+            return out
         last_ok = name
     return {"found": False, "method": "torch-hooks", "compared": compared,
             "note": "every module output matched with a graph value is within tolerance"}
+
+
+ROUNDING = 2.0 ** -23  # float32's relative rounding step (one unit in the last place at 1.0)
+ILL_CONDITIONED_SHARE = 0.25  # rounding alone moves the output by at least this share of the divergence
+
+
+def _add_conditioning(found: dict, converted: ConvertResult | None, path: str, inputs) -> None:
+    """Tell an ill-conditioned model apart from a broken conversion: run the diverging source module
+    in torch itself on its own input and on that input moved by float32 rounding (each element times
+    1 ± 2**-23). When rounding alone moves the module's output by a good share of the divergence
+    measured, the conversion computes what fp32 can compute there (huge pre-activations into a
+    saturating or periodic function, a near-singular normalization): the model is ill-conditioned at
+    that layer, and the report says so instead of blaming the layer. Never raises."""
+    try:
+        c = _rounding_sensitivity(converted, path, inputs)
+    except Exception as e:  # diagnosis only
+        log.debug("conditioning check failed", exc_info=True)
+        c = {"note": f"not measured: {type(e).__name__}: {e}"[:300]}
+    if c is None:
+        return
+    seen = found.get("metrics", {}).get("max_abs")
+    if isinstance(seen, float) and "rounding_change" in c:
+        c["divergence_max_abs"] = seen
+        c["ill_conditioned"] = bool(seen > 0 and c["rounding_change"] >= ILL_CONDITIONED_SHARE * seen)
+        if c["ill_conditioned"]:
+            found["evidence"] = (
+                f"ill-conditioned, not a broken conversion: moving module {path!r}'s input by float32 rounding "
+                f"(relative 2^-23; its inputs reach {c['input_max_abs']:.3g}) changes its output by "
+                f"{c['rounding_change']:.3g} in the source framework itself, against a divergence of {seen:.3g}")
+    found["conditioning"] = c
+
+
+def _rounding_sensitivity(converted: ConvertResult | None, path: str, inputs) -> dict | None:
+    import torch
+
+    module = getattr(converted, "source_model", None)
+    if not isinstance(module, torch.nn.Module):
+        return None
+    sub = module if path == "(root module)" else module.get_submodule(path)
+    seen: list = []
+
+    def grab(_mod, args, kwargs):
+        if not seen:
+            seen.append((args, kwargs))
+
+    handle = sub.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        converted.reference(inputs)
+    finally:
+        handle.remove()
+    if not seen:
+        return {"note": "not measured: the module did not run on these inputs"}
+    args, kwargs = seen[0]
+    gen = torch.Generator().manual_seed(0)
+
+    def nudge(v):
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            sign = torch.randint(0, 2, v.shape, generator=gen).to(v.dtype) * 2 - 1
+            return v * (1 + sign * ROUNDING)
+        return v
+
+    def first_tensor(out):
+        if isinstance(out, torch.Tensor):
+            return out
+        items = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
+        return next((t for t in items if isinstance(t, torch.Tensor)), None)
+
+    floats = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    if not floats:
+        return {"note": "not measured: the module takes no float input"}
+    with torch.no_grad():
+        base = first_tensor(sub(*args, **kwargs))
+        moved = first_tensor(sub(*[nudge(a) for a in args], **{k: nudge(v) for k, v in kwargs.items()}))
+    if base is None or moved is None or not base.is_floating_point():
+        return {"note": "not measured: the module gives no float tensor"}
+    change = float((moved.double() - base.double()).abs().max())
+    return {"rounding_change": change, "input_max_abs": float(max(float(a.abs().max()) for a in floats))}
 
 
 def _found(method, node, value, verdict, compared, last_ok, source) -> dict:
@@ -318,7 +399,7 @@ def localize_stage(candidate, converted: ConvertResult | None, reference_ir, inp
                                             "limit; rerun with `parity.localize`"}
         is_reference = reference_ir is not None and candidate is reference_ir.model
         if reference_ir is not None and not is_reference:
-            result = _by_name(cand, _proto(reference_ir.model), inputs, tol)
+            result = _by_name(cand, _proto(reference_ir.model), inputs, tol, converted)
             result["reference"] = "the pre-pass ONNX graph (the converter's output), by tensor name"
             if result["found"] or result["compared"] or converted is None:
                 return result

@@ -244,8 +244,17 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     calibration = fit_calibration(config.calibration, ir.signature, "`quantize.calibration`")
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
                                seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
-    reference_outputs = run_reference(converted.reference, input_sets, "the source model",
-                                      lambda d, t: on_event(StageEvent(stage_name, "converter", "progress", progress=(d, t))))
+    invented = resolved.example_inputs is None and getattr(conv, "invents_examples", False) and not config.user_inputs
+    try:
+        reference_outputs = run_reference(converted.reference, input_sets, "the source model",
+                                          lambda d, t: on_event(StageEvent(stage_name, "converter", "progress",
+                                                                           progress=(d, t))))
+    except ForgeError as e:
+        if not invented:
+            raise
+        raise InputError(f"{resolved.ref}: the source model fails on the inputs forgeml made up from its signature "
+                         f"(random floats, integers from [0, 2)), so they are not inputs it takes: {e}; give real "
+                         "ones with `parity.inputs`") from e
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
     if converted.decoder is not None and plan.build_ir and config.generate_tokens > 0:

@@ -32,6 +32,8 @@ def render(manifest: Manifest | dict) -> str:
         if d and d.found:
             mod = f", module `{d.module}`" + (f" ({d.module_class})" if d.module_class else "") if d.module else ""
             out.append(f"- first divergence in {st.name}: node `{d.node}` ({d.op}){mod}")
+            if d.conditioning and d.conditioning.get("ill_conditioned"):
+                out.append(f"  - {d.evidence}")
         elif d:
             out.append(f"- first divergence in {st.name}: not localized ({d.note or ''})")
     out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]

@@ -29,8 +29,7 @@ class OrtRunner:
         try:
             values = self.session.run(self.output_names, feeds)
         except Exception as e:
-            first = first_line(e)
-            raise TargetError(f"onnxruntime failed to run the model: {first}") from e
+            raise TargetError(f"onnxruntime failed to run the model: {ort_message(e)}") from e
         return dict(zip(self.output_names, values))
 
 
@@ -54,8 +53,7 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     try:
         session = ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises several unrelated exception types
-        first = first_line(e)
-        raise TargetError(f"onnxruntime could not load the model: {first}") from e
+        raise TargetError(f"onnxruntime could not load the model: {ort_message(e)}") from e
     return OrtRunner(session)
 
 
@@ -64,6 +62,21 @@ def intra_op_threads() -> int | None:
     environment variable; set by ``forgeml batch`` from each task's CPUs. None: onnxruntime's default."""
     value = os.environ.get("FORGEML_THREADS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def ort_message(e: BaseException) -> str:
+    """onnxruntime's error in one line, with the part a reader needs kept: its kernel failures end
+    in "Status Message: /onnxruntime_src/<file>.cc:52 virtual <C++ signature> const <the reason>",
+    and the reason is what a 300-character cut would drop."""
+    import re
+
+    line = first_line(e)
+    m = re.search(r"Status Message: (?:\S+:\d+ )?(?:.*?\) const )?(.+)", " ".join(str(e).split()))
+    if m:
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", line)
+        where = f"{node.group(1)} node {node.group(2)!r}: " if node else ""
+        return (where + m.group(1))[:300]
+    return line
 
 
 PROTOBUF_LIMIT = 2**31 - 1

@@ -67,3 +67,47 @@ def test_export_fault_is_found_through_torch_forward_hooks(converted):
 def test_localization_never_raises(converted):
     d = localize_stage(b"not a model", converted, converted.ir, {}, profile_for("fp32"))
     assert d["found"] is False and "could not run" in d["note"]
+
+
+
+def _periodic_net():
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), _Sin(), torch.nn.Linear(16, 4)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(1e4)
+    return net, (torch.randn(4, 8),)
+
+
+def _Sin():
+    import torch
+
+    class Sin(torch.nn.Module):
+        def forward(self, x):
+            return torch.sin(x)
+
+    return Sin()
+
+
+@pytest.mark.parametrize("scale,ill", [(1 + 2**-22, True), (1.5, False)])
+def test_ill_conditioned_layer_is_told_apart_from_a_broken_one(tmp_path, scale, ill):
+    """A weight moved by two float32 rounding steps (what a correct rewrite may do) diverges at the sin
+    fed with pre-activations of ~1e4: the report calls the model ill-conditioned there. A weight
+    scaled by 1.5 (a broken rewrite) is not excused."""
+    model, example = _periodic_net()
+    r = resolve(model, example)
+    conv = r.converter.convert(r.model, r.example_inputs, r.ref, ImportOptions())
+    try:
+        weight, _ = weight_of_module(conv.ir.model, "0", op="Gemm")
+    except LookupError:
+        weight, _ = weight_of_module(conv.ir.model, "0")
+    plant = PlantWrongWeight(initializer=weight, scale=scale)
+    config = PipelineConfig(targets=("onnx",), passes=(make_pass("check"), plant), command="pytest: conditioning")
+    result = run(resolve(model, example), config, tmp_path / "out")
+    assert not result.ok
+    d = next(s for s in result.manifest["stages"] if s["name"] == "plant-wrong-weight")["divergence"]
+    assert d["found"], d
+    assert d["conditioning"]["ill_conditioned"] is ill, d
+    md = (result.out_dir / "report.md").read_text()
+    assert ("ill-conditioned, not a broken conversion" in md) is ill

@@ -17,7 +17,7 @@ from typing import Callable
 from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
                             write_json_atomic)
-from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous
+from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous, release_mappings
 from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
 from forgeml.targets import TARGETS
@@ -207,11 +207,15 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
                                seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
     reference_outputs = run_reference(converted.reference, input_sets, "the source model",
                                       lambda d, t: on_event(StageEvent(stage_name, "converter", "progress", progress=(d, t))))
+    release = getattr(converted.reference, "release", None)
+    if release is not None:  # an onnxruntime reference holds the whole model; it reopens if localize needs it
+        release()
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
     entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route}
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+        release_mappings(ir.model)
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         state.record(stage_name, entry, parity, onnx_candidate=ir.model)
     else:  # nothing to compare: the reference is the source itself
@@ -249,6 +253,7 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
             float_ir = ir
         after = ir.stats()
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+        release_mappings(ir.model)  # pages of mapped weights the pass and its session read leave the RSS
         seconds = time.perf_counter() - t0
         entry = {"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
                  "changes": {"modified": result.modified, "nodes_before": before["nodes"],

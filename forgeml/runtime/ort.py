@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.errors import TargetError, first_line
-from forgeml.ir import weight_bytes  # noqa: F401  (re-exported)
+from forgeml.ir import PROTOBUF_LIMIT, weight_bytes  # noqa: F401  (re-exported)
 from forgeml.runtime import InputSet, Runner
 
 
 def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None = None,
-               optimize: bool = True) -> Runner:
+               optimize: bool = True, external_initializers: dict | None = None) -> Runner:
     """A runner over an ONNX model given as serialized bytes or a file path.
 
     ``optimize=False`` disables onnxruntime's own graph rewrites, so a parity number measures
-    the graph as written rather than what onnxruntime made of it.
+    the graph as written rather than what onnxruntime made of it. ``external_initializers`` (name →
+    OrtValue) replace the initializers of those names (``ort_runner_for_ir``'s held-out weights).
+    ``run.release()`` closes the session (its weights leave memory); the next call opens it again.
     """
     import onnxruntime as ort
 
@@ -25,12 +27,18 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     opts.log_severity_level = 4  # a failing kernel's ERROR log repeats the exception forgeml reports in one line
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if external_initializers:
+        opts.add_external_initializers(list(external_initializers), list(external_initializers.values()))
     what = model if isinstance(model, bytes) else str(Path(model))
-    try:
-        session = ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises several unrelated exception types
-        first = first_line(e)
-        raise TargetError(f"onnxruntime could not load the model: {first}") from e
+
+    def open_session():
+        try:
+            return ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises several unrelated exception types
+            first = first_line(e)
+            raise TargetError(f"onnxruntime could not load the model: {first}") from e
+
+    session = open_session()
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
 
@@ -38,33 +46,46 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
         missing = [n for n in input_names if n not in inputs]
         if missing:
             raise TargetError(f"onnxruntime: no value given for model input(s) {missing}")
+        if run.session is None:
+            run.session = open_session()
         feeds = {n: np.ascontiguousarray(inputs[n]) for n in input_names}
         try:
-            values = session.run(output_names, feeds)
+            values = run.session.run(output_names, feeds)
         except Exception as e:
             first = first_line(e)
             raise TargetError(f"onnxruntime failed to run the model: {first}") from e
         return dict(zip(output_names, values))
 
+    def release() -> None:
+        run.session = None
+
     run.session = session  # for inspection and benchmarks
+    run.release = release
     return run
 
 
-PROTOBUF_LIMIT = 2**31 - 1
+def _plain_dtype(tensor) -> bool:
+    """numpy's own numeric types: onnxruntime wraps those arrays without a copy (not bfloat16/int4/strings)."""
+    dt = np.dtype(tensor.dtype.numpy())
+    return dt.isbuiltin == 1 and dt.kind in "biuf"
 
 
 def ort_runner_for_ir(model) -> Runner:
-    """onnxruntime over an ``onnx_ir.Model``: in memory when it fits a protobuf, else through a
-    scratch directory with external data (kept alive as long as the runner)."""
-    import tempfile
-
+    """onnxruntime over an ``onnx_ir.Model``. A small model goes over as one serialized protobuf. A large
+    one (``forgeml.ir.is_large``), or one whose weights are still in their external-data files, goes over
+    as its graph with the weights held out, each handed to onnxruntime as an array over the tensor's own
+    memory (``SessionOptions.add_external_initializers``): nothing is copied or written to disk, and the
+    2 GB protobuf limit never applies."""
     import onnx_ir
+    import onnxruntime as ort
 
-    if weight_bytes(model) < PROTOBUF_LIMIT - (64 << 20):
+    from forgeml.ir import hold_out, is_large
+
+    external = any(isinstance(v.const_value, onnx_ir.ExternalTensor) for v in model.graph.initializers.values())
+    if not external and not is_large(model):
         return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
-    scratch = tempfile.TemporaryDirectory(prefix="forgeml-ort-")
-    path = Path(scratch.name) / "model.onnx"
-    onnx_ir.save(model, path, external_data="model.onnx.data")
-    run = ort_runner(path)
-    run.scratch = scratch  # removed when the runner is garbage-collected
+    proto, held = hold_out(model, as_inputs=False, only=_plain_dtype)
+    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(t.numpy())) for name, t in held.items()}
+    run = ort_runner(proto.SerializeToString(), external_initializers=values)
+    run.held = values  # onnxruntime reads these arrays for as long as the session lives
     return run

@@ -18,7 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ALIGN = 1 << 16  # external-data offsets on 64 KiB boundaries: onnxruntime maps aligned tensors
@@ -74,14 +76,43 @@ def build_model(out: Path, *, weight_bytes: int, dim: int = 4096, seed: int = 0,
     return path
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[int, float, int, str]:
-    """(exit code, wall seconds, peak RSS bytes of the child, its stderr tail), from os.wait4."""
+@dataclass
+class Measured:
+    rc: int
+    wall: float  # seconds
+    peak_rss: int  # bytes, the child's ru_maxrss from os.wait4
+    peak_anon: int  # bytes, the highest RssAnon sampled (memory the kernel cannot drop)
+    peak_file: int  # bytes, the highest RssFile sampled (mapped file pages: droppable under pressure)
+    output: str
+
+
+def _sample(pid: int, peaks: dict, stop: threading.Event) -> None:
+    while not stop.wait(0.1):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                peaks[key] = max(peaks.get(key, 0), int(value.split()[0]) * 1024)
+
+
+def run_measured(cmd: list[str]) -> Measured:
+    """Run ``cmd``; its wall time, peak RSS (os.wait4) and sampled anonymous/file-backed peaks."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peaks: dict = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sample, args=(proc.pid, peaks, stop), daemon=True)
+    sampler.start()
     out = proc.stdout.read()
+    stop.set()
+    sampler.join()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss * 1024, out.decode(errors="replace")[-3000:]
+    return Measured(proc.returncode, time.perf_counter() - t0, usage.ru_maxrss * 1024, peaks.get("RssAnon", 0),
+                    peaks.get("RssFile", 0), out.decode(errors="replace")[-3000:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.passes:
             cmd += ["--passes", args.passes]
         print("$", " ".join(cmd), flush=True)
-        rc, wall, rss, tail = run_measured(cmd)
-        print(tail)
+        m = run_measured(cmd)
+        print(m.output)
         files = sorted((work / "out").glob("model.onnx*")) if (work / "out").exists() else []
         sizes = ", ".join(f"{f.name} {f.stat().st_size / 2**30:.3f} GiB" for f in files)
-        print(f"exit {rc}; wall {wall:.1f} s; peak RSS {rss / 2**30:.2f} GiB = {rss / data:.2f} x the "
-              f"{data / 2**30:.2f} GiB of weights; output: {sizes or 'none'}")
-        return rc
+        gib = 2**30
+        print(f"exit {m.rc}; wall {m.wall:.1f} s; peak RSS {m.peak_rss / gib:.2f} GiB = {m.peak_rss / data:.2f} x the "
+              f"{data / gib:.2f} GiB of weights (sampled peaks: anonymous {m.peak_anon / gib:.2f} GiB, mapped file "
+              f"pages {m.peak_file / gib:.2f} GiB); output: {sizes or 'none'}")
+        return m.rc
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,7 @@ from forgeml.ir import ConvertResult
 from forgeml.converters.base import ImportOptions
 from forgeml.errors import InputError, first_line
 from forgeml.formats import onnx_file
-from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
+from forgeml.ir import IRModel, Provenance, is_large, sha256_arrays, sha256_file, signature_of
 from forgeml.runtime import InputSet
 from forgeml.parity.inputs import check_inputs, example_from_spec
 from forgeml.runtime.ort import ort_runner, ort_runner_for_ir
@@ -116,7 +116,8 @@ class OnnxConverter:
         provenance = Provenance("onnx", ref, digest, f"onnx {onnx.__version__}", "onnx")
         return ConvertResult(
             ir=IRModel(model, sig, provenance),
-            reference=ort_runner(source if isinstance(source, Path) else proto.SerializeToString()),
+            reference=ort_runner(source if isinstance(source, Path) else proto.SerializeToString(),
+                                 low_memory=is_large(model)),
             reference_name="onnxruntime on the source .onnx",
             example_inputs=dict(example_inputs),
             weights=weights,

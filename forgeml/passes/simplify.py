@@ -45,4 +45,4 @@ class SimplifyPass(ForgePass):
         note = (f"simplify: {len(held)} weights ({gib:.2f} GiB) were held out of onnxsim (the model is past "
                 "protobuf's 2 GB limit): folding and fusions that need weight values (Conv+BatchNorm, constant "
                 "subgraphs of weights) were skipped")
-        return DetailedPassResult(from_tool(simplified, held), modified, {"held_out": len(held), "note": note})
+        return DetailedPassResult(from_tool(simplified, held), modified, {"weights_held_out": len(held), "note": note})

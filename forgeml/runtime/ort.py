@@ -13,13 +13,16 @@ from forgeml.runtime import InputSet, Runner
 
 
 def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None = None,
-               optimize: bool = True, external_initializers: dict | None = None) -> Runner:
+               optimize: bool = True, external_initializers: dict | None = None,
+               low_memory: bool = False) -> Runner:
     """A runner over an ONNX model given as serialized bytes or a file path.
 
     ``optimize=False`` disables onnxruntime's own graph rewrites, so a parity number measures
     the graph as written rather than what onnxruntime made of it. ``external_initializers`` (name →
     OrtValue) replace the initializers of those names (``ort_runner_for_ir``'s held-out weights).
-    ``run.release()`` closes the session (its weights leave memory); the next call opens it again.
+    ``low_memory`` (large models) turns off weight prepacking and the memory arena: MatMul/Gemm then
+    read the weights where they are (mapped from their file) instead of keeping a packed second copy.
+    ``runner.release()`` closes the session (its weights leave memory); the next call opens it again.
     """
     import onnxruntime as ort
 
@@ -29,39 +32,49 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if external_initializers:
         opts.add_external_initializers(list(external_initializers), list(external_initializers.values()))
+    if low_memory:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+        opts.enable_cpu_mem_arena = False
     what = model if isinstance(model, bytes) else str(Path(model))
+    return OrtRunner(lambda: _open_session(ort, what, opts, providers), external_initializers)
 
-    def open_session():
-        try:
-            return ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises several unrelated exception types
-            first = first_line(e)
-            raise TargetError(f"onnxruntime could not load the model: {first}") from e
 
-    session = open_session()
-    input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
+def _open_session(ort, what, opts, providers):
+    try:
+        return ort.InferenceSession(what, opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises several unrelated exception types
+        first = first_line(e)
+        raise TargetError(f"onnxruntime could not load the model: {first}") from e
 
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        missing = [n for n in input_names if n not in inputs]
+
+class OrtRunner:
+    """A ``Runner`` over one onnxruntime session; ``release()`` drops the session (and with it the model's
+    memory), the next call opens it again. A plain object without reference cycles, so a runner that
+    goes out of scope frees its session at once, not at the next garbage collection."""
+
+    def __init__(self, open_session, held: dict | None = None):
+        self._open = open_session
+        self.held = held  # OrtValues the session reads in place: they must outlive it
+        self.session = open_session()  # for inspection and benchmarks
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise TargetError(f"onnxruntime: no value given for model input(s) {missing}")
-        if run.session is None:
-            run.session = open_session()
-        feeds = {n: np.ascontiguousarray(inputs[n]) for n in input_names}
+        if self.session is None:
+            self.session = self._open()
+        feeds = {n: np.ascontiguousarray(inputs[n]) for n in self.input_names}
         try:
-            values = run.session.run(output_names, feeds)
+            values = self.session.run(self.output_names, feeds)
         except Exception as e:
             first = first_line(e)
             raise TargetError(f"onnxruntime failed to run the model: {first}") from e
-        return dict(zip(output_names, values))
+        return dict(zip(self.output_names, values))
 
-    def release() -> None:
-        run.session = None
-
-    run.session = session  # for inspection and benchmarks
-    run.release = release
-    return run
+    def release(self) -> None:
+        self.session = None
 
 
 def _plain_dtype(tensor) -> bool:
@@ -86,6 +99,4 @@ def ort_runner_for_ir(model) -> Runner:
         return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
     proto, held = hold_out(model, as_inputs=False, only=_plain_dtype)
     values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(t.numpy())) for name, t in held.items()}
-    run = ort_runner(proto.SerializeToString(), external_initializers=values)
-    run.held = values  # onnxruntime reads these arrays for as long as the session lives
-    return run
+    return ort_runner(proto.SerializeToString(), external_initializers=values, low_memory=is_large(model))

@@ -60,7 +60,7 @@ def test_large_path_check_simplify_cleanup_onnx(tmp_path, small_limit):
     stages = {s["name"]: s for s in r.manifest["stages"]}
     assert list(stages) == ["onnx->onnx", "check", "simplify", "cleanup", "onnx"]
     # simplify ran on the graph with the 12 weights and 6 biases (1 KiB each) held out, and says so
-    assert stages["simplify"]["details"]["held_out"] == 18
+    assert stages["simplify"]["details"]["weights_held_out"] == 18
     assert "held out of onnxsim" in stages["simplify"]["details"]["note"]
     # no protobuf handed to onnxruntime or to a tool carried the weights
     assert small_limit["ort_bytes"] and max(small_limit["ort_bytes"]) < LIMIT
@@ -88,6 +88,27 @@ def test_large_path_safetensors_from_onnx(tmp_path, small_limit):
     r = forgeml.convert(str(src), targets=["safetensors"], passes=[], out_dir=tmp_path / "out")
     assert r.ok, r.parity.table()
     assert r.manifest["stages"][-1]["parity"]["rows"][0]["max_abs"] == 0
+
+
+def test_large_path_truncated_data_is_one_line(tmp_path, small_limit):
+    from forgeml.errors import InputError
+
+    src = build_model(tmp_path / "src", weight_bytes=1 << 20, dim=256)
+    data = src.with_suffix(".onnx.data")
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    with pytest.raises(InputError, match=r"model\.onnx\.data.*do not fit"):
+        forgeml.convert(str(src), targets=["onnx"], out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_large_path_int8_refused_in_one_line(tmp_path, small_limit):
+    from forgeml.errors import PassError
+
+    src = build_model(tmp_path / "src", weight_bytes=1 << 20, dim=256)
+    with pytest.raises(PassError, match="past protobuf's 2 GB limit"):
+        forgeml.convert(str(src), targets=["onnx"], quantize="int8", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -67,9 +67,11 @@ class OnnxTarget:
                         metadata={"external_data": data.name})
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
+        import forgeml.ir
         from forgeml.runtime.ort import ort_runner
 
-        return ort_runner(artifact.path), None
+        large = sum(f.stat().st_size for f in artifact.files) >= forgeml.ir.LARGE_MODEL_BYTES
+        return ort_runner(artifact.path, low_memory=large), None
 
 
 def _ort_version() -> str:

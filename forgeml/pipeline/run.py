@@ -207,8 +207,8 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
                                seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
     reference_outputs = run_reference(converted.reference, input_sets, "the source model",
                                       lambda d, t: on_event(StageEvent(stage_name, "converter", "progress", progress=(d, t))))
-    release = getattr(converted.reference, "release", None)
-    if release is not None:  # an onnxruntime reference holds the whole model; it reopens if localize needs it
+    release = getattr(converted.reference, "release", None)  # an onnxruntime reference holds the whole model;
+    if release is not None:                                   # it reopens for latency or localize
         release()
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
@@ -226,6 +226,8 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         from forgeml.runtime.latency import measure_latency
 
         entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
+        if release is not None:
+            release()
     on_event(StageEvent(stage_name, "converter", "done", entry["seconds"], None if parity is None else parity.passed))
     return state
 
@@ -252,8 +254,8 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
         if ir.precision == "fp32":
             float_ir = ir
         after = ir.stats()
+        release_mappings(ir.model)  # pages of mapped weights the pass read leave the RSS before a session maps them
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
-        release_mappings(ir.model)  # pages of mapped weights the pass and its session read leave the RSS
         seconds = time.perf_counter() - t0
         entry = {"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
                  "changes": {"modified": result.modified, "nodes_before": before["nodes"],
@@ -287,6 +289,8 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
         entry = {"name": name, "kind": "target"}
         try:
             artifact = target.build(ir, out, ctx)
+            if ir.model is not None:
+                release_mappings(ir.model)  # what the build read of mapped weights, before the artifact's session
             runner, precision = target.runner(artifact, ctx)
             parity = state.check(runner, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run

@@ -14,7 +14,7 @@ from forgeml.runtime import InputSet, Runner
 
 def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None = None,
                optimize: bool = True, external_initializers: dict | None = None,
-               low_memory: bool = False) -> Runner:
+               low_memory: bool = False, external_data_dir: str | None = None) -> Runner:
     """A runner over an ONNX model given as serialized bytes or a file path.
 
     ``optimize=False`` disables onnxruntime's own graph rewrites, so a parity number measures
@@ -22,6 +22,7 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
     OrtValue) replace the initializers of those names (``ort_runner_for_ir``'s held-out weights).
     ``low_memory`` (large models) turns off weight prepacking and the memory arena: MatMul/Gemm then
     read the weights where they are (mapped from their file) instead of keeping a packed second copy.
+    ``external_data_dir``: where the external data of a model given as bytes lives.
     ``runner.release()`` closes the session (its weights leave memory); the next call opens it again.
     """
     import onnxruntime as ort
@@ -32,6 +33,8 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if external_initializers:
         opts.add_external_initializers(list(external_initializers), list(external_initializers.values()))
+    if external_data_dir is not None:
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", external_data_dir)
     if low_memory:
         opts.add_session_config_entry("session.disable_prepacking", "1")
         opts.enable_cpu_mem_arena = False
@@ -86,17 +89,27 @@ def _plain_dtype(tensor) -> bool:
 def ort_runner_for_ir(model) -> Runner:
     """onnxruntime over an ``onnx_ir.Model``. A small model goes over as one serialized protobuf. A large
     one (``forgeml.ir.is_large``), or one whose weights are still in their external-data files, goes over
-    as its graph with the weights held out, each handed to onnxruntime as an array over the tensor's own
-    memory (``SessionOptions.add_external_initializers``): nothing is copied or written to disk, and the
-    2 GB protobuf limit never applies."""
+    as its graph without weight data, so the 2 GB protobuf limit never applies: weights still in the
+    source's data files stay external references that onnxruntime maps from that directory itself (no
+    copy: measured 1x the weights, file-backed, where arrays handed over were copied, 2x); weights in
+    memory are handed over as arrays (``SessionOptions.add_external_initializers``)."""
     import onnx_ir
     import onnxruntime as ort
 
     from forgeml.ir import hold_out, is_large
 
-    external = any(isinstance(v.const_value, onnx_ir.ExternalTensor) for v in model.graph.initializers.values())
-    if not external and not is_large(model):
+    mapped = [v.const_value for v in model.graph.initializers.values()
+              if isinstance(v.const_value, onnx_ir.ExternalTensor)]
+    if not mapped and not is_large(model):
         return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
-    proto, held = hold_out(model, as_inputs=False, only=_plain_dtype)
+    dirs = {str(t.base_dir) for t in mapped}
+    folder = dirs.pop() if len(dirs) == 1 else None
+    if folder is not None:  # weights still in the source's data files: onnxruntime maps them itself
+        def only(t):
+            return _plain_dtype(t) and not isinstance(t, onnx_ir.ExternalTensor)
+    else:
+        only = _plain_dtype
+    proto, held = hold_out(model, as_inputs=False, only=only)
     values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(t.numpy())) for name, t in held.items()}
-    return ort_runner(proto.SerializeToString(), external_initializers=values, low_memory=is_large(model))
+    return ort_runner(proto.SerializeToString(), external_initializers=values, low_memory=is_large(model),
+                      external_data_dir=folder)

@@ -127,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="forgeml-big-", dir=os.environ.get("BIGMODEL_DIR", "/tmp")))
     try:
         t0 = time.perf_counter()
-        src = build_model(work / "src", weight_bytes=int(args.gib * 2**30), dim=args.dim)
+        src = work / "src" / "model.onnx"
+        if not src.exists():  # --keep DIR reuses the model built there before
+            build_model(work / "src", weight_bytes=int(args.gib * 2**30), dim=args.dim)
         data = src.with_suffix(".onnx.data").stat().st_size
-        print(f"built {src} + {data / 2**30:.2f} GiB external data in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"model {src} + {data / 2**30:.2f} GiB external data ready in {time.perf_counter() - t0:.1f} s",
+              flush=True)
         cmd = [sys.executable, "-c", "import sys; from forgeml.cli.app import main; sys.exit(main())", "convert", str(src), "-o", str(work / "out"), "--to", "onnx",
                "--force"]
         if args.quantize:

@@ -138,7 +138,11 @@ def open_onnx(path: Path) -> Opened:
 
     from forgeml.formats import onnx_file
 
+    import forgeml.ir
+
     proto = onnx_file.load(path, external=False)  # onnxruntime reads the (checked) external data itself
     meta = {p.key: p.value for p in proto.metadata_props}
     sig = file_signature(proto, path)
-    return Opened(ort_runner(path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))
+    external = sum(r.length or 0 for r in onnx_file.external_refs(proto))
+    run = ort_runner(path, low_memory=external >= forgeml.ir.LARGE_MODEL_BYTES)
+    return Opened(run, sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

@@ -17,20 +17,24 @@ from forgeml.errors import (  # noqa: F401  (public API)
     InputError,
     ParityError,
     PassError,
+    PublishError,
     TargetError,
 )
 from forgeml.version import __version__  # noqa: F401
 
-_API = ("convert", "parity", "reproduce", "inspect", "scan", "ImportOptions", "ParityOptions", "QuantizeOptions")
+_API = ("convert", "parity", "reproduce", "inspect", "scan", "publish_mlflow", "ImportOptions", "ParityOptions",
+        "QuantizeOptions", "MlflowOptions")
 
 if TYPE_CHECKING:
     from forgeml.api import (  # noqa: F401
         ImportOptions,
+        MlflowOptions,
         ParityOptions,
         QuantizeOptions,
         convert,
         inspect,
         parity,
+        publish_mlflow,
         reproduce,
         scan,
     )

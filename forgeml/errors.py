@@ -32,6 +32,11 @@ class TargetError(ForgeError):
     """A target could not emit or load its artifact (or what it needs is absent)."""
 
 
+class PublishError(ForgeError):
+    """The package was written but could not be logged to MLflow; the message names the tracking URI,
+    where the artifacts are, and how to log them again."""
+
+
 class ParityError(ForgeError):
     """A stage's numbers do not match the source model within tolerance."""
 

@@ -21,8 +21,17 @@ if TYPE_CHECKING:
     import onnx_ir
 
 InputSet = dict[str, np.ndarray]
-Runner = Callable[[InputSet], dict[str, np.ndarray]]
-"""Runs a model: input arrays by the source model's input names -> outputs by its output names."""
+
+
+class Runner(Protocol):
+    """Runs a model: input arrays by the source model's input names -> outputs by its output names.
+
+    A plain function fits; runners that hold a runtime are small classes (``runtime.ort.OrtRunner``,
+    the TFLite target's ``TFLiteRunner`` …) whose typed attributes (``session``, ``iomap``) callers
+    read directly. Defined here, beside ``InputSet``, because every floor from converters up uses it;
+    ``forgeml.runtime`` re-exports it with the runners."""
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]: ...
 
 Dim = Union[int, str, None]
 """A dimension: a fixed size, a symbolic name (``"batch"``), or unknown."""
@@ -303,6 +312,46 @@ class SourceWeights(Protocol):
     def runner_with(self, weights: dict[str, np.ndarray]) -> Runner: ...
 
 
+@dataclass(frozen=True)
+class DecoderSpec:
+    """A causal LM exported with a KV cache: the layout every decode loop and generation config needs.
+
+    Inputs ``input_ids`` and ``position_ids`` (batch, sequence), ``attention_mask`` (batch, past +
+    sequence), ``past_key_values.{i}.key/value`` (batch, kv_heads, past, head_dim); outputs ``logits``
+    (batch, sequence, vocab) and ``present.{i}.key/value`` (batch, kv_heads, past + sequence,
+    head_dim): the names and layout of onnxruntime-genai and Optimum's ORT decoders.
+    ``generate(prompt_ids, n)`` is the source framework's own greedy decode (tokens, per-step logits).
+    """
+
+    model_type: str  # config.json's model_type: llama, qwen2, gpt2, phi3, …
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    vocab: int
+    context: int
+    bos_token_id: int | None
+    eos_token_id: int | list[int] | None
+    pad_token_id: int | None
+    generate: Callable[[list[int], int], tuple[list[int], np.ndarray]]
+    tokenizer_dir: Path | None = None  # where the source's tokenizer files are (copied beside the model)
+    prompts: tuple[tuple[int, ...], ...] = ()  # token ids the generation check starts from
+
+    def past_name(self, layer: int, kind: str) -> str:
+        return f"past_key_values.{layer}.{kind}"
+
+    def present_name(self, layer: int, kind: str) -> str:
+        return f"present.{layer}.{kind}"
+
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "position_ids"] + [
+            self.past_name(i, k) for i in range(self.layers) for k in ("key", "value")]
+
+    def output_names(self) -> list[str]:
+        return ["logits"] + [self.present_name(i, k) for i in range(self.layers) for k in ("key", "value")]
+
+
 @dataclass
 class ConvertResult:
     ir: IRModel
@@ -312,3 +361,4 @@ class ConvertResult:
     weights: SourceWeights | None = None
     source_model: object | None = None  # the original in-memory model (torch module, …), when there is one
     checkpoint: Path | None = None  # the source checkpoint on disk (hf dirs), for targets that stream from it
+    decoder: DecoderSpec | None = None  # a KV-cache causal LM: generation parity and genai_config.json

@@ -29,11 +29,33 @@ class QuantizeOptions:
 @dataclass(frozen=True)
 class ParityOptions:
     """How every stage is checked: ``batches`` seeded random batches besides the example inputs, the
-    caller's own ``inputs``, tolerance overrides, and when to ``localize`` a failing stage's first
-    diverging node (auto: graphs of moderate size | always | never)."""
+    caller's own ``inputs``, tolerance overrides, when to ``localize`` a failing stage's first
+    diverging node (auto: graphs of moderate size | always | never), and ``generate_tokens``: how many
+    greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none)."""
 
     batches: int = 3
     inputs: tuple[InputSet, ...] = ()
     atol: float | None = None
     rtol: float | None = None
     localize: str = "auto"
+    generate_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class MlflowOptions:
+    """Log the finished package to MLflow: each artifact as an MLflow model (the onnx flavor for .onnx,
+    a pyfunc wrapper running the file in its own runtime for the others), its signature, the manifest,
+    reports and parity metrics.
+
+    ``tracking_uri``: the tracking server or store (``http://…``, ``sqlite:///…``); None: the active
+    run's, else MLflow's own default (``MLFLOW_TRACKING_URI``). ``experiment``: the experiment a new run
+    goes to (None: MLflow's default). ``register``: a registered model name; the first artifact
+    logged as a model (in ``targets`` order) becomes a new version of it. ``alias``: an alias set on that
+    version. Files MLflow could not load on their own (safetensors weights, a TensorRT engine) are logged
+    as run artifacts, not models.
+    """
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    register: str | None = None
+    alias: str | None = None

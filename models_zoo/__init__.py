@@ -79,5 +79,11 @@ ZOO: dict[str, ZooModel] = {
                  "pre-tokenizer)", _from("hf_models", "build_tiny_qwen2")),
         ZooModel("tiny-gpt2", "hf", "GPT-2 checkpoint dir (byte-level BPE with gpt2's pre-tokenizer)",
                  _from("hf_models", "build_tiny_gpt2")),
+        ZooModel("tiny-phi3", "hf", "Phi-3 checkpoint dir (fused qkv and gate/up projections, GQA 4/2, "
+                 "SentencePiece BPE)", _from("hf_models", "build_tiny_phi3")),
+        ZooModel("tiny-qwen3", "hf", "Qwen3 checkpoint dir (q/k norms, tied embeddings, qwen2's byte-level BPE)",
+                 _from("hf_models", "build_tiny_qwen3")),
+        ZooModel("tiny-gemma2", "hf", "Gemma-2 checkpoint dir (logit soft-capping, sliding-window layers, tied "
+                 "embeddings, SentencePiece BPE)", _from("hf_models", "build_tiny_gemma2")),
     ]
 }

@@ -1,4 +1,4 @@
-"""Tiny Hugging Face-style decoder checkpoints built in code: llama, mistral, qwen2, gpt2.
+"""Tiny Hugging Face-style decoder checkpoints built in code: llama, mistral, qwen2, gpt2, phi3, qwen3, gemma2.
 
 Each builder writes a local checkpoint directory (config.json, tokenizer files, model.safetensors)
 with a tokenizer trained here on text from Python's own standard library, then trains the model
@@ -37,7 +37,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}
 class TinySpec:
     """The settings of one tiny checkpoint; they (and the library versions) key the cache."""
 
-    arch: str  # llama | mistral | qwen2 | gpt2
+    arch: str  # llama | mistral | qwen2 | gpt2 | phi3 | qwen3 | gemma2
     hidden: int = 64
     layers: int = 2
     heads: int = 4
@@ -189,8 +189,17 @@ def _config(spec: TinySpec, tok):
                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                        tie_word_embeddings=True, vocab_size=spec.vocab, **ids)
     cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-           "qwen2": transformers.Qwen2Config}[spec.arch]
+           "qwen2": transformers.Qwen2Config, "phi3": transformers.Phi3Config,
+           "qwen3": transformers.Qwen3Config, "gemma2": transformers.Gemma2Config}[spec.arch]
     extra = {"sliding_window": None} if spec.arch in ("mistral", "qwen2") else {}
+    if spec.arch == "phi3":  # its default pad id (32000) is outside a tiny vocabulary
+        extra = {"pad_token_id": tok.eos_token_id}
+    if spec.arch in ("qwen3", "gemma2"):  # tied embeddings, as their small releases have
+        common["tie_word_embeddings"] = True
+        extra = {"head_dim": spec.hidden // spec.heads}
+    if spec.arch == "gemma2":  # sliding-window layers longer than the context: the local path is the global one
+        extra.update(sliding_window=spec.context, query_pre_attn_scalar=spec.hidden // spec.heads,
+                     pad_token_id=tok.eos_token_id)
     return cls(hidden_size=spec.hidden, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
                num_key_value_heads=spec.kv_heads, intermediate_size=spec.ffn, max_position_embeddings=spec.context,
                rms_norm_eps=1e-5, **common, **ids, **extra)
@@ -201,10 +210,10 @@ def build_checkpoint(spec: TinySpec, out: Path) -> None:
     import transformers
 
     text = corpus()
-    if spec.arch in ("llama", "mistral"):
+    if spec.arch in ("llama", "mistral", "phi3", "gemma2"):
         write_sentencepiece_tokenizer(out, spec.vocab, text)
-    elif spec.arch in ("gpt2", "qwen2"):
-        write_bytelevel_tokenizer(out, spec.vocab, text, flavor=spec.arch)
+    elif spec.arch in ("gpt2", "qwen2", "qwen3"):
+        write_bytelevel_tokenizer(out, spec.vocab, text, flavor="gpt2" if spec.arch == "gpt2" else "qwen2")
     else:
         raise ValueError(f"no tiny builder for {spec.arch!r}")
     tok = transformers.AutoTokenizer.from_pretrained(str(out))
@@ -255,6 +264,9 @@ SPECS = {
     "tiny-mistral": TinySpec("mistral"),
     "tiny-qwen2": TinySpec("qwen2"),
     "tiny-gpt2": TinySpec("gpt2", kv_heads=4),
+    "tiny-phi3": TinySpec("phi3"),
+    "tiny-qwen3": TinySpec("qwen3"),
+    "tiny-gemma2": TinySpec("gemma2"),
 }
 
 
@@ -336,3 +348,15 @@ def build_tiny_qwen2():
 
 def build_tiny_gpt2():
     return build_zoo("tiny-gpt2")
+
+
+def build_tiny_phi3():
+    return build_zoo("tiny-phi3")
+
+
+def build_tiny_qwen3():
+    return build_zoo("tiny-qwen3")
+
+
+def build_tiny_gemma2():
+    return build_zoo("tiny-gemma2")

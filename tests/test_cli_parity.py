@@ -171,7 +171,7 @@ def test_parity_tflite_vs_onnx_in_the_source_layout(cnn_tflite, capsys, tmp_path
     tfl, onx = cnn_tflite / "model.tflite", cnn_tflite / "model.onnx"
     code, s = _json(capsys, ["parity", str(tfl), str(onx), "--json"])
     assert code == 0 and s["ok"] and s["stages"][0]["profile"] == "fp32"  # the file says it is the fp32 variant
-    m = compare(str(tfl), str(onx))
+    m = compare(str(tfl), str(onx)).to_json()
     assert m["source"]["kind"] == "tflite" and "TFLite interpreter" in m["source"]["framework"]
     x = m["signature"]["inputs"][0]
     assert x["shape"][1:] == [3, 32, 32]  # the .tflite's io map gives the source's NCHW signature back

@@ -12,10 +12,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "forgeml"
 
 # Each floor and what it may import besides itself (its own folder). Floors not named here (the CLI)
 # may import anything.
-_BASE = {"forgeml.errors"}
+_BASE = {"forgeml.errors", "forgeml.records"}
 ALLOWED = {
     "forgeml": _BASE | {"forgeml.api", "forgeml.version"},
     "forgeml.errors": set(),
+    "forgeml.records": set(),
     "forgeml.version": set(),
     "forgeml.options": _BASE | {"forgeml.ir"},
     "forgeml.fileio": _BASE,
@@ -29,14 +30,23 @@ ALLOWED = {
                                    "forgeml.runtime", "forgeml.parity"},
     "forgeml.targets": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                                 "forgeml.runtime", "forgeml.parity"},
-    "forgeml.report": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.parity"},
+    "forgeml.manifest": _BASE | {"forgeml.ir", "forgeml.parity"},
+    "forgeml.report": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.parity", "forgeml.manifest"},
+    # publish: a committed package to a registry (MLflow); it runs artifacts through their targets
+    "forgeml.publish": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.runtime",
+                                "forgeml.targets", "forgeml.report", "forgeml.options", "forgeml.manifest"},
     "forgeml.pipeline": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                                  "forgeml.runtime", "forgeml.parity", "forgeml.passes", "forgeml.converters",
-                                 "forgeml.targets", "forgeml.report", "forgeml.options", "forgeml.version"},
+                                 "forgeml.targets", "forgeml.report", "forgeml.options", "forgeml.version",
+                                 "forgeml.manifest", "forgeml.publish"},
     "forgeml.api": _BASE | {"forgeml.ir", "forgeml.fileio", "forgeml.formats", "forgeml.security",
                             "forgeml.runtime", "forgeml.parity", "forgeml.passes", "forgeml.converters",
                             "forgeml.targets", "forgeml.report", "forgeml.pipeline", "forgeml.options",
-                            "forgeml.version"},
+                            "forgeml.version", "forgeml.manifest", "forgeml.publish"},
+    # batch runs forgeml.api's convert as jobs; nothing but the CLI imports it
+    "forgeml.batch": _BASE | {"forgeml.api", "forgeml.options", "forgeml.converters", "forgeml.parity",
+                              "forgeml.passes", "forgeml.targets", "forgeml.report", "forgeml.runtime",
+                              "forgeml.fileio", "forgeml.version", "forgeml.manifest"},
 }
 UI_LIBRARIES = {"typer", "rich", "click"}
 
@@ -104,6 +114,13 @@ def violations(g: dict[str, set[str]]) -> list[str]:
     return sorted(bad)
 
 
+def publish_importers(g: dict[str, set[str]]) -> list[str]:
+    """Modules outside pipeline, api, cli and publish itself that import publish: none may."""
+    allowed = {"forgeml.pipeline", "forgeml.api", "forgeml.cli", "forgeml.publish"}
+    return sorted(f"{mod} imports {dep}" for mod, deps in g.items() for dep in deps
+                  if floor_of(dep) == "forgeml.publish" and floor_of(mod) not in allowed)
+
+
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan)."""
     index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
@@ -140,6 +157,11 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_floors_import_only_downwards():
     assert violations(graph()) == []
+
+
+def test_only_pipeline_api_and_cli_import_publish():
+    assert publish_importers(graph()) == []
+    assert publish_importers({"forgeml.targets.onnx.target": {"forgeml.publish.mlflow"}}) != []
 
 
 def test_no_import_cycles():

@@ -65,8 +65,12 @@ def convert(
     input_spec: Optional[List[str]] = typer.Option(None, "--input", help="name:DIMS:dtype for sources without "
                                                    "example inputs, e.g. x:1x3x224x224:float32"),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="make the batch axis dynamic"),
+    no_kv_cache: bool = typer.Option(False, "--no-kv-cache", help="causal LMs: export input_ids -> logits "
+                                     "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
     parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    gen_tokens: int = typer.Option(32, "--gen-tokens", min=0, help="KV-cache decoders: greedy tokens per prompt "
+                                   "in generation parity (0: none)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
     rtol: Optional[float] = typer.Option(None, "--rtol", help="override the profile's relative tolerance"),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="fp16 | int8 | int8-static | int4"),
@@ -102,6 +106,14 @@ def convert(
                                               "model_repository/ (default: from SRC)"),
     triton_max_batch: Optional[int] = typer.Option(None, "--triton-max-batch", help="triton target: max_batch_size "
                                                    "when the batch dim is dynamic (default 8)"),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help="log the finished package to MLflow: [URI] of the "
+                                         "tracking server or store (bare --mlflow: MLFLOW_TRACKING_URI / the "
+                                         "active run); needs forgeml[mlflow]"),
+    mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="MLflow experiment for "
+                                                    "the new run"),
+    register: Optional[str] = typer.Option(None, "--register", help="with --mlflow: register the first artifact "
+                                           "as a new version of this registered model"),
+    alias: Optional[str] = typer.Option(None, "--alias", help="with --register: set this alias on the version"),
 ):
     """Convert SRC to the --to targets, checking parity after every stage."""
     from forgeml.converters import ImportOptions
@@ -126,6 +138,7 @@ def convert(
                          "--quantize fp16|int8|int8-static|int4")
     target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type,
                                      triton_name, triton_max_batch)
+    mlflow_options = _mlflow_options(mlflow, mlflow_experiment, register, alias)
     # Everything is checked and read before the (slow) import, so a wrong flag or file fails at once;
     # inputs are checked against the model's signature once it is imported.
     config = build_config(
@@ -134,12 +147,14 @@ def convert(
             quantize, calibration=tuple(load_calibration(calib)) if calib else (),
             synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
-                             rtol=rtol, localize="always" if localize else "auto"),
+                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
                                      input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
-                                     opset=opset, trust_pickle=trust_pickle, signature=signature),
+                                     opset=opset, trust_pickle=trust_pickle, signature=signature,
+                                     kv_cache=not no_kv_cache),
         target_configs=target_configs,
         command=" ".join(shlex.quote(a) for a in ["forgeml", *(ctx.obj or {}).get("argv", sys.argv[1:])]),
+        mlflow=mlflow_options,
     )
     with err.status(f"loading {src} …"):
         resolved = resolve(src)
@@ -161,7 +176,8 @@ def convert(
             status.update(f"{e.kind} [bold]{e.name}[/] …")
             return
         if e.status == "failed":
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(e.message)}[/]")
+            why = "" if e.kind == "publish" else e.message  # publish raises: its line follows, in flags
+            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
             return
         mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
         err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
@@ -182,13 +198,59 @@ def convert(
                              f"the run itself is complete in {result.out_dir}") from e
     from forgeml.report.gating import exit_code, summary
 
-    code = exit_code(result.manifest, fail_on)
+    code = exit_code(result.record, fail_on)
     if as_json:
-        print(json.dumps(summary(result.manifest, out_dir=str(result.out_dir), fail_on=fail_on), indent=2))
+        data = summary(result.record, out_dir=str(result.out_dir), fail_on=fail_on)
+        if result.published is not None:
+            data["mlflow"] = result.published.to_json()
+        print(json.dumps(data, indent=2))
     else:
         _print_summary(result, fail_on)
-        _print_divergence(result.manifest)
+        _print_divergence(result.record)
+        if result.published is not None:
+            _print_published(result.published)
     raise typer.Exit(code)
+
+
+def _mlflow_options(uri: Optional[str], experiment: Optional[str], register: Optional[str], alias: Optional[str]):
+    """--mlflow [URI] and its companions as ``MlflowOptions`` (None without --mlflow)."""
+    from forgeml.errors import InputError
+    from forgeml.options import MlflowOptions
+
+    if uri is None:
+        if experiment or register or alias:
+            raise InputError("--mlflow-experiment, --register and --alias apply to --mlflow; add --mlflow [URI]")
+        return None
+    return MlflowOptions(tracking_uri=uri or None, experiment=experiment, register=register, alias=alias)
+
+
+def _print_published(published) -> None:
+    out = _out()
+    out.print(f"MLflow: run {published.run_id} at {_escape(published.tracking_uri)}; models "
+              + ", ".join(f"{t} {_escape(u)}" for t, u in published.models.items()), soft_wrap=True)
+    if published.registered:
+        out.print(f"MLflow: registered {_escape(published.registered)} version {published.version}"
+                  + (f", loadable as {_escape(published.alias_uri)}" if published.alias_uri else ""), soft_wrap=True)
+
+
+@app.command()
+def publish(out: Path = typer.Argument(..., help="a finished forgeml output directory"),
+            mlflow: str = typer.Option("", "--mlflow", help="tracking URI (default: MLFLOW_TRACKING_URI)"),
+            mlflow_experiment: Optional[str] = typer.Option(None, "--mlflow-experiment", help="experiment for the run"),
+            register: Optional[str] = typer.Option(None, "--register", help="register the first artifact as a new "
+                                                   "version of this model"),
+            alias: Optional[str] = typer.Option(None, "--alias", help="with --register: set this alias on it"),
+            as_json: bool = typer.Option(False, "--json", help="print where it went as JSON")):
+    """Log a finished output directory to MLflow (what convert --mlflow does at the end of a run)."""
+    from forgeml.publish.mlflow import publish as log_package
+
+    options = _mlflow_options(mlflow, mlflow_experiment, register, alias)
+    with _err().status(f"logging {out} to MLflow …"):
+        published = log_package(out, options)
+    if as_json:
+        print(json.dumps(published.to_json(), indent=2))
+    else:
+        _print_published(published)
 
 
 def _check_fail_on(fail_on: str) -> None:
@@ -199,21 +261,20 @@ def _check_fail_on(fail_on: str) -> None:
         raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
 
 
-def _print_divergence(manifest: dict) -> None:
+def _print_divergence(manifest) -> None:
     err = _err()
-    for st in manifest.get("stages", []):
-        d = st.get("divergence")
+    for st in manifest.stages:
+        d = st.divergence
         if not d:
             continue
-        if d.get("found"):
-            mod = f", module {d['module']}" + (f" ({d['module_class']})" if d.get("module_class") else "") \
-                if d.get("module") else ""
-            err.print(f"[red]first divergence[/] in {_escape(st['name'])}: node {_escape(d['node'])} "
-                      f"({_escape(d['op'])}){_escape(mod)}", soft_wrap=True)
-            if d.get("source_line"):
-                err.print(f"  {d['source_line']}", soft_wrap=True, markup=False)
+        if d.found:
+            mod = f", module {d.module}" + (f" ({d.module_class})" if d.module_class else "") if d.module else ""
+            err.print(f"[red]first divergence[/] in {_escape(st.name)}: node {_escape(d.node)} "
+                      f"({_escape(d.op)}){_escape(mod)}", soft_wrap=True)
+            if d.source_line:
+                err.print(f"  {d.source_line}", soft_wrap=True, markup=False)
         else:
-            err.print(f"first divergence in {st['name']} not localized: {d.get('note', '')}", soft_wrap=True,
+            err.print(f"first divergence in {st.name} not localized: {d.note or ''}", soft_wrap=True,
                       markup=False)
 
 
@@ -226,7 +287,7 @@ def _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gg
     return {name: cfg for name, cfg in configs.items() if cfg is not None}
 
 
-def _print_verdict(out, manifest: dict, fail_on: str, tail: str = "") -> None:
+def _print_verdict(out, manifest, fail_on: str, tail: str = "") -> None:
     """The warnings that can decide the exit code, then the verdict word that agrees with it."""
     from forgeml.report.gating import verdict, verdict_reason, warnings
 
@@ -238,59 +299,61 @@ def _print_verdict(out, manifest: dict, fail_on: str, tail: str = "") -> None:
     out.print(text + tail)
 
 
-def _centered(row: dict) -> str:
+def _centered(row) -> str:
     from forgeml.report.gating import shown
 
-    cc = row.get("centered_cosine")
+    cc = row.centered_cosine
     return shown(cc, 4) if cc is not None else "–"
 
 
-def _cosine(row: dict) -> str:
+def _cosine(row) -> str:
     from forgeml.report.gating import shown
 
-    return shown(row["cosine"], 6) if "cosine" in row else "–"
+    return shown(row.cosine, 6) if row.cosine is not None else "–"
 
 
-def _top1(row: dict) -> str:
+def _top1(row) -> str:
     """Top-1 agreement, or for integer outputs (labels) the exact-match fraction the verdict judges them by."""
     from forgeml.report.gating import shown
 
-    if row.get("top1") is not None:
-        return shown(row["top1"], 4)
-    if row.get("exact_match") is not None:
-        return shown(row["exact_match"], 4) + " exact"
+    if row.top1 is not None:
+        return shown(row.top1, 4)
+    if row.exact_match is not None:
+        return shown(row.exact_match, 4) + " exact"
     return "–"
+
+
+def _max_abs(row) -> str:
+    return f"{row.max_abs:.2e}" if row.max_abs is not None else "–"
 
 
 def _print_summary(result, fail_on: str = "fail") -> None:
     from rich.table import Table
 
     out = _out()
-    stages = result.manifest["stages"]
-    reference = next((st["parity"]["reference"] for st in stages if st.get("parity")),
-                     result.manifest["source"].get("framework", "the source"))
+    m = result.record
+    reference = next((st.parity.reference for st in m.checked()),
+                     m.source.framework if m.source.framework is not None else "the source")
     table = Table(title="parity vs " + reference, title_justify="left")
     for col in ("stage", "output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
     for stage, parity in result.parity.stages:
         for row in parity.rows:
-            table.add_row(f"{stage} ({parity.profile.name})", row["output"],
-                          f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
+            table.add_row(f"{stage} ({parity.profile.name})", row.output, _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
-                          "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {row.get('problem', '')}")
+                          "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
     out.print(table)
-    plan = result.manifest.get("plan") or {}
-    if plan.get("skipped"):
-        out.print(f"[dim]plan: {_escape(plan['reason'])}; skipped: {_escape(', '.join(plan['skipped']))}[/]")
-    for warning in result.manifest.get("warnings", []):
+    if m.plan and m.plan.skipped:
+        out.print(f"[dim]plan: {_escape(m.plan.reason)}; skipped: {_escape(', '.join(m.plan.skipped))}[/]")
+    for warning in m.warnings:
         out.print(f"[yellow]warning:[/] {_escape(warning)}")
-    source = result.manifest["source"]
-    if source.get("fallback"):
-        out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source['route'].split(' ')[0])}: "
-                  f"{_escape(source['fallback'])}")
+    source = m.source
+    if source.fallback:
+        out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source.route.split(' ')[0])}: "
+                  f"{_escape(source.fallback)}")
     for name, why in result.errors.items():
         out.print(f"[red]target {name} failed:[/] {_escape(in_flags(why))}")
-    _print_verdict(out, result.manifest, fail_on, f"  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
+    _print_verdict(out, m, fail_on, f"  {len(result.artifacts)} artifact(s) in {result.out_dir}  "
                    f"(manifest.json, report.md, report.html)")
 
 
@@ -369,21 +432,20 @@ def parity(
         raise typer.Exit(code)
     from rich.table import Table
 
-    st = m["stages"][0]
-    par = st["parity"]
-    table = Table(title=f"{b} vs {a} ({par['profile']})", title_justify="left")
+    st = m.stages[0]
+    par = st.parity
+    table = Table(title=f"{b} vs {a} ({par.profile})", title_justify="left")
     for col in ("output", "max abs", "cosine", "centered", "top-1", "verdict"):
         table.add_column(col)
-    for row in par["rows"]:
-        table.add_row(row["output"], f"{row['max_abs']:.2e}" if "max_abs" in row else "–",
-                      _cosine(row), _centered(row), _top1(row),
-                      "[green]pass[/]" if row["passed"] else f"[red]FAIL[/] {_escape(row.get('problem', ''))}")
+    for row in par.rows:
+        table.add_row(row.output, _max_abs(row), _cosine(row), _centered(row), _top1(row),
+                      "[green]pass[/]" if row.passed else f"[red]FAIL[/] {_escape(row.problem or '')}")
     out = _out()
     out.print(table)
-    for note in st.get("notes", []):
+    for note in st.notes:
         out.print(f"note: {note}")
-    out.print(f"A: {m['source']['framework']} {st['reference_latency']['median_ms']:.3g} ms · "
-              f"B: {st['runtime']} {st['latency']['median_ms']:.3g} ms (median, example batch)")
+    out.print(f"A: {m.source.framework} {st.reference_latency.median_ms:.3g} ms · "
+              f"B: {st.runtime} {st.latency.median_ms:.3g} ms (median, example batch)")
     _print_verdict(out, m, fail_on)
     raise typer.Exit(code)
 
@@ -481,6 +543,64 @@ def scan(file: Path = typer.Argument(..., help="a pickle-based file: .pkl, .jobl
     raise typer.Exit(0 if report.clean else 1)
 
 
+@app.command()
+def batch(
+    jobs: Path = typer.Argument(..., help="YAML job file: models × targets × quantize modes (README: Batch)"),
+    cluster: str = typer.Option("local", "--cluster", help="local: Ray started inside this process | auto: the "
+                                "cluster RAY_ADDRESS names (local when unset) | none: no Ray, one job at a time | "
+                                "ray://HOST:PORT"),
+    out: Path = typer.Option(Path("batch-out"), "--out", "-o", help="output directory, reachable from every node"),
+    resume: bool = typer.Option(False, "--resume", help="keep the jobs of an earlier run into OUT that passed "
+                                "with unchanged inputs; run the rest"),
+    force: bool = typer.Option(False, "--force", help="discard an earlier run into OUT"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="at most N jobs at once "
+                                               "(default: as many as the cluster's resources allow)"),
+    as_json: bool = typer.Option(False, "--json", help="print summary.json's counts and verdicts on stdout"),
+):
+    """Run many conversions as Ray tasks and summarize them. Exit 0 all passed, 1 a parity failure (or a job
+    lost with its worker), 2 a bad job file, or a job that could not be converted or scheduled."""
+    from rich.markup import escape
+
+    from forgeml.batch import BatchOptions, run_batch
+    from forgeml.cli.batch import BatchBar, job_line, table
+    from forgeml.cli.progress import bar_wanted
+
+    err = _err()
+    bar = BatchBar() if bar_wanted(as_json) else None
+    status = err.status("starting …") if bar is not None else None
+
+    def on_event(e):
+        if e.kind == "done" and not as_json:
+            err.print(job_line(e.record), soft_wrap=True)
+        elif e.kind == "retry" and not as_json:
+            err.print(f"  [yellow]↻[/] {escape(e.message)}", soft_wrap=True)
+        if status is not None:
+            status.update(escape(bar.render(e)))
+
+    if status is not None:
+        status.start()
+    try:
+        result = run_batch(jobs, out, BatchOptions(cluster=cluster, max_parallel=max_parallel, resume=resume,
+                                                   force=force), on_event=on_event)
+    except KeyboardInterrupt:
+        raise _Interrupted(f"finished jobs are recorded in {out}/records; --resume continues") from None
+    finally:
+        if status is not None:
+            status.stop()
+    s = result.summary
+    if as_json:
+        print(json.dumps({k: s[k] for k in ("exit_code", "counts", "out_dir", "seconds")} |
+                         {"jobs": {j["id"]: j["verdict"] for j in s["jobs"]}}, indent=2))
+    else:
+        o = _out()
+        o.print(table(result))
+        shown = ", ".join(f"{n} {v}" for v, n in s["counts"].items() if n)
+        o.print(f"{len(result.records)} jobs: {shown} in {s['seconds']:.1f} s on {s['cluster']['kind']} Ray "
+                f"({len(s['cluster']['nodes'])} node(s))  "
+                f"({escape(str(result.out_dir))}/summary.html, summary.md, summary.json, junit.xml)")
+    raise typer.Exit(result.exit_code)
+
+
 @zoo_app.command("list")
 def zoo_list():
     """The built-in models."""
@@ -522,11 +642,16 @@ FLAGS = {
     "`quantize.synthetic_calibration`": "--calib-synthetic", "`quantize.max_cosine_drop`": "--max-cosine-drop",
     "`quantize.min_top1`": "--min-top1", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
-    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize", "`force`": "--force",
+    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
+    "`parity.generate_tokens`": "--gen-tokens", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",
     "`TritonConfig.max_batch_size`": "--triton-max-batch", "`passes`": "--passes",
+    "`mlflow.tracking_uri`": "--mlflow", "`mlflow.experiment`": "--mlflow-experiment",
+    "`mlflow.register`": "--register", "`mlflow.alias`": "--alias", "`publish_mlflow`": "forgeml publish",
+    "`BatchOptions.cluster`": "--cluster", "`BatchOptions.max_parallel`": "--max-parallel",
+    "`BatchOptions.resume`": "--resume", "`BatchOptions.force`": "--force",
 }
 
 
@@ -552,13 +677,24 @@ def _interrupted(detail: str) -> None:
     ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
+def _bare_mlflow(args: list[str]) -> list[str]:
+    """``--mlflow`` takes an optional URI: given bare (last, or before another option) it means MLflow's
+    default, written as an empty value so the option parser sees one."""
+    out = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--mlflow" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ForgeErrors become one line and their exit code; --debug shows the traceback."""
     from forgeml.errors import ForgeError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
+    args = _bare_mlflow([a for a in args if a != "--debug"])
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

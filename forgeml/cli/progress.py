@@ -28,7 +28,7 @@ def bar_wanted(as_json: bool, stream=None, env: Mapping[str, str] | None = None)
         return False
 
 
-def _clock_text(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -36,7 +36,8 @@ def _clock_text(seconds: float) -> str:
 
 class ProgressText:
     """The bar's text for the loop running now: ``[████░░░░] 12/40 ETA 0:31``. The ETA is the rate
-    since this loop's first report, so time spent before the loop (loading, compiling) is not in it."""
+    since this loop's first report, so time spent before the loop (loading, compiling) is not in it.
+    A total of 0 is work with no count (a heartbeat): its ``done`` is seconds elapsed."""
 
     def __init__(self, delay: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self._delay, self._clock = delay, clock
@@ -58,15 +59,17 @@ class ProgressText:
         self._last = done
         elapsed = now - self._t0
         began = self._stage[2] if self._stage[:2] == (name, kind) else self._t0
-        if now - began < self._delay or total <= 0:
+        if now - began < self._delay or total < 0:
             return None
+        if total == 0:  # no count known (a compiler call): a clock, not a bar
+            return f"[{'·' * WIDTH}] {clock_text(done)} elapsed"
         done = min(done, total)
         filled = int(WIDTH * done / total)
         bar = "█" * filled + "░" * (WIDTH - filled)
         if done >= total:
-            eta = f"took {_clock_text(elapsed)}"
+            eta = f"took {clock_text(elapsed)}"
         elif done > self._d0:
-            eta = "ETA " + _clock_text((total - done) * elapsed / (done - self._d0))
+            eta = "ETA " + clock_text((total - done) * elapsed / (done - self._d0))
         else:
             eta = "ETA –"
         return f"[{bar}] {done}/{total} {eta}"

@@ -15,9 +15,21 @@ def ir_from_proto(proto, input_names: list[str], output_names: list[str], proven
     """
     import onnx_ir
 
+    _sort_opset_imports(proto)
     model = onnx_ir.serde.deserialize_model(proto)
     sig = signature_of(model)
     if sig.input_names != input_names or sig.output_names != output_names:
         raise ConversionError(f"{stage}: the converted graph's names {sig.input_names} -> {sig.output_names} "
                               f"do not match the source's {input_names} -> {output_names}")
     return IRModel(model, sig, provenance)
+
+
+def _sort_opset_imports(proto) -> None:
+    """Opset imports in domain order: some converters (skl2onnx) list them in set order, which follows
+    Python's hash seed, so the same model would give different artifact bytes from run to run."""
+    pairs = sorted((o.domain, o.version) for o in proto.opset_import)
+    if [(o.domain, o.version) for o in proto.opset_import] != pairs:
+        from onnx import helper
+
+        del proto.opset_import[:]
+        proto.opset_import.extend(helper.make_opsetid(d, v) for d, v in pairs)

@@ -24,6 +24,7 @@ class ImportOptions:
     opset: int | None = None
     trust_pickle: bool = False
     signature: str | None = None  # SavedModel serving signature to convert (default: serving_default)
+    kv_cache: bool = True  # causal LMs: export the decoder with its KV cache (False: input_ids -> logits)
 
 
 class Converter(Protocol):

@@ -83,10 +83,15 @@ def run_all_values(proto: onnx.ModelProto, inputs: InputSet) -> dict[str, np.nda
     """Every value the graph computes on ``inputs`` (onnxruntime, graph optimizations off)."""
     import onnxruntime as ort
 
+    from forgeml.runtime.ort import intra_op_threads
+
     exposed, _ = expose_all(proto)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    threads = intra_op_threads()
+    if threads:
+        opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     feeds = {i.name: np.ascontiguousarray(inputs[i.name]) for i in sess.get_inputs()}

@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from forgeml.records import Record
 from forgeml.runtime import InputSet, Runner
 from forgeml.parity.metrics import OutputAccumulator
 from forgeml.parity.tolerances import Tolerance
+
+
+@dataclass
+class ParityRow(Record):
+    """One output's metrics in one stage (``parity/metrics.py`` computes them; docs/design.md lists them).
+    A metric the output does not have (top-1 on a regression, cosine on labels) is None and not written."""
+
+    output: str | None = None
+    passed: bool | None = None
+    problem: str | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mean_abs: float | None = None
+    cosine: float | None = None
+    centered_cosine: float | None = None
+    top1: float | None = None
+    top1_decided_fraction: float | None = None
+    top1_decided: int | None = None
+    top1_noise: float | None = None
+    top1_margin: float | None = None
+    top1_judged: str | None = None
+    warning: str | None = None
+    exact_match: float | None = None
+    atol_needed: float | None = None
+    tokens_matched: str | None = None  # generation rows (parity/generation.py): "matched/total" greedy tokens
+    first_divergence: str | None = None
+    generation: dict[str, Any] | None = None  # runtime, tokens, prompts, matched, total, divergences
+
+    def metric(self, name: str) -> float | None:
+        """A metric by its column name (``parity.table.COLUMNS``)."""
+        return getattr(self, name)
 
 
 @dataclass
@@ -19,19 +51,20 @@ class StageParity:
     passed: bool
     reference: str
     profile: Tolerance
-    rows: list[dict]
+    rows: list[ParityRow]
     batches: int
     sketches: dict[str, dict] = field(default_factory=dict)  # output → error histogram + value sample
 
     def to_json(self) -> dict:
         out = {"passed": self.passed, "reference": self.reference, "profile": self.profile.name,
-               "tolerance": self.profile.to_json(), "batches": self.batches, "rows": self.rows}
+               "tolerance": self.profile.to_json(), "batches": self.batches,
+               "rows": [r.to_json() for r in self.rows]}
         if self.sketches:
             out["sketches"] = self.sketches
         return out
 
     def failing_outputs(self) -> list[str]:
-        return [r["output"] for r in self.rows if not r["passed"]]
+        return [r.output for r in self.rows if not r.passed]
 
 
 def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str,
@@ -76,9 +109,9 @@ def measure(reference_outputs: Sequence[dict[str, np.ndarray]], candidate: Runne
             sketches[name].add(np.asarray(ref[name]), np.asarray(got[name]), per_batch)
         if progress is not None:
             progress(i + 1, len(input_sets))
-    rows = [accs[n].row(tol) for n in output_names]
+    rows = [ParityRow.from_json(accs[n].row(tol)) for n in output_names]
     drawn = {n: j for n, s in sketches.items() if (j := s.to_json()) is not None}
-    return StageParity(passed=all(r["passed"] for r in rows), reference=reference, profile=tol,
+    return StageParity(passed=all(r.passed for r in rows), reference=reference, profile=tol,
                        rows=rows, batches=len(input_sets), sketches=drawn)
 
 

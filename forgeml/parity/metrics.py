@@ -14,9 +14,13 @@ import numpy as np
 from forgeml.parity.tolerances import Tolerance
 
 
-def looks_like_scores(a: np.ndarray) -> bool:
-    """Float outputs of rank >= 2 with a last axis of 2+ entries: class scores or logits."""
-    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2
+CACHE_PREFIXES = ("present.", "present_key_values.")  # a decoder's KV cache (genai/Optimum names)
+
+
+def looks_like_scores(a: np.ndarray, name: str = "") -> bool:
+    """Float outputs of rank >= 2 with a last axis of 2+ entries: class scores or logits. Not a
+    decoder's KV cache, whose last axis is head_dim: top-1 over it would mean nothing."""
+    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2 and not name.startswith(CACHE_PREFIXES)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class OutputAccumulator:
             self.ccand_sq += float(np.sum(cc * cc))
             self.centered_batches += 1
         self.sum_sq += float(np.sum(d * d))
-        if looks_like_scores(ref):
+        if looks_like_scores(ref, self.name):
             self.top1_hits += int(np.sum(ref.argmax(-1) == cand.argmax(-1)))
             self.top1_total += int(np.prod(ref.shape[:-1]))
             top2 = np.partition(r, -2, axis=-1)

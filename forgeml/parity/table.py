@@ -30,9 +30,10 @@ def header(*lead: str) -> list[str]:
     return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
 
 
-def row(lead: list[str], values: dict) -> str:
-    verdict = "pass" if values["passed"] else f"**FAIL**: {cell(values.get('problem', ''))}"
-    return "| " + " | ".join([*lead, values["output"], *(fmt(values.get(k)) for k, _ in COLUMNS), verdict]) + " |"
+def row(lead: list[str], values) -> str:
+    """``values``: a ``ParityRow``."""
+    verdict = "pass" if values.passed else f"**FAIL**: {cell(values.problem or '')}"
+    return "| " + " | ".join([*lead, values.output, *(fmt(values.metric(k)) for k, _ in COLUMNS), verdict]) + " |"
 
 
 def parity_table(stages: list[tuple[str, object]]) -> str:

@@ -19,6 +19,8 @@ import numpy as np
 
 from forgeml.errors import InputError, first_line, require_file
 from forgeml.ir import Signature, sha256_file
+from forgeml.manifest import (DataHash, LatencyRecord, Manifest, ParityRecord, SignatureRecord, SourceRecord,
+                              StageRecord)
 from forgeml.runtime import InputSet, Runner
 
 
@@ -61,11 +63,33 @@ def load_source(src: str, ctx: LoadContext) -> Side:
                 None, c.example_inputs)
 
 
+def _as_decoder(a: Side, b: Side, ctx: LoadContext) -> Side:
+    """A source whose quick reference is the logits forward, against a KV-cache decoder file: A again,
+    as the decoder with its cache (the converter's ``reference_only(kv_cache=True)``)."""
+    from forgeml.pipeline.sources import resolve
+
+    past = "past_key_values.0.key"
+    if a.ref not in ctx.converted or past in a.signature.input_names or past not in b.signature.input_names:
+        return a
+    import inspect
+
+    resolved = resolve(a.ref)
+    quick = getattr(resolved.converter, "reference_only", None)
+    if quick is None or "kv_cache" not in inspect.signature(quick).parameters:  # a converter without decoders
+        return a
+    c = quick(resolved.model, resolved.example_inputs, resolved.ref, kv_cache=True)
+    ctx.converted[a.ref] = c
+    return Side(a.ref, c.ir.provenance.kind, c.reference, c.ir.signature, c.reference_name, c.ir.provenance.sha256,
+                None, c.example_inputs)
+
+
 def opener(path: Path):
-    """The target that opens files of this suffix on their own, or None."""
+    """The target that opens files of this suffix on their own, or None. A target sharing its suffix
+    with a source format (torch-aoti's ``.pt2``) says by ``opens(path)`` whether the file is its own."""
     from forgeml.targets import TARGETS
 
-    return next((t for t in TARGETS.values() if hasattr(t, "open") and path.suffix.lower() in t.suffixes), None)
+    return next((t for t in TARGETS.values() if hasattr(t, "open") and path.suffix.lower() in t.suffixes
+                 and getattr(t, "opens", lambda p: True)(path)), None)
 
 
 def load_side(spec: str, ctx: LoadContext) -> Side:
@@ -89,12 +113,17 @@ def load_side(spec: str, ctx: LoadContext) -> Side:
 
 # --- matching two signatures ----------------------------------------------------------------------
 
-def _renamed(runner: Runner, in_map: dict[str, str], out_map: dict[str, str]) -> Runner:
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        got = runner({in_map.get(k, k): v for k, v in inputs.items()})
-        return {out_map.get(k, k): v for k, v in got.items()}
+@dataclass
+class Renamed:
+    """``runner`` speaking other names: inputs renamed by ``in_map`` on the way in, outputs by ``out_map``."""
 
-    return run
+    runner: Runner
+    in_map: dict[str, str]
+    out_map: dict[str, str]
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        got = self.runner({self.in_map.get(k, k): v for k, v in inputs.items()})
+        return {self.out_map.get(k, k): v for k, v in got.items()}
 
 
 def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
@@ -114,7 +143,7 @@ def align(a: Side, b: Side) -> tuple[Runner, list[str]]:
     in_map = match("inputs", "takes", a.signature.input_names, b.signature.input_names)
     out_map = {b_name: a_name for a_name, b_name in
                match("outputs", "returns", a.signature.output_names, b.signature.output_names).items()}
-    return (_renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
+    return (Renamed(b.runner, in_map, out_map) if in_map or out_map else b.runner), notes
 
 
 def synth_example(sig: Signature, seed: int = 0) -> InputSet:
@@ -131,8 +160,9 @@ def synth_example(sig: Signature, seed: int = 0) -> InputSet:
 
 def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model: str | None = None,
             profile: str | None = None, batches: int = 3, seed: int = 0, atol: float | None = None,
-            rtol: float | None = None, command: str = "") -> dict:
-    """Run both on the same inputs and judge B against A; returns a manifest-shaped dict for the reports."""
+            rtol: float | None = None, command: str = "") -> Manifest:
+    """Run both on the same inputs and judge B against A; returns a ``Manifest`` (``kind="parity"``) for
+    the reports."""
     from forgeml.pipeline.run import ToleranceOverrides, tool_versions
     from forgeml.parity.inputs import check_inputs, parity_inputs
     from forgeml.runtime.latency import measure_latency
@@ -147,6 +177,7 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
                          "model that does (an .onnx, or the source model)")
     a.signature = a.signature or b.signature
     b.signature = b.signature or a.signature
+    a = _as_decoder(a, b, ctx)
     b_run, notes = align(a, b)
     for s in inputs:
         check_inputs(s, a.signature, "`parity.inputs`")
@@ -166,29 +197,26 @@ def compare(a_spec: str, b_spec: str, *, inputs: Sequence[InputSet] = (), model:
         raise
     except Exception as e:  # B cannot take A's inputs: a mismatch of models, not a parity verdict
         raise InputError(f"B ({b_spec}) failed on the inputs: {first_line(e, with_type=True)}") from e
+    decoder = getattr(ctx.converted.get(a_spec), "decoder", None)
+    if decoder is not None:  # a KV-cache decoder on both sides: greedy tokens too
+        from forgeml.parity.generation import GenerationCheck
+
+        parity = GenerationCheck.start(decoder, 32).judge(parity, b_run, tol)
     seconds = round(time.perf_counter() - t0, 3)
-    stage = {"name": f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "kind": "compare",
-             "candidate": b.ref, "runtime": b.runtime, "seconds": seconds, "parity": parity.to_json(),
-             "latency": measure_latency(b_run, sets[0]), "reference_latency": measure_latency(a.runner, sets[0])}
-    if notes:
-        stage["notes"] = notes
-    manifest = {
-        "forgeml_version": _version(),
-        "kind": "parity",
-        "ok": parity.passed,
-        "source": {"kind": a.kind, "ref": a.ref, "sha256": a.sha256, "framework": a.runtime},
-        "candidate": {"kind": b.kind, "ref": b.ref, "sha256": b.sha256, "framework": b.runtime},
-        "signature": a.signature.to_json(),
-        "stages": [stage],
-        "artifacts": {},
-        "tools": tool_versions(),
-    }
+    stage = StageRecord(f"{Path(b.ref).name if b.kind != 'torch' else b.ref} vs {Path(a.ref).name}", "compare",
+                        candidate=b.ref, runtime=b.runtime, seconds=seconds,
+                        parity=ParityRecord.from_json(parity.to_json()),
+                        latency=LatencyRecord.from_json(measure_latency(b_run, sets[0])),
+                        reference_latency=LatencyRecord.from_json(measure_latency(a.runner, sets[0])), notes=notes)
+    manifest = Manifest(forgeml_version=_version(), kind="parity", ok=parity.passed,
+                        source=SourceRecord(a.kind, a.ref, a.sha256, a.runtime),
+                        candidate=SourceRecord(b.kind, b.ref, b.sha256, b.runtime),
+                        signature=SignatureRecord.from_json(a.signature.to_json()), stages=[stage],
+                        tools=tool_versions(), command=command or None)
     if inputs:
         from forgeml.pipeline.provenance import data_hash
 
-        manifest["user_inputs"] = data_hash(inputs)
-    if command:
-        manifest["command"] = command
+        manifest.user_inputs = DataHash.from_json(data_hash(inputs))
     return manifest
 
 

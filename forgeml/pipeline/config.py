@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 from forgeml.converters import ImportOptions
 from forgeml.errors import InputError
-from forgeml.options import ParityOptions, QuantizeOptions
+from forgeml.options import MlflowOptions, ParityOptions, QuantizeOptions
 from forgeml.parity.tolerances import Tolerance
 from forgeml.passes import ForgePass
 from forgeml.runtime import InputSet
@@ -46,13 +46,15 @@ class PipelineConfig:
     target_configs: Mapping[str, object] = field(default_factory=dict)  # target name → its Config instance
     command: str = ""
     localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
+    generate_tokens: int = 32  # greedy tokens per prompt for a KV-cache decoder's generation parity
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
+    mlflow: MlflowOptions | None = None  # log the committed package to MLflow (``forgeml.publish``)
 
 
 def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
                  quantize: QuantizeOptions | None = None, parity: ParityOptions = ParityOptions(),
                  import_options: ImportOptions = ImportOptions(), target_configs: Mapping[str, object] | None = None,
-                 command: str = "") -> PipelineConfig:
+                 command: str = "", mlflow: MlflowOptions | None = None) -> PipelineConfig:
     """The one place that turns the caller's options (``forgeml.convert``'s option objects, which the CLI
     builds from its flags) into a ``PipelineConfig``: pass names into passes, ``quantize`` into its passes,
     budgets into tolerance overrides, with the checks both front ends need. Messages name options by
@@ -61,6 +63,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
 
     if parity.batches < 0:
         raise InputError(f"`parity.batches` {parity.batches}: must be 0 or more")
+    if parity.generate_tokens < 0:
+        raise InputError(f"`parity.generate_tokens` {parity.generate_tokens}: must be 0 or more")
     pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
     q = quantize
     if q is not None:
@@ -85,8 +89,13 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_cosine=None if q is None or q.max_cosine_drop is None else 1.0 - q.max_cosine_drop,
             min_top1=None if q is None else q.min_top1)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration),
-        target_configs=dict(target_configs or {}), command=command, localize=parity.localize)
+        target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
+        generate_tokens=parity.generate_tokens, mlflow=mlflow)
     check_config(config)
+    if mlflow is not None:  # options and the extra checked now, not after the conversion's minutes
+        from forgeml.publish.mlflow import check_options
+
+        check_options(mlflow, config.targets)
     return config
 
 

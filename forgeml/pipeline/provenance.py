@@ -2,7 +2,9 @@
 
 ``run`` holds everything ``forgeml reproduce`` needs besides the command line (the source reference,
 targets, every pass with its config, tolerances, import options, the working directory), and the
-calibration and user-input data are recorded by hash, so a rerun can tell whether it saw the same data.
+calibration and parity data are recorded by hash (the parity inputs per source: example, generated,
+user), so a rerun can tell whether it saw the same data. ``project`` is the calling project's git commit
+when the working directory is a git checkout, so a manifest says which code produced the model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import types
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from forgeml.manifest import DataHash, Manifest, ParityData, PassRun, ProjectRecord, RunRecord, TargetConfigRun
 
 if TYPE_CHECKING:
     from forgeml.pipeline.config import PipelineConfig
@@ -94,27 +98,70 @@ def data_hash(batches) -> dict | None:
     return {"batches": len(batches), "sha256": sha256_arrays(flat)}
 
 
-def run_record(ref: str, config: PipelineConfig) -> dict:
-    run = {
-        "source": ref,
-        "targets": list(config.targets),
-        "passes": [{"name": p.name, "config": _plain(p.config)} for p in config.passes],
-        "quantize": config.quantize,
-        "parity_batches": config.parity_batches,
-        "seed": config.seed,
-        "tolerance": _plain(config.tolerance),
-        "import_options": _plain(config.import_options),
-        "target_configs": {k: {"type": type(v).__name__, "config": _plain(v)}
-                           for k, v in dict(config.target_configs).items()},
-        "localize": config.localize,
-        "latency": config.latency,
-        "cwd": os.getcwd(),
-    }
-    out = {"run": run}
-    calib = data_hash(config.calibration)
-    if calib:
-        out["calibration"] = calib
-    user = data_hash(config.user_inputs)
-    if user:
-        out["user_inputs"] = user
-    return out
+def git_project(cwd: str | os.PathLike | None = None, timeout: float = 2.0) -> ProjectRecord | None:
+    """The git commit of the checkout ``cwd`` (default: the working directory) is in, and whether tracked
+    files have uncommitted changes; None without git, outside a checkout, or when git does not answer
+    within ``timeout`` seconds (never an error: the record is a courtesy, not a requirement). git is
+    started only when it is on PATH and a ``.git`` is found at or above ``cwd``: a run elsewhere spawns
+    nothing."""
+    import shutil
+    import subprocess
+
+    start = Path(cwd or os.getcwd()).resolve()
+    if shutil.which("git") is None or not any((d / ".git").exists() for d in (start, *start.parents)):
+        return None
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout if r.returncode == 0 else None
+
+    head = git("rev-parse", "--verify", "-q", "HEAD")
+    if not head or not head.strip():
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return ProjectRecord(head.strip(), None if status is None else bool(status.strip()))
+
+
+def parity_data(input_sets, generated: int) -> ParityData:
+    """Hashes of the parity inputs by source: ``input_sets`` is [example, ``generated`` seeded batches,
+    the user's sets…] (``parity.inputs.parity_inputs``'s order)."""
+    sets = list(input_sets)
+
+    return ParityData(_hash(sets[:1]), _hash(sets[1:1 + generated]), _hash(sets[1 + generated:]))
+
+
+def record_provenance(manifest: Manifest, ref: str, config: PipelineConfig, input_sets=()) -> None:
+    """Fill the manifest's ``run``, data hashes and ``project``."""
+    manifest.run = run_record(ref, config)
+    manifest.calibration = _hash(config.calibration)
+    manifest.user_inputs = _hash(config.user_inputs)
+    if input_sets:
+        manifest.parity_data = parity_data(input_sets, config.parity_batches)
+    manifest.project = git_project()
+
+
+def _hash(batches) -> DataHash | None:
+    d = data_hash(batches)
+    return DataHash.from_json(d) if d else None
+
+
+def run_record(ref: str, config: PipelineConfig) -> RunRecord:
+    return RunRecord(
+        source=ref,
+        targets=list(config.targets),
+        passes=[PassRun(p.name, _plain(p.config)) for p in config.passes],
+        quantize=config.quantize,
+        parity_batches=config.parity_batches,
+        seed=config.seed,
+        tolerance=_plain(config.tolerance),
+        import_options=_plain(config.import_options),
+        target_configs={k: TargetConfigRun(type(v).__name__, _plain(v)) for k, v in dict(config.target_configs).items()},
+        localize=config.localize,
+        generate_tokens=config.generate_tokens,
+        latency=config.latency,
+        cwd=os.getcwd(),
+    )

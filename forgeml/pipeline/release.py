@@ -11,27 +11,29 @@ from pathlib import Path
 
 from forgeml.errors import ForgeError, InputError, first_line
 from forgeml.ir import Signature
+from forgeml.manifest import Manifest, SignatureRecord
 
 
-def read_release(path: Path) -> tuple[Path, dict, dict]:
+def read_release(path: Path) -> tuple[Path, Manifest, SignatureRecord]:
     """(directory, manifest, signature record) of a run directory or its manifest.json."""
     path = Path(path)
     manifest_path = path / "manifest.json" if path.is_dir() else path
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        manifest = Manifest.read(manifest_path)
+    except (OSError, json.JSONDecodeError, TypeError) as e:
         raise InputError(f"report diff: cannot read {manifest_path}: {e}") from e
     sig_path = manifest_path.parent / "signature.json"
-    signature = manifest.get("signature") or {}
+    signature = manifest.signature or SignatureRecord()
     if sig_path.is_file():
         try:
-            signature = json.loads(sig_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            signature = SignatureRecord.from_json(json.loads(sig_path.read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
             raise InputError(f"report diff: cannot read {sig_path}: {e}") from e
     return manifest_path.parent, manifest, signature
 
 
-def rerun(old_dir: Path, old: dict, new_dir: Path, new: dict, *, batches: int = 3, seed: int = 0) -> list[dict]:
+def rerun(old_dir: Path, old: Manifest, new_dir: Path, new: Manifest, *, batches: int = 3,
+          seed: int = 0) -> list[dict]:
     """Each artifact both releases ship, OLD's file and NEW's file on the same inputs."""
     from forgeml.parity.inputs import parity_inputs
     from forgeml.parity.measure import measure, run_reference
@@ -40,8 +42,8 @@ def rerun(old_dir: Path, old: dict, new_dir: Path, new: dict, *, batches: int = 
     from forgeml.targets.base import OpenContext
 
     out = []
-    for name in [n for n in old.get("artifacts", {}) if n in new.get("artifacts", {})]:
-        a_path, b_path = old_dir / old["artifacts"][name]["path"], new_dir / new["artifacts"][name]["path"]
+    for name in [n for n in old.artifacts if n in new.artifacts]:
+        a_path, b_path = old_dir / old.artifacts[name].path, new_dir / new.artifacts[name].path
         row: dict = {"target": name, "passed": None}
         target = opener(a_path)
         if not (a_path.is_file() and b_path.is_file()):
@@ -68,10 +70,10 @@ def rerun(old_dir: Path, old: dict, new_dir: Path, new: dict, *, batches: int = 
         worst = {}
         for r in parity.rows:
             for m in ("max_abs", "cosine"):
-                if r.get(m) is not None:
-                    worst[f"{r['output']} {m}"] = r[m]
+                if r.metric(m) is not None:
+                    worst[f"{r.output} {m}"] = r.metric(m)
         out.append(row | {"passed": parity.passed, "profile": tol.name, "batches": len(sets), "worst": worst,
-                          "rows": parity.to_json()["rows"]})
+                          "rows": [r.to_json() for r in parity.rows]})
     return out
 
 

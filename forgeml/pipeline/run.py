@@ -12,21 +12,29 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
                             write_json_atomic)
 from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous, release_mappings
+from forgeml.manifest import (ArtifactRecord, DivergenceRecord, FileRecord, LatencyRecord, MachineRecord, Manifest,
+                              ParityRecord, PassChanges, PassDetails, SignatureRecord, SourceRecord, StagePlanRecord,
+                              StageRecord)
 from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
 from forgeml.targets import TARGETS
 from forgeml.targets.base import Artifact, TargetContext
 from forgeml.runtime import InputSet, Runner
 from forgeml.parity.inputs import check_inputs, fit_calibration, parity_inputs
+from forgeml.runtime.heartbeat import heartbeat
 from forgeml.runtime.ort import ort_runner_for_ir
-from forgeml.parity.measure import ParityReport, StageParity, measure, run_reference
+from forgeml.parity.measure import ParityReport, ParityRow, StageParity, measure, run_reference
 from forgeml.parity.tolerances import profile_for
+from forgeml.parity.generation import GenerationCheck
+
+if TYPE_CHECKING:
+    from forgeml.publish.mlflow.log import Published
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +44,13 @@ class StageEvent:
     """What the pipeline tells its caller (the CLI draws progress from these)."""
 
     name: str
-    kind: str  # "converter" | "pass" | "target"
+    kind: str  # "converter" | "pass" | "target" | "publish"
     status: str  # "start" | "done" | "failed"
     seconds: float = 0.0
     passed: bool | None = None
     message: str = ""
-    progress: tuple[int, int] | None = None  # (done, total) with status "progress", from long loops
+    # (done, total) with status "progress", from long loops; total 0: no count known, done is seconds elapsed
+    progress: tuple[int, int] | None = None
 
 
 @dataclass
@@ -50,11 +59,17 @@ class Conversion:
 
     ok: bool
     out_dir: Path
-    manifest: dict
+    record: Manifest  # the manifest, typed; ``manifest`` is its JSON (what manifest.json holds)
     artifacts: dict[str, Artifact]
     parity: ParityReport
     ir: IRModel
     errors: dict[str, str] = field(default_factory=dict)  # target name → why it failed
+    published: Published | None = None  # where the package went, when logged to MLflow
+
+    @property
+    def manifest(self) -> dict:
+        """manifest.json's content, as written."""
+        return self.record.to_json()
 
     @property
     def exit_code(self) -> int:
@@ -66,13 +81,13 @@ class Conversion:
         """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""
         from forgeml.report.html import save_report
 
-        return save_report(self.manifest, Path(path))
+        return save_report(self.record, Path(path))
 
     def _repr_html_(self) -> str:
         """Jupyter shows a run as its stage table (stage, output, metrics, verdict)."""
         from forgeml.report.html import notebook
 
-        return notebook(self.manifest, str(self.out_dir))
+        return notebook(self.record, str(self.out_dir))
 
     def report(self) -> Path:
         """Open this run's report.html in the default browser; returns its path."""
@@ -107,13 +122,12 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         ok = state.report.passed and not errors
         _localize_first_failure(state)
         manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
-        manifest["plan"] = plan.to_json()
-        if state.warnings:
-            manifest["warnings"] = state.warnings
-        from forgeml.pipeline.provenance import run_record
+        manifest.plan = StagePlanRecord.from_json(plan.to_json())
+        manifest.warnings = list(state.warnings)
+        from forgeml.pipeline.provenance import record_provenance
         from forgeml.report.package import write_package
 
-        manifest.update(run_record(resolved.ref, config))
+        record_provenance(manifest, resolved.ref, config, state.input_sets)
         write_package(staged.path, manifest, ir.signature, state.converted.source_model)
         _write_reports(staged.path, manifest)  # manifest.json last: its presence says the rest is there
         final = staged.commit()  # the commit point: out_dir is absent, the old output, or all of this one
@@ -130,8 +144,29 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     for a in artifacts.values():  # paths now point into the final directory (targets may nest files)
         a.files = [final / f.relative_to(staged.path) for f in a.files]
         a.path = final / a.path.relative_to(staged.path)
-    return Conversion(ok=ok, out_dir=final, manifest=manifest, artifacts=artifacts, parity=state.report, ir=ir,
-                      errors=errors)
+    result = Conversion(ok=ok, out_dir=final, record=manifest, artifacts=artifacts, parity=state.report, ir=ir,
+                        errors=errors)
+    if config.mlflow is not None:  # after the commit: a failure to log loses nothing written
+        result.published = _publish(final, config, on_event)
+    return result
+
+
+def _publish(out_dir: Path, config: PipelineConfig, on_event):
+    """Log the committed package to MLflow, as a stage the caller sees ("publish" kind); a failure is
+    the one ``PublishError`` line, raised after the event."""
+    from forgeml.publish.mlflow import publish
+
+    on_event(StageEvent("mlflow", "publish", "start"))
+    t0 = time.perf_counter()
+    try:
+        published = publish(out_dir, config.mlflow)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{out_dir} is complete; it was not logged to MLflow") from None
+    except ForgeError as e:
+        on_event(StageEvent("mlflow", "publish", "failed", round(time.perf_counter() - t0, 3), False, str(e)))
+        raise
+    on_event(StageEvent("mlflow", "publish", "done", round(time.perf_counter() - t0, 3), None))
+    return published
 
 
 @dataclass
@@ -144,10 +179,11 @@ class _RunState:
     input_sets: list[InputSet]
     reference_outputs: list[dict]
     calibration: tuple[InputSet, ...]
-    stages: list[dict] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
     report: ParityReport = field(default_factory=ParityReport)
     warnings: list[str] = field(default_factory=list)
     first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
+    generation: GenerationCheck | None = None  # a KV-cache decoder: the source's greedy tokens
     stage: tuple[str, str] = ("", "")  # (name, kind) of the stage running now: what progress belongs to
 
     def start(self, name: str, kind: str) -> None:
@@ -161,14 +197,17 @@ class _RunState:
     def check(self, candidate: Runner, precision: str) -> StageParity:
         """Judge a candidate against the source's outputs with the profile for ``precision``."""
         tol = self.config.tolerance.apply(profile_for(precision))
-        return measure(self.reference_outputs, candidate, self.input_sets, tol,
-                       reference=self.converted.reference_name,
-                       output_names=self.converted.ir.signature.output_names, progress=self.tick)
+        parity = measure(self.reference_outputs, candidate, self.input_sets, tol,
+                         reference=self.converted.reference_name,
+                         output_names=self.converted.ir.signature.output_names, progress=self.tick)
+        if self.generation is not None:  # a decoder is used as a loop: greedy tokens must follow the source's
+            parity = self.generation.judge(parity, candidate, tol)
+        return parity
 
-    def record(self, name: str, entry: dict, parity: StageParity, onnx_candidate=None) -> None:
+    def record(self, name: str, entry: StageRecord, parity: StageParity, onnx_candidate=None) -> None:
         self.report.add(name, parity)
-        entry["parity"] = parity.to_json()
-        self.warnings += [f"{name}: {r['warning']}" for r in entry["parity"].get("rows", []) if r.get("warning")]
+        entry.parity = ParityRecord.from_json(parity.to_json())
+        self.warnings += [f"{name}: {r.warning}" for r in parity.rows if r.warning]
         self.stages.append(entry)
         if not parity.passed and self.first_failure is None and onnx_candidate is not None:
             self.first_failure = (len(self.stages) - 1, onnx_candidate)
@@ -212,23 +251,26 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         release()
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
-    entry = {"name": stage_name, "kind": "converter", "route": ir.provenance.route}
+    if converted.decoder is not None and plan.build_ir and config.generate_tokens > 0:
+        kv = {t.name: t.dtype for t in ir.signature.inputs}.get(converted.decoder.past_name(0, "key"), "float32")
+        state.generation = GenerationCheck.start(converted.decoder, config.generate_tokens, kv)
+    entry = StageRecord(stage_name, "converter", route=ir.provenance.route)
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
         release_mappings(ir.model)
-        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        entry.seconds = round(time.perf_counter() - t0, 3)
         state.record(stage_name, entry, parity, onnx_candidate=ir.model)
     else:  # nothing to compare: the reference is the source itself
         parity = None
-        entry.update(seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
+        entry.seconds, entry.note = round(time.perf_counter() - t0, 3), plan.reason
         state.stages.append(entry)
     if config.latency:
         from forgeml.runtime.latency import measure_latency
 
-        entry["reference_latency"] = measure_latency(converted.reference, input_sets[0])
+        entry.reference_latency = LatencyRecord.from_json(measure_latency(converted.reference, input_sets[0]))
         if release is not None:
             release()
-    on_event(StageEvent(stage_name, "converter", "done", entry["seconds"], None if parity is None else parity.passed))
+    on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None if parity is None else parity.passed))
     return state
 
 
@@ -257,14 +299,13 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
         release_mappings(ir.model)  # pages of mapped weights the pass read leave the RSS before a session maps them
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
         seconds = time.perf_counter() - t0
-        entry = {"name": p.name, "kind": "pass", "config": p.config_json(), "seconds": round(seconds, 3),
-                 "changes": {"modified": result.modified, "nodes_before": before["nodes"],
-                             "nodes_after": after["nodes"], "bytes_before": before["bytes"],
-                             "bytes_after": after["bytes"]}}
+        entry = StageRecord(p.name, "pass", config=p.config_json(), seconds=round(seconds, 3),
+                            changes=PassChanges(result.modified, before["nodes"], after["nodes"], before["bytes"],
+                                                after["bytes"]))
         details = getattr(result, "details", None)
         if details:
-            entry["details"] = details
-            state.warnings += details.get("warnings", [])
+            entry.details = PassDetails.from_json(details)
+            state.warnings += entry.details.warnings or []
         state.record(p.name, entry, parity, onnx_candidate=ir.model)
         state.on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
         ran.append(p.name)
@@ -286,13 +327,14 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
         ctx = replace(base_ctx, config=config.target_configs.get(name))
         state.start(name, "target")
         t0 = time.perf_counter()
-        entry = {"name": name, "kind": "target"}
+        entry = StageRecord(name, "target")
         try:
             artifact = target.build(ir, out, ctx)
             if ir.model is not None:
                 release_mappings(ir.model)  # what the build read of mapped weights, before the artifact's session
             runner, precision = target.runner(artifact, ctx)
             parity = state.check(runner, precision or ir.precision)
+            parity = _genai_check(state, artifact, parity, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run
             if output_oserror(e) is not None:
                 raise  # a full disk or read-only output ends the run: nothing partial is committed
@@ -302,23 +344,46 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                 log.debug("target %s failed", name, exc_info=True)
                 why = f"{name}: {first_line(e, with_type=True)} (--debug shows the traceback)"
             errors[name] = why
-            entry.update(error=why, seconds=round(time.perf_counter() - t0, 3))
+            entry.error, entry.seconds = why, round(time.perf_counter() - t0, 3)
             state.stages.append(entry)
-            state.on_event(StageEvent(name, "target", "failed", entry["seconds"], False, why))
+            state.on_event(StageEvent(name, "target", "failed", entry.seconds, False, why))
             continue
         artifacts[name] = artifact
         seconds = time.perf_counter() - t0
-        entry.update(artifact=artifact.path.relative_to(out).as_posix(), runtime=artifact.runtime, seconds=round(seconds, 3))
-        if artifact.metadata:
-            entry["metadata"] = artifact.metadata
+        entry.artifact, entry.runtime = artifact.path.relative_to(out).as_posix(), artifact.runtime
+        entry.seconds = round(seconds, 3)
+        entry.metadata = artifact.metadata or None
         if config.latency:
             from forgeml.runtime.latency import artifact_latency
 
-            entry["latency"] = artifact_latency(runner, state.input_sets[0])
+            entry.latency = LatencyRecord.from_json(artifact_latency(runner, state.input_sets[0]))
         state.record(name, entry, parity,
                      onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
         state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
     return artifacts, errors
+
+
+def _genai_check(state: _RunState, artifact: Artifact, parity, precision: str):
+    """An artifact with onnxruntime-genai's config beside it also generates through genai's own
+    Generator (when the package is installed): its row joins the stage's parity."""
+    from forgeml.runtime import genai
+
+    if state.generation is None or "genai_config" not in (artifact.metadata or {}):
+        return parity
+    if not genai.available():
+        artifact.metadata["genai"] = "not checked: onnxruntime-genai is not installed (pip install 'forgeml[genai]')"
+        return parity
+    import dataclasses
+
+    tol = state.config.tolerance.apply(profile_for(precision))
+    try:
+        decode = genai.genai_decode(artifact.path.parent)
+    except ForgeError as e:
+        row = ParityRow(output="generation (onnxruntime-genai)", passed=False, problem=str(e))
+    else:
+        row = state.generation.row(decode, tol, "onnxruntime-genai")
+    artifact.metadata["genai"] = genai.version()
+    return dataclasses.replace(parity, rows=[*parity.rows, row], passed=parity.passed and bool(row.passed))
 
 
 def _localize_first_failure(state: _RunState) -> None:
@@ -329,54 +394,44 @@ def _localize_first_failure(state: _RunState) -> None:
 
     idx, candidate = state.first_failure
     entry = state.stages[idx]
-    tol = state.config.tolerance.apply(profile_for(entry["parity"]["profile"]))  # as the stage was judged
-    entry["divergence"] = localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0], tol,
-                                         always=state.config.localize == "always")
+    tol = state.config.tolerance.apply(profile_for(entry.parity.profile))  # as the stage was judged
+    state.start("localize", "parity")  # reruns two graphs with every value exposed: seconds to minutes
+    t0 = time.perf_counter()
+    with heartbeat(state.tick):
+        entry.divergence = DivergenceRecord.from_json(
+            localize_stage(candidate, state.converted, state.converted.ir, state.input_sets[0], tol,
+                           always=state.config.localize == "always"))
+    state.on_event(StageEvent("localize", "parity", "done", time.perf_counter() - t0))
 
 
-def _write_reports(out: Path, manifest: dict) -> None:
+def _write_reports(out: Path, manifest: Manifest) -> None:
     from forgeml.report.html import render as render_html
     from forgeml.report.markdown import render
 
     write_bytes_atomic(out / "report.md", render(manifest).encode())
     write_bytes_atomic(out / "report.html", render_html(manifest).encode())
-    write_json_atomic(out / "manifest.json", manifest)  # last: a staging dir with a manifest is whole
+    write_json_atomic(out / "manifest.json", manifest.to_json())  # last: a staging dir with a manifest is whole
 
 
-def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Artifact], root: Path,
-              config: PipelineConfig, errors: dict[str, str]) -> dict:
+def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[str, Artifact], root: Path,
+              config: PipelineConfig, errors: dict[str, str]) -> Manifest:
     from forgeml.ir import sha256_file
     from forgeml.runtime.machine import detect as detect_machine
 
+    def file(f: Path, cls=FileRecord):
+        return cls(f.relative_to(root).as_posix(), sha256_file(f), f.stat().st_size)
+
     files = {}
     for name, a in artifacts.items():
-        entry = {"path": a.path.relative_to(root).as_posix(), "sha256": sha256_file(a.path), "bytes": a.path.stat().st_size}
-        extra = [f for f in a.files if f != a.path]
-        if extra:
-            entry["extra_files"] = [{"path": f.relative_to(root).as_posix(), "sha256": sha256_file(f), "bytes": f.stat().st_size}
-                                    for f in extra]
-        files[name] = entry
+        files[name] = file(a.path, ArtifactRecord)
+        files[name].extra_files = [file(f) for f in a.files if f != a.path] or None
     opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
-    manifest = {
-        "forgeml_version": _forgeml_version(),
-        "ok": ok,
-        "source": ir.provenance.to_json(),
-        "signature": ir.signature.to_json(),
-        "opset": opsets.get("", None),
-        "opset_imports": opsets,
-        "precision": ir.precision,
-        "stages": stages,
-        "artifacts": files,
-        "tools": tool_versions(),
-        "machine": detect_machine().to_json(),  # which CPU made the latency and int8 numbers
-    }
-    if config.quantize:
-        manifest["quantize"] = config.quantize
-    if errors:
-        manifest["errors"] = errors
-    if config.command:
-        manifest["command"] = config.command
-    return manifest
+    return Manifest(
+        forgeml_version=_forgeml_version(), ok=ok, source=SourceRecord.from_json(ir.provenance.to_json()),
+        signature=SignatureRecord.from_json(ir.signature.to_json()), opset=opsets.get("", None),
+        opset_imports=opsets, precision=ir.precision, stages=stages, artifacts=files, tools=tool_versions(),
+        machine=MachineRecord.from_json(detect_machine().to_json()),  # which CPU made the latency and int8 numbers
+        quantize=config.quantize or None, errors=dict(errors), command=config.command or None).keep_null("opset")
 
 
 _TOOLS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxsim", "torch", "safetensors", "numpy",

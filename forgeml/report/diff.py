@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 
+from forgeml.manifest import Manifest, ParityRecord, SignatureRecord
+from forgeml.parity.measure import ParityRow
+from forgeml.records import Record
+
 _METRICS = ("max_abs", "max_rel", "mean_abs", "cosine", "centered_cosine", "top1", "exact_match")
 
 
@@ -19,44 +23,50 @@ def _changed(a, b) -> bool:
     return a != b
 
 
-def diff(old: dict, new: dict) -> dict:
-    out: dict = {"verdict": {"old": "PASS" if old.get("ok") else "FAIL", "new": "PASS" if new.get("ok") else "FAIL"},
+def _json(v):
+    return v.to_json() if isinstance(v, Record) else v
+
+
+def diff(old: Manifest | dict, new: Manifest | dict) -> dict:
+    old, new = Manifest.coerce(old), Manifest.coerce(new)
+    out: dict = {"verdict": {"old": "PASS" if old.ok else "FAIL", "new": "PASS" if new.ok else "FAIL"},
                  "source": {}, "stages": [], "artifacts": [], "passes": [], "tools": []}
     for k in ("ref", "sha256", "framework", "route"):
-        a, b = old.get("source", {}).get(k), new.get("source", {}).get(k)
+        a, b = getattr(old.source, k), getattr(new.source, k)
         if a != b:
             out["source"][k] = {"old": a, "new": b}
-    o_st = {s["name"]: s for s in old.get("stages", [])}
-    n_st = {s["name"]: s for s in new.get("stages", [])}
+    o_st = {s.name: s for s in old.stages}
+    n_st = {s.name: s for s in new.stages}
     for name in list(dict.fromkeys([*o_st, *n_st])):
         a, b = o_st.get(name), n_st.get(name)
         if a is None or b is None:
             out["stages"].append({"stage": name, "change": "added" if a is None else "removed"})
             continue
-        ap, bp = a.get("parity") or {}, b.get("parity") or {}
-        a_rows = {r["output"]: r for r in ap.get("rows", [])}
-        for r in bp.get("rows", []):
-            ra = a_rows.get(r["output"], {})
-            moved = {m: {"old": ra.get(m), "new": r.get(m)} for m in _METRICS if _changed(ra.get(m), r.get(m))}
-            if moved or ra.get("passed") != r.get("passed") or ap.get("profile") != bp.get("profile"):
-                out["stages"].append({"stage": name, "output": r["output"],
-                                      "passed": {"old": ra.get("passed"), "new": r.get("passed")},
-                                      "profile": {"old": ap.get("profile"), "new": bp.get("profile")},
+        ap, bp = a.parity or ParityRecord(), b.parity or ParityRecord()
+        for r in bp.rows:
+            ra = ap.row(r.output) or ParityRow()
+            moved = {m: {"old": ra.metric(m), "new": r.metric(m)} for m in _METRICS
+                     if _changed(ra.metric(m), r.metric(m))}
+            if moved or ra.passed != r.passed or ap.profile != bp.profile:
+                out["stages"].append({"stage": name, "output": r.output,
+                                      "passed": {"old": ra.passed, "new": r.passed},
+                                      "profile": {"old": ap.profile, "new": bp.profile},
                                       "metrics": moved})
-        la, lb = (a.get("latency") or {}).get("median_ms"), (b.get("latency") or {}).get("median_ms")
+        la = a.latency.median_ms if a.latency else None
+        lb = b.latency.median_ms if b.latency else None
         if la is not None or lb is not None:
             out["stages"].append({"stage": name, "latency_ms": {"old": la, "new": lb}})
-    o_art, n_art = old.get("artifacts", {}), new.get("artifacts", {})
+    o_art, n_art = old.artifacts, new.artifacts
     for name in list(dict.fromkeys([*o_art, *n_art])):
         a, b = o_art.get(name), n_art.get(name)
         if a is None or b is None:
             out["artifacts"].append({"target": name, "change": "added" if a is None else "removed"})
             continue
-        out["artifacts"].append({"target": name, "bytes": {"old": a["bytes"], "new": b["bytes"]},
-                                 "identical": a["sha256"] == b["sha256"],
-                                 "sha256": {"old": a["sha256"], "new": b["sha256"]}})
-    o_p = [(s["name"], s.get("config")) for s in old.get("stages", []) if s.get("kind") == "pass"]
-    n_p = [(s["name"], s.get("config")) for s in new.get("stages", []) if s.get("kind") == "pass"]
+        out["artifacts"].append({"target": name, "bytes": {"old": a.bytes, "new": b.bytes},
+                                 "identical": a.sha256 == b.sha256,
+                                 "sha256": {"old": a.sha256, "new": b.sha256}})
+    o_p = [(s.name, s.config) for s in old.of_kind("pass")]
+    n_p = [(s.name, s.config) for s in new.of_kind("pass")]
     o_names, n_names = [p for p, _ in o_p], [p for p, _ in n_p]
     for p in n_names:
         if p not in o_names:
@@ -70,13 +80,14 @@ def diff(old: dict, new: dict) -> dict:
             out["passes"].append({"pass": p, "change": "config", "old": oc[p], "new": nc[p]})
     if o_names != n_names and set(o_names) == set(n_names):
         out["passes"].append({"change": "order", "old": o_names, "new": n_names})
-    ot, nt = old.get("tools", {}), new.get("tools", {})
+    ot, nt = old.tools, new.tools
     for k in sorted(set(ot) | set(nt)):
         if ot.get(k) != nt.get(k):
             out["tools"].append({"tool": k, "old": ot.get(k), "new": nt.get(k)})
     for k in ("forgeml_version", "opset", "quantize", "calibration"):
-        if old.get(k) != new.get(k):
-            out.setdefault("other", {})[k] = {"old": old.get(k), "new": new.get(k)}
+        a, b = _json(getattr(old, k)), _json(getattr(new, k))
+        if a != b:
+            out.setdefault("other", {})[k] = {"old": a, "new": b}
     return out
 
 
@@ -138,26 +149,27 @@ def render_md(d: dict, old_name: str = "OLD", new_name: str = "NEW") -> str:
 EXIT = {"PATCH": 0, "NEW_FAILS": 1, "MINOR": 3, "MAJOR": 4}
 
 
-def contract_changes(old: dict, new: dict) -> list[str]:
+def contract_changes(old: SignatureRecord | dict, new: SignatureRecord | dict) -> list[str]:
     """What breaks a caller between two signature records (signature.json, or a manifest's
     ``signature``): an input/output added, removed or renamed, a dtype or rank changed, the label set
     changed. Each is one readable line; any makes the release MAJOR."""
+    old, new = SignatureRecord.from_json(old or {}), SignatureRecord.from_json(new or {})
     out: list[str] = []
     for kind in ("inputs", "outputs"):
-        a = {t["name"]: t for t in old.get(kind, [])}
-        b = {t["name"]: t for t in new.get(kind, [])}
+        a = {t.name: t for t in getattr(old, kind)}
+        b = {t.name: t for t in getattr(new, kind)}
         gone, added = [n for n in a if n not in b], [n for n in b if n not in a]
         if len(gone) == len(added) and gone:
             out += [f"{kind[:-1]} {g!r} renamed to {n!r}" for g, n in zip(gone, added)]
         else:
             out += [f"{kind[:-1]} {n!r} removed" for n in gone] + [f"{kind[:-1]} {n!r} added" for n in added]
         for n in a.keys() & b.keys():
-            if a[n]["dtype"] != b[n]["dtype"]:
-                out.append(f"{kind[:-1]} {n!r}: dtype {a[n]['dtype']} -> {b[n]['dtype']}")
-            if len(a[n]["shape"]) != len(b[n]["shape"]):
-                out.append(f"{kind[:-1]} {n!r}: rank {len(a[n]['shape'])} -> {len(b[n]['shape'])}")
-    if old.get("labels") != new.get("labels") and (old.get("labels") is not None or new.get("labels") is not None):
-        out.append(f"labels {old.get('labels')} -> {new.get('labels')}")
+            if a[n].dtype != b[n].dtype:
+                out.append(f"{kind[:-1]} {n!r}: dtype {a[n].dtype} -> {b[n].dtype}")
+            if len(a[n].shape) != len(b[n].shape):
+                out.append(f"{kind[:-1]} {n!r}: rank {len(a[n].shape)} -> {len(b[n].shape)}")
+    if old.labels != new.labels and (old.labels is not None or new.labels is not None):
+        out.append(f"labels {old.labels} -> {new.labels}")
     return sorted(out)
 
 

@@ -12,44 +12,48 @@ judge, or an import that had to fall back to another exporter.
 
 from __future__ import annotations
 
+from forgeml.manifest import Manifest
+
 FAIL_ON = ("fail", "warn")
 
 
-def warnings(manifest: dict) -> list[str]:
+def warnings(manifest: Manifest | dict) -> list[str]:
+    m = Manifest.coerce(manifest)
     out = []
-    source = manifest.get("source", {})
-    if source.get("fallback"):
-        out.append(f"import fell back to {source.get('route', '').split(' ')[0]}: {source['fallback']}")
-    for st in manifest.get("stages", []):
-        held = (st.get("details") or {}).get("held_out") or {}
-        if held.get("passed") is False:
-            out.append(f"{st['name']}: accuracy budget met on the inputs the fallback chose nodes on, but not on "
-                       f"{held.get('batches')} held-out batches ({held.get('problem', '')})")
-        par = st.get("parity")
+    source = m.source
+    if source.fallback:
+        out.append(f"import fell back to {(source.route or '').split(' ')[0]}: {source.fallback}")
+    for st in m.stages:
+        held = st.details.held_out if st.details else None
+        if held is not None and held.passed is False:
+            out.append(f"{st.name}: accuracy budget met on the inputs the fallback chose nodes on, but not on "
+                       f"{held.batches} held-out batches ({held.problem or ''})")
+        par = st.parity
         if not par:
             continue
-        tol = par.get("tolerance", {})
-        for row in par["rows"]:
-            if not row.get("passed"):
+        tol = par.tolerance
+        for row in par.rows:
+            if not row.passed:
                 continue
-            where = f"{st['name']} / {row['output']}"
-            atol = tol.get("atol")
-            if atol and row.get("atol_needed", 0) > 0.5 * atol:
-                out.append(f"{where}: error uses {row['atol_needed'] / atol:.0%} of atol {atol:g}")
-            cos, min_cos = row.get("cosine"), tol.get("min_cosine")
+            where = f"{st.name} / {row.output}"
+            atol = tol.atol
+            if atol and (row.atol_needed or 0) > 0.5 * atol:
+                out.append(f"{where}: error uses {row.atol_needed / atol:.0%} of atol {atol:g}")
+            cos, min_cos = row.cosine, tol.min_cosine
             if cos is not None and min_cos is not None and min_cos < 1 and (1 - cos) > 0.5 * (1 - min_cos):
                 out.append(f"{where}: cosine {cos:.6f} is within 2x of the limit {min_cos:g}")
-            if row.get("top1") is not None and tol.get("min_top1") is None and row["top1"] < 1.0:
-                out.append(f"{where}: top-1 agreement {row['top1']:.4f} (reported, not judged by {par['profile']})")
+            if row.top1 is not None and tol.min_top1 is None and row.top1 < 1.0:
+                out.append(f"{where}: top-1 agreement {row.top1:.4f} (reported, not judged by {par.profile})")
     return out
 
 
-def exit_code(manifest: dict, fail_on: str = "fail") -> int:
-    if manifest.get("errors"):
+def exit_code(manifest: Manifest | dict, fail_on: str = "fail") -> int:
+    m = Manifest.coerce(manifest)
+    if m.errors:
         return 2
-    if not manifest.get("ok"):
+    if not m.ok:
         return 1
-    if fail_on == "warn" and warnings(manifest):
+    if fail_on == "warn" and warnings(m):
         return 1
     return 0
 
@@ -63,45 +67,48 @@ def shown(value: float, places: int) -> str:
     return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR))
 
 
-def verdict(manifest: dict, fail_on: str = "fail") -> str:
+def verdict(manifest: Manifest | dict, fail_on: str = "fail") -> str:
     """PASS or FAIL, computed from the same facts as the exit code (so the word printed and the exit agree)."""
     return "PASS" if exit_code(manifest, fail_on) == 0 else "FAIL"
 
 
-def verdict_reason(manifest: dict, fail_on: str = "fail") -> str:
+def verdict_reason(manifest: Manifest | dict, fail_on: str = "fail") -> str:
     """Why a run whose parity passed still fails: the gate, in words; empty when there is nothing to add."""
-    if manifest.get("ok") and not manifest.get("errors") and fail_on == "warn":
-        n = len(warnings(manifest))
+    m = Manifest.coerce(manifest)
+    if m.ok and not m.errors and fail_on == "warn":
+        n = len(warnings(m))
         if n:
             return f"--fail-on warn: {n} warning(s)"
     return ""
 
 
-def summary(manifest: dict, *, out_dir: str | None = None, fail_on: str = "fail") -> dict:
+_DIVERGENCE_KEYS = ("found", "node", "op", "module", "module_class", "note")
+
+
+def summary(manifest: Manifest | dict, *, out_dir: str | None = None, fail_on: str = "fail") -> dict:
     """The JSON a CI step parses: verdict, exit code, per-stage verdicts, artifacts, what failed and where."""
+    m = Manifest.coerce(manifest)
     stages = []
     first_failure = None
-    for st in manifest.get("stages", []):
-        par = st.get("parity")
-        entry = {"name": st["name"], "kind": st["kind"],
-                 "passed": None if par is None else par["passed"]}
+    for st in m.stages:
+        par = st.parity
+        entry = {"name": st.name, "kind": st.kind, "passed": None if par is None else par.passed}
         if par:
-            entry["profile"] = par["profile"]
-            failing = [{"output": r["output"], "problem": r.get("problem", "")} for r in par["rows"] if not r["passed"]]
+            entry["profile"] = par.profile
+            failing = [{"output": r.output, "problem": r.problem or ""} for r in par.rows if not r.passed]
             if failing:
                 entry["failing"] = failing
-                first_failure = first_failure or st["name"]
-        if st.get("error"):
-            entry["error"] = st["error"]
-        if (st.get("latency") or {}).get("median_ms") is not None:
-            entry["latency_ms"] = st["latency"]["median_ms"]
-        if st.get("divergence"):
-            entry["divergence"] = {k: st["divergence"].get(k) for k in
-                                   ("found", "node", "op", "module", "module_class", "note") if k in st["divergence"]}
+                first_failure = first_failure or st.name
+        if st.error:
+            entry["error"] = st.error
+        if st.latency and st.latency.median_ms is not None:
+            entry["latency_ms"] = st.latency.median_ms
+        if st.divergence:
+            d = st.divergence.to_json()
+            entry["divergence"] = {k: d[k] for k in _DIVERGENCE_KEYS if k in d}
         stages.append(entry)
-    code = exit_code(manifest, fail_on)
-    return {"ok": manifest.get("ok", False), "exit_code": code, "verdict": verdict(manifest, fail_on),
+    code = exit_code(m, fail_on)
+    return {"ok": m.ok, "exit_code": code, "verdict": verdict(m, fail_on),
             "fail_on": fail_on, "out_dir": out_dir, "first_failure": first_failure, "stages": stages,
-            "artifacts": {k: {"path": a["path"], "bytes": a["bytes"], "sha256": a["sha256"]}
-                          for k, a in manifest.get("artifacts", {}).items()},
-            "errors": manifest.get("errors", {}), "warnings": warnings(manifest)}
+            "artifacts": {k: {"path": a.path, "bytes": a.bytes, "sha256": a.sha256} for k, a in m.artifacts.items()},
+            "errors": dict(m.errors), "warnings": warnings(m)}

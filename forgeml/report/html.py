@@ -11,6 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
+from forgeml.manifest import LatencyRecord, Manifest, PassChanges, SourceRecord, Worst
 from forgeml.report import svg
 from forgeml.report.machine import machine_text
 from forgeml.parity.table import COLUMNS, fmt
@@ -72,146 +73,130 @@ def _bytes(n) -> str:
     return str(n)
 
 
-def _latency(entry: dict | None) -> str:
+def _latency(entry: LatencyRecord | None) -> str:
     if not entry:
         return "–"
-    if "median_ms" not in entry:
-        return f'<span class=muted>{_e(entry.get("note", "–"))}</span>'
-    where = f", in {_e(entry['where'])}" if entry.get("where") else ""
-    return f"{entry['median_ms']:.3g} ms <span class=muted>(median of {entry['runs']}{where})</span>"
+    if entry.median_ms is None:
+        return f'<span class=muted>{_e(entry.note or "–")}</span>'
+    where = f", in {_e(entry.where)}" if entry.where else ""
+    return f"{entry.median_ms:.3g} ms <span class=muted>(median of {entry.runs}{where})</span>"
 
 
 # --- sections -----------------------------------------------------------------------------------
 
-def _verdict(m: dict) -> str:
-    ok = m.get("ok", False)
-    src = m.get("source", {})
-    stages = [st for st in m.get("stages", []) if st.get("parity")]
-    failed = [st["name"] for st in m.get("stages", []) if (st.get("parity") and not st["parity"]["passed"])
-              or st.get("error")]
-    sub = (f"{len(stages)} stage(s) checked against {_e(stages[0]['parity']['reference'])}" if stages
+def _verdict(m: Manifest) -> str:
+    stages = m.checked()
+    failed = [st.name for st in m.stages if (st.parity and not st.parity.passed) or st.error]
+    sub = (f"{len(stages)} stage(s) checked against {_e(stages[0].parity.reference)}" if stages
            else "no stage was checked")
     if failed:
         sub += " — failing: " + ", ".join(_e(f) for f in failed)
-    return (f'<div class="verdict {"pass" if ok else "fail"}" id="verdict"><div class="big">'
-            f'{"PASS" if ok else "FAIL"}</div><div class="sub">{_e(src.get("ref", ""))} · {sub}</div></div>')
+    return (f'<div class="verdict {"pass" if m.ok else "fail"}" id="verdict"><div class="big">'
+            f'{"PASS" if m.ok else "FAIL"}</div><div class="sub">{_e(m.source.ref or "")} · {sub}</div></div>')
 
 
-def _divergence(m: dict) -> str:
+def _divergence(m: Manifest) -> str:
     out = []
-    for st in m.get("stages", []):
-        for note in st.get("notes", []):
-            out.append(f'<div class="box info"><b>{_e(st["name"])}:</b> {_e(note)}</div>')
-        d = st.get("divergence")
+    for st in m.stages:
+        for note in st.notes:
+            out.append(f'<div class="box info"><b>{_e(st.name)}:</b> {_e(note)}</div>')
+        d = st.divergence
         if not d:
             continue
-        if not d.get("found"):
-            out.append(f'<div class="box info"><b>First divergence in {_e(st["name"])}:</b> not localized — '
-                       f'{_e(d.get("note", ""))}</div>')
+        if not d.found:
+            out.append(f'<div class="box info"><b>First divergence in {_e(st.name)}:</b> not localized — '
+                       f'{_e(d.note or "")}</div>')
             continue
-        where = f'module <code>{_e(d["module"])}</code>' if d.get("module") else "no source module recorded"
-        if d.get("module_class"):
-            where += f' ({_e(d["module_class"])})'
-        met = d.get("metrics", {})
-        parts = [f'<div class="box" id="divergence"><b>First divergence in stage {_e(st["name"])}:</b> node '
-                 f'<code>{_e(d["node"])}</code> (op <code>{_e(d["op"])}</code>), from {where}.']
-        if d.get("source_line"):
-            parts.append(f'<div class="mono muted">{_e(d["source_line"])}</div>')
-        if d.get("evidence"):
-            parts.append(f"<div>Why this node: {_e(d['evidence'])}.</div>")
-        det = d.get("detected_at")
-        if det and det.get("node") != d["node"]:
-            parts.append(f'<div>Measured first at <code>{_e(det["node"])}</code> ({_e(det["op"])}, value '
-                         f'<code>{_e(det["value"])}</code>'
-                         + (f', module <code>{_e(det["module"])}</code>' if det.get("module") else "") + ").</div>")
-        at = f'at <code>{_e(d["metrics_at"])}</code>: ' if d.get("metrics_at") else ""
-        parts.append(f'<div class="muted">{at}{_e(met.get("problem", ""))} · compared {d.get("compared", 0)} values '
-                     f'against {_e(d.get("reference", ""))}; last matching value: '
-                     f'<code>{_e(d.get("last_matching_value") or "none")}</code></div>')
-        if d.get("suspects") and len(d["suspects"]) > 1:
-            sus = ", ".join(f'{_e(s["node"])} ({_e(s["op"])}{", " + _e(s["module"]) if s.get("module") else ""})'
-                            for s in d["suspects"])
+        where = f'module <code>{_e(d.module)}</code>' if d.module else "no source module recorded"
+        if d.module_class:
+            where += f' ({_e(d.module_class)})'
+        problem = d.metrics.problem if d.metrics else None
+        parts = [f'<div class="box" id="divergence"><b>First divergence in stage {_e(st.name)}:</b> node '
+                 f'<code>{_e(d.node)}</code> (op <code>{_e(d.op)}</code>), from {where}.']
+        if d.source_line:
+            parts.append(f'<div class="mono muted">{_e(d.source_line)}</div>')
+        if d.evidence:
+            parts.append(f"<div>Why this node: {_e(d.evidence)}.</div>")
+        det = d.detected_at
+        if det and det.node != d.node:
+            parts.append(f'<div>Measured first at <code>{_e(det.node)}</code> ({_e(det.op)}, value '
+                         f'<code>{_e(det.value)}</code>'
+                         + (f', module <code>{_e(det.module)}</code>' if det.module else "") + ").</div>")
+        at = f'at <code>{_e(d.metrics_at)}</code>: ' if d.metrics_at else ""
+        parts.append(f'<div class="muted">{at}{_e(problem or "")} · compared {d.compared or 0} values '
+                     f'against {_e(d.reference or "")}; last matching value: '
+                     f'<code>{_e(d.last_matching_value or "none")}</code></div>')
+        if d.suspects and len(d.suspects) > 1:
+            sus = ", ".join(f'{_e(s.node)} ({_e(s.op)}{", " + _e(s.module) if s.module else ""})'
+                            for s in d.suspects)
             parts.append(f'<div class="muted">Nodes between the last matching value and the measurement, with no '
                          f'counterpart in the reference: {sus}</div>')
         out.append("".join(parts) + "</div>")
     return "".join(out)
 
 
-def _signature(m: dict) -> str:
+def _signature(m: Manifest) -> str:
     rows = []
-    for kind in ("inputs", "outputs"):
-        for t in m.get("signature", {}).get(kind, []):
-            shape = "×".join(str(d) for d in t["shape"]) or "scalar"
-            rows.append(("", [_e(kind[:-1]), f"<code>{_e(t['name'])}</code>", _e(shape), _e(t["dtype"])]))
+    sig = m.signature
+    for kind, tensors in (("input", sig.inputs if sig else []), ("output", sig.outputs if sig else [])):
+        for t in tensors:
+            shape = "×".join(str(d) for d in t.shape) or "scalar"
+            rows.append(("", [_e(kind), f"<code>{_e(t.name)}</code>", _e(shape), _e(t.dtype)]))
     return "<h2>Signature</h2>" + _table(["", "name", "shape", "dtype"], rows, verdict=False) if rows else ""
 
 
-def _stage_table(m: dict) -> str:
+def _stage_table(m: Manifest) -> str:
     return '<h2>Parity per stage</h2><div id="stages">' + stage_table(m) + "</div>"
 
 
-def stage_table(m: dict) -> str:
+def stage_table(manifest: Manifest | dict) -> str:
     """Every stage of the manifest as one HTML table (stage, output, metrics, seconds, verdict); also
     what a ``Conversion`` shows in a notebook."""
+    m = Manifest.coerce(manifest)
     headers = ["stage", "kind", "profile", "output"] + [h for _, h in COLUMNS] + ["seconds", "verdict"]
     rows = []
-    for st in m.get("stages", []):
-        par = st.get("parity")
+    for st in m.stages:
+        par = st.parity
         if par is None:
-            rows.append(("err" if "error" in st else "ok", [_e(st["name"]), _e(st["kind"]), "–", "–"]
+            rows.append(("err" if st.error is not None else "ok", [_e(st.name), _e(st.kind), "–", "–"]
                          + ["–"] * len(COLUMNS)
-                         + [_e(st.get("seconds", "")), _e(st.get("error") or st.get("note") or "not checked")]))
+                         + [_e("" if st.seconds is None else st.seconds), _e(st.error or st.note or "not checked")]))
             continue
-        for row in par["rows"]:
-            verdict = "pass" if row["passed"] else "FAIL: " + row.get("problem", "")
-            rows.append(("ok" if row["passed"] else "bad",
-                         [_e(st["name"]), _e(st["kind"]), _e(par["profile"]), f"<code>{_e(row['output'])}</code>"]
-                         + [_e(fmt(row.get(k))) for k, _ in COLUMNS]
-                         + [_e(f"{st.get('seconds', 0):.2f}"), _e(verdict)]))
+        for row in par.rows:
+            verdict = "pass" if row.passed else "FAIL: " + (row.problem or "")
+            rows.append(("ok" if row.passed else "bad",
+                         [_e(st.name), _e(st.kind), _e(par.profile), f"<code>{_e(row.output)}</code>"]
+                         + [_e(fmt(row.metric(k))) for k, _ in COLUMNS]
+                         + [_e(f"{st.seconds or 0:.2f}"), _e(verdict)]))
     return _table(headers, rows, num_from=4)
 
 
-def _worst(par: dict) -> dict:
-    """The accuracy a reviewer compares variants by: the worst output's metrics."""
-    rows = par.get("rows", [])
-    pick = {}
-    for key in ("cosine", "centered_cosine", "top1"):
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        if vals:
-            pick[key] = min(vals)
-    vals = [r["max_abs"] for r in rows if r.get("max_abs") is not None]
-    if vals:
-        pick["max_abs"] = max(vals)
-    return pick
-
-
-def _variants(m: dict) -> str:
-    arts = m.get("artifacts", {})
-    targets = {st["name"]: st for st in m.get("stages", []) if st.get("kind") == "target" and st.get("parity")}
-    items = [(name, a, targets.get(name)) for name, a in arts.items()]
+def _variants(m: Manifest) -> str:
+    targets = {st.name: st for st in m.of_kind("target") if st.parity}
+    items = [(name, a, targets.get(name)) for name, a in m.artifacts.items()]
     if len(items) < 2:
         return ""
     rows, points = [], []
     for name, a, st in items:
-        par = st["parity"] if st else {}
-        w = _worst(par) if par else {}
-        lat = (st or {}).get("latency")
-        acc = w.get("centered_cosine", w.get("cosine"))
-        rows.append(("ok" if par.get("passed") else "bad",
-                     [_e(name), f"<code>{_e(a['path'])}</code>", _e(par.get("profile", "–")), _e(_bytes(a["bytes"])),
-                      _latency(lat), _e(fmt(w.get("cosine"))), _e(fmt(w.get("centered_cosine"))),
-                      _e(fmt(w.get("top1"))), _e(fmt(w.get("max_abs"))),
-                      "pass" if par.get("passed") else "FAIL"]))
-        if lat and "median_ms" in lat:
-            points.append(svg.Point(name, float(a["bytes"]), float(lat["median_ms"]), acc, bool(par.get("passed"))))
-    ref = next((st.get("reference_latency") for st in m.get("stages", []) if st.get("kind") == "converter"), None)
-    chart = svg.variants_chart(points, reference_ms=ref["median_ms"] if ref else None) if len(points) >= 1 else ""
-    loads = [(st.get("latency") or {}).get("load_1m") for _, _, st in items if st]
-    loads = [x for x in loads if x is not None]
-    cpus = next(((st.get("latency") or {}).get("cpus") for _, _, st in items if st and st.get("latency")), None)
+        par = st.parity if st else None
+        w = par.worst() if par else Worst()
+        lat = st.latency if st else None
+        acc = w.centered_cosine if w.centered_cosine is not None else w.cosine
+        passed = bool(par and par.passed)
+        rows.append(("ok" if passed else "bad",
+                     [_e(name), f"<code>{_e(a.path)}</code>", _e(par.profile if par else "–"), _e(_bytes(a.bytes)),
+                      _latency(lat), _e(fmt(w.cosine)), _e(fmt(w.centered_cosine)),
+                      _e(fmt(w.top1)), _e(fmt(w.max_abs)),
+                      "pass" if passed else "FAIL"]))
+        if lat and lat.median_ms is not None:
+            points.append(svg.Point(name, float(a.bytes), float(lat.median_ms), acc, passed))
+    ref = next((st.reference_latency for st in m.of_kind("converter")), None)
+    chart = svg.variants_chart(points, reference_ms=ref.median_ms if ref else None) if len(points) >= 1 else ""
+    loads = [st.latency.load_1m for _, _, st in items if st and st.latency and st.latency.load_1m is not None]
+    cpus = next((st.latency.cpus for _, _, st in items if st and st.latency), None)
     busy = (f" Measured with a load average of {max(loads):.1f} on {cpus} CPUs" if loads and cpus else "")
-    if m.get("machine"):
-        busy += f"{' on' if busy else ' Measured on'} {machine_text(m['machine'])}"
+    if m.machine:
+        busy += f"{' on' if busy else ' Measured on'} {machine_text(m.machine)}"
     note = ('<p class="muted">Latency: median of a few runs of each artifact on the example batch, in this process, '
             "on the machine that made the report; it ranks the variants of one run, it is not a benchmark."
             f"{_e(busy)}{'.' if busy else ''} Accuracy: the worst output's metric against the source model.</p>")
@@ -221,17 +206,16 @@ def _variants(m: dict) -> str:
             + f'<div class="plot">{chart}</div>' + note + "</div>")
 
 
-def _plots(m: dict) -> str:
+def _plots(m: Manifest) -> str:
     blocks = []
-    for st in m.get("stages", []):
-        par = st.get("parity") or {}
-        tol = par.get("tolerance", {})
-        for out, sk in (par.get("sketches") or {}).items():
-            row = next((r for r in par["rows"] if r["output"] == out), {})
-            title = f"{st['name']} · {out}"
+    for st in m.checked():
+        par = st.parity
+        for out, sk in par.sketches.items():
+            row = par.row(out)
+            title = f"{st.name} · {out}"
             blocks.append(
-                f'<div class="plot"><h3>{_e(title)} {"" if row.get("passed", True) else "— FAIL"}</h3>'
-                + svg.histogram(sk["hist"], atol=tol.get("atol"), elements=sk.get("elements", 0))
+                f'<div class="plot"><h3>{_e(title)} {"" if row is None or row.passed else "— FAIL"}</h3>'
+                + svg.histogram(sk["hist"], atol=par.tolerance.atol, elements=sk.get("elements", 0))
                 + svg.scatter(*sample_values(sk)) + "</div>")
     if not blocks:
         return ""
@@ -240,96 +224,97 @@ def _plots(m: dict) -> str:
             "elements; on the diagonal means equal.</p><div class=grid>" + "".join(blocks) + "</div>")
 
 
-def _passes(m: dict) -> str:
+def _passes(m: Manifest) -> str:
     rows = []
-    for st in m.get("stages", []):
-        if st.get("kind") != "pass":
-            continue
-        ch = st.get("changes", {})
-        rows.append(("ok" if st.get("parity", {}).get("passed", True) else "bad",
-                     [_e(st["name"]), f"<code>{_e(json.dumps(st.get('config', {})))}</code>",
-                      _e("yes" if ch.get("modified") else "no"),
-                      _e(f"{ch.get('nodes_before')} → {ch.get('nodes_after')}"),
-                      _e(f"{_bytes(ch.get('bytes_before'))} → {_bytes(ch.get('bytes_after'))}"),
-                      _e(f"{st.get('seconds', 0):.2f}"),
-                      "pass" if st.get("parity", {}).get("passed", True) else "FAIL"]))
+    for st in m.of_kind("pass"):
+        ch = st.changes or PassChanges()
+        passed = st.parity.passed if st.parity else True
+        rows.append(("ok" if passed else "bad",
+                     [_e(st.name), f"<code>{_e(json.dumps(st.config or {}))}</code>",
+                      _e("yes" if ch.modified else "no"),
+                      _e(f"{ch.nodes_before} → {ch.nodes_after}"),
+                      _e(f"{_bytes(ch.bytes_before)} → {_bytes(ch.bytes_after)}"),
+                      _e(f"{st.seconds or 0:.2f}"),
+                      "pass" if passed else "FAIL"]))
     if not rows:
         return ""
     return "<h2>Pass log</h2>" + _table(["pass", "config", "modified", "nodes", "bytes", "seconds", "parity"], rows)
 
 
-def _artifacts(m: dict) -> str:
-    lat = {st["name"]: st.get("latency") for st in m.get("stages", []) if st.get("kind") == "target"}
+def _artifacts(m: Manifest) -> str:
+    lat = {st.name: st.latency for st in m.of_kind("target")}
     rows = []
-    for name, a in m.get("artifacts", {}).items():
-        rows.append(("", [_e(name), f"<code>{_e(a['path'])}</code>", _e(_bytes(a["bytes"])), _latency(lat.get(name)),
-                          f"<code>{_e(a['sha256'])}</code>"]))
-        for x in a.get("extra_files", []):
-            rows.append(("", ["", f"<code>{_e(x['path'])}</code>", _e(_bytes(x["bytes"])), "",
-                              f"<code>{_e(x['sha256'])}</code>"]))
-    errs = "".join(f'<div class="box"><b>target {_e(k)} failed:</b> {_e(v)}</div>'
-                   for k, v in (m.get("errors") or {}).items())
+    for name, a in m.artifacts.items():
+        rows.append(("", [_e(name), f"<code>{_e(a.path)}</code>", _e(_bytes(a.bytes)), _latency(lat.get(name)),
+                          f"<code>{_e(a.sha256)}</code>"]))
+        for x in a.extra_files or []:
+            rows.append(("", ["", f"<code>{_e(x.path)}</code>", _e(_bytes(x.bytes)), "",
+                              f"<code>{_e(x.sha256)}</code>"]))
+    errs = "".join(f'<div class="box"><b>target {_e(k)} failed:</b> {_e(v)}</div>' for k, v in m.errors.items())
     if not rows and not errs:
         return ""
     where = (f'<p class="muted" id="machine">Latency and every number above measured on: '
-             f'{_e(machine_text(m["machine"]))}</p>' if m.get("machine") else "")
+             f'{_e(machine_text(m.machine))}</p>' if m.machine else "")
     return ("<h2>Artifacts</h2>" + (_table(["target", "file", "size", "latency", "sha256"], rows, verdict=False) if rows else "")
             + where + errs)
 
 
-def _tolerances(m: dict) -> str:
-    from forgeml.parity.tolerances import Tolerance
-
-    profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in m.get("stages", []) if st.get("parity")}
+def _tolerances(m: Manifest) -> str:
+    checked = m.checked()
+    profiles = {st.parity.profile: st.parity.tolerance for st in checked}
     if not profiles:
         return ""
-    items = []
-    for name, tol in profiles.items():
-        fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1",
-                                          "top1_on", "min_decided")}
-        items.append(f"<dt>{_e(name)}</dt><dd>{_e(Tolerance(name=name, **fields).describe())}</dd>")
-    batches = next(st["parity"]["batches"] for st in m.get("stages", []) if st.get("parity"))
-    items.append(f"<dt>inputs</dt><dd>{batches} batch(es): the example inputs plus seeded random batches"
-                 + (" and the user's" if m.get("user_inputs") else "") + "</dd>")
+    items = [f"<dt>{_e(name)}</dt><dd>{_e(tol.describe(name))}</dd>" for name, tol in profiles.items()]
+    items.append(f"<dt>inputs</dt><dd>{checked[0].parity.batches} batch(es): the example inputs plus seeded random "
+                 "batches" + (" and the user's" if m.user_inputs else "") + "</dd>")
     return "<h2>Tolerance profiles</h2><dl>" + "".join(items) + "</dl>"
 
 
-def _provenance(m: dict) -> str:
-    src = m.get("source", {})
-    items = [("source", f"<code>{_e(src.get('ref', ''))}</code> ({_e(src.get('kind', ''))}, "
-                        f"{_e(src.get('framework', ''))}{', route: ' + _e(src['route']) if src.get('route') else ''})"),
-             ("source sha256", f"<code>{_e(src.get('sha256', '')) or '–'}</code>"),
-             *([("candidate", f"<code>{_e(m['candidate'].get('ref', ''))}</code> ({_e(m['candidate'].get('kind', ''))},"
-                              f" {_e(m['candidate'].get('framework', ''))}), sha256 "
-                              f"<code>{_e(m['candidate'].get('sha256', '')) or '–'}</code>")] if m.get("candidate") else []),
-             ("forgeml", _e(m.get("forgeml_version", "")))]
-    if m.get("command"):
-        items.append(("command", f"<code>{_e(m['command'])}</code>"))
-    if m.get("opset") is not None:
-        items.append(("opset", _e(m["opset"])))
-    if m.get("plan"):
-        skipped = ", ".join(m["plan"].get("skipped", [])) or "none"
-        items.append(("stage plan", f"{_e(m['plan']['reason'])}; skipped: {_e(skipped)}"))
-    if m.get("quantize"):
-        items.append(("quantize", _e(m["quantize"])))
-    for key, label in (("calibration", "calibration data"), ("user_inputs", "user inputs")):
-        if m.get(key):
-            items.append((label, f"{m[key]['batches']} batch(es), sha256 <code>{_e(m[key]['sha256'])}</code>"))
-    tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in m.get("tools", {}).items())
+def _source(s: SourceRecord) -> str:
+    return f"<code>{_e(s.ref or '')}</code> ({_e(s.kind or '')}, {_e(s.framework or '')}"
+
+
+def _provenance(m: Manifest) -> str:
+    src, cand = m.source, m.candidate
+    items = [("source", _source(src) + (f", route: {_e(src.route)}" if src.route else "") + ")"),
+             ("source sha256", f"<code>{_e(src.sha256 or '') or '–'}</code>"),
+             *([("candidate", _source(cand) + f"), sha256 <code>{_e(cand.sha256 or '') or '–'}</code>")]
+               if cand else []),
+             ("forgeml", _e(m.forgeml_version))]
+    if m.command:
+        items.append(("command", f"<code>{_e(m.command)}</code>"))
+    if m.opset is not None:
+        items.append(("opset", _e(m.opset)))
+    if m.plan:
+        items.append(("stage plan", f"{_e(m.plan.reason)}; skipped: {_e(', '.join(m.plan.skipped) or 'none')}"))
+    if m.quantize:
+        items.append(("quantize", _e(m.quantize)))
+    if m.project:
+        dirty = {True: " (uncommitted changes)", False: " (clean)"}.get(m.project.dirty, "")
+        items.append(("project commit", f"<code>{_e(m.project.commit)}</code>{_e(dirty)}"))
+    for label, h in (("calibration data", m.calibration), ("user inputs", m.user_inputs)):
+        if h:
+            items.append((label, f"{h.batches} batch(es), sha256 <code>{_e(h.sha256)}</code>"))
+    if m.parity_data:
+        for label, h in (("example", m.parity_data.example), ("generated", m.parity_data.generated),
+                         ("user", m.parity_data.user)):
+            if h:
+                items.append((f"parity inputs ({label})", f"{h.batches} batch(es), sha256 <code>{_e(h.sha256)}</code>"))
+    tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in m.tools.items())
     items.append(("tools", tools or "–"))
-    if m.get("run"):
-        items.append(("run config", f"<code>{_e(json.dumps(m['run'], sort_keys=True))}</code>"))
+    if m.run:
+        items.append(("run config", f"<code>{_e(json.dumps(m.run.to_json(), sort_keys=True))}</code>"))
     return "<h2>Provenance</h2><dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 
-def render(manifest: dict) -> str:
+def render(manifest: Manifest | dict) -> str:
     """The whole report.html from a manifest."""
-    m = manifest
-    title = f"forgeml parity report — {'PASS' if m.get('ok') else 'FAIL'} — {m.get('source', {}).get('ref', '')}"
+    m = Manifest.coerce(manifest)
+    title = f"forgeml parity report — {'PASS' if m.ok else 'FAIL'} — {m.source.ref or ''}"
     from forgeml.report.precision import pass_details_html, warnings_html
 
     body = [f"<h1>{_e(title)}</h1>", _verdict(m), warnings_html(m, _e), _divergence(m), _stage_table(m), _variants(m),
-            _signature(m), _plots(m), _passes(m), pass_details_html(m.get("stages", []), _e, _table), _artifacts(m),
+            _signature(m), _plots(m), _passes(m), pass_details_html(m.stages, _e, _table), _artifacts(m),
             _tolerances(m), _provenance(m)]
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -337,19 +322,19 @@ def render(manifest: dict) -> str:
             + "".join(body) + "</main></body></html>\n")
 
 
-def notebook(manifest: dict, out_dir: str) -> str:
+def notebook(manifest: Manifest | dict, out_dir: str) -> str:
     """A run as a notebook shows it: verdict, where the files are, the stage table, the machine. No
     CSS of its own (the notebook's styles apply); every value escaped."""
-    ok = manifest.get("ok", False)
-    failed = ", ".join(_e(k) for k in (manifest.get("errors") or {}))
-    head = (f"<p><b>forgeml: {'PASS' if ok else 'FAIL'}</b> — {_e(manifest.get('source', {}).get('ref', ''))} → "
+    m = Manifest.coerce(manifest)
+    failed = ", ".join(_e(k) for k in m.errors)
+    head = (f"<p><b>forgeml: {'PASS' if m.ok else 'FAIL'}</b> — {_e(m.source.ref or '')} → "
             f"<code>{_e(out_dir)}</code>{' · targets failed: ' + failed if failed else ''}</p>")
-    where = machine_text(manifest.get("machine"))
+    where = machine_text(m.machine)
     foot = f'<p style="font-size:smaller">measured on {_e(where)}; result.report() opens report.html</p>' if where else ""
-    return f'<div class="forgeml-result">{head}{stage_table(manifest)}{foot}</div>'
+    return f'<div class="forgeml-result">{head}{stage_table(m)}{foot}</div>'
 
 
-def save_report(manifest: dict, path: Path) -> Path:
+def save_report(manifest: Manifest | dict, path: Path) -> Path:
     """Write the report at ``path``; .html/.htm gives HTML, anything else markdown."""
     from forgeml.fileio import write_bytes_atomic
     from forgeml.report import markdown as report_md

@@ -2,80 +2,109 @@
 
 from __future__ import annotations
 
+from forgeml.manifest import DataHash, Manifest
 from forgeml.parity.table import COLUMNS, cell, fmt, header, parity_table, row  # noqa: F401  (parity_table re-exported)
 
 
-def render(manifest: dict) -> str:
+def render(manifest: Manifest | dict) -> str:
     """The whole report.md from a manifest (so the report never says what the manifest does not)."""
 
-    ok = manifest["ok"]
-    src = manifest["source"]
-    out = [f"# forgeml parity report — {'PASS' if ok else 'FAIL'}", ""]
-    out.append(f"- source: `{src['ref']}` ({src['kind']}, {src.get('framework', '')}"
-               + (f", route: {src['route']}" if src.get("route") else "") + ")")
-    out.append(f"- source sha256: `{src['sha256']}`")
-    if manifest.get("command"):
-        out.append(f"- command: `{manifest['command']}`")
-    if manifest.get("machine"):
+    m = Manifest.coerce(manifest)
+    src = m.source
+    out = [f"# forgeml parity report — {'PASS' if m.ok else 'FAIL'}", ""]
+    out.append(f"- source: `{src.ref}` ({src.kind}, {src.framework or ''}"
+               + (f", route: {src.route}" if src.route else "") + ")")
+    out.append(f"- source sha256: `{src.sha256}`")
+    if m.command:
+        out.append(f"- command: `{m.command}`")
+    if m.machine:
         from forgeml.report.machine import machine_text
 
-        out.append(f"- machine: {machine_text(manifest['machine'])}")
-    if manifest.get("plan"):
-        plan = manifest["plan"]
-        out.append(f"- stage plan: {plan['reason']}; skipped: {', '.join(plan.get('skipped', [])) or 'none'}")
-    if manifest.get("error"):
-        out.append(f"- error: {manifest['error']}")
-    for warning in manifest.get("warnings", []):
+        out.append(f"- machine: {machine_text(m.machine)}")
+    if m.plan:
+        out.append(f"- stage plan: {m.plan.reason}; skipped: {', '.join(m.plan.skipped) or 'none'}")
+    if m.error:
+        out.append(f"- error: {m.error}")
+    for warning in m.warnings:
         out.append(f"- **WARNING: {warning}**")
-    for st in manifest["stages"]:
-        d = st.get("divergence")
-        if d and d.get("found"):
-            mod = f", module `{d['module']}`" + (f" ({d['module_class']})" if d.get("module_class") else "") \
-                if d.get("module") else ""
-            out.append(f"- first divergence in {st['name']}: node `{d['node']}` ({d['op']}){mod}")
+    for st in m.stages:
+        d = st.divergence
+        if d and d.found:
+            mod = f", module `{d.module}`" + (f" ({d.module_class})" if d.module_class else "") if d.module else ""
+            out.append(f"- first divergence in {st.name}: node `{d.node}` ({d.op}){mod}")
         elif d:
-            out.append(f"- first divergence in {st['name']}: not localized ({d.get('note', '')})")
+            out.append(f"- first divergence in {st.name}: not localized ({d.note or ''})")
     out += ["", "## Signature", "", "| | name | shape | dtype |", "|---|---|---|---|"]
-    for kind in ("inputs", "outputs"):
-        for t in manifest["signature"][kind]:
-            shape = "×".join(str(d) for d in t["shape"]) or "scalar"
-            out.append(f"| {kind[:-1]} | {t['name']} | {shape} | {t['dtype']} |")
+    if m.signature:
+        for kind, tensors in (("input", m.signature.inputs), ("output", m.signature.outputs)):
+            for t in tensors:
+                shape = "×".join(str(d) for d in t.shape) or "scalar"
+                out.append(f"| {kind} | {t.name} | {shape} | {t.dtype} |")
     out += ["", "## Parity per stage", ""]
     out += header("stage", "kind")
-    for st in manifest["stages"]:
-        par = st.get("parity")
+    for st in m.stages:
+        par = st.parity
         if par is None:
-            msg = cell(st.get("error") or st.get("note") or "not checked")
-            msg = f"**{msg}**" if "error" in st else msg
-            out.append(f"| {st['name']} | {st['kind']} | – |" + " – |" * len(COLUMNS) + f" {msg} |")
+            msg = cell(st.error or st.note or "not checked")
+            msg = f"**{msg}**" if st.error is not None else msg
+            out.append(f"| {st.name} | {st.kind} | – |" + " – |" * len(COLUMNS) + f" {msg} |")
             continue
-        out += [row([f"{st['name']} ({par['profile']})", st["kind"]], r) for r in par["rows"]]
-    profiles = {st["parity"]["profile"]: st["parity"]["tolerance"] for st in manifest["stages"] if st.get("parity")}
+        out += [row([f"{st.name} ({par.profile})", st.kind], r) for r in par.rows]
+    checked = m.checked()
+    gen = [(st.name, r) for st in checked for r in st.parity.rows if r.tokens_matched is not None]
+    if gen:  # generation parity of a KV-cache decoder: where the greedy tokens first part
+        out += ["", "## Generation (greedy tokens vs the source's generate)", "",
+                "| stage | row | tokens matched before divergence | first divergence |", "|---|---|---|---|"]
+        out += [f"| {name} | {cell(r.output)} | {r.tokens_matched} | {cell(r.first_divergence or 'none')} |"
+                for name, r in gen]
+    profiles = {st.parity.profile: st.parity.tolerance for st in checked}
     if profiles:
-        from forgeml.parity.tolerances import Tolerance
-
         out += ["", "## Tolerance profiles", ""]
         for name, tol in profiles.items():
-            fields = {k: tol.get(k) for k in ("atol", "rtol", "min_cosine", "min_centered_cosine", "min_top1",
-                                              "top1_on", "min_decided")}
-            out.append(f"- **{name}**: {cell(Tolerance(name=name, **fields).describe())}")
-        batches = next(st["parity"]["batches"] for st in manifest["stages"] if st.get("parity"))
-        out.append(f"- measured on {batches} input batches (the example inputs plus seeded random batches)")
-    passes = [st for st in manifest["stages"] if st["kind"] == "pass"]
+            out.append(f"- **{name}**: {cell(tol.describe(name))}")
+        out.append(f"- measured on {checked[0].parity.batches} input batches (the example inputs plus seeded random "
+                   "batches)")
+    passes = m.of_kind("pass")
     if passes:
         out += ["", "## Passes", "", "| pass | config | nodes | bytes | seconds |", "|---|---|---|---|---|"]
         for st in passes:
-            ch = st.get("changes", {})
-            out.append(f"| {st['name']} | `{st.get('config', {})}` | {ch.get('nodes_before')} → {ch.get('nodes_after')}"
-                       f" | {ch.get('bytes_before')} → {ch.get('bytes_after')} | {st.get('seconds', 0):.2f} |")
-    detailed = [st for st in passes if st.get("details")]
+            ch = st.changes
+            nodes = f"{ch.nodes_before} → {ch.nodes_after}" if ch else "None → None"
+            size = f"{ch.bytes_before} → {ch.bytes_after}" if ch else "None → None"
+            out.append(f"| {st.name} | `{st.config or {}}` | {nodes} | {size} | {st.seconds or 0:.2f} |")
+    detailed = [st for st in passes if st.details]
     if detailed:
         from forgeml.report.precision import pass_details
 
         out += pass_details(detailed)
-    if manifest.get("artifacts"):
+    if m.artifacts:
         out += ["", "## Artifacts", "", "| target | file | bytes | sha256 |", "|---|---|---|---|"]
-        for name, a in manifest["artifacts"].items():
-            out.append(f"| {name} | {a['path']} | {a['bytes']} | `{a['sha256'][:16]}…` |")
-    out += ["", "## Tools", ""] + [f"- {k} {v}" for k, v in manifest.get("tools", {}).items()]
+        for name, a in m.artifacts.items():
+            out.append(f"| {name} | {a.path} | {a.bytes} | `{a.sha256[:16]}…` |")
+    prov = provenance_lines(m)
+    if prov:
+        out += ["", "## Provenance", ""] + [f"- {k}: {v}" for k, v in prov]
+    out += ["", "## Tools", ""] + [f"- {k} {v}" for k, v in m.tools.items()]
     return "\n".join(out) + "\n"
+
+
+def _hash(h: DataHash) -> str:
+    return f"{h.batches} batch(es), sha256 `{h.sha256}`"
+
+
+def provenance_lines(m: Manifest) -> list[tuple[str, str]]:
+    """(label, markdown) pairs: the calling project's commit and the data the run saw, by hash."""
+    out = []
+    if m.project:
+        dirty = {True: " (uncommitted changes)", False: " (clean)"}.get(m.project.dirty, "")
+        out.append(("project commit", f"`{m.project.commit}`{dirty}"))
+    if m.calibration:
+        out.append(("calibration data", _hash(m.calibration)))
+    if m.user_inputs:
+        out.append(("user inputs", _hash(m.user_inputs)))
+    if m.parity_data:
+        for label, h in (("example", m.parity_data.example), ("generated", m.parity_data.generated),
+                         ("user", m.parity_data.user)):
+            if h:
+                out.append((f"parity inputs ({label})", _hash(h)))
+    return out

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from forgeml.fileio import write_bytes_atomic
+from forgeml.manifest import Manifest
 
 _PAIR = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)\s+\(?v?(\d+(?:\.\d+)+[A-Za-z0-9.+-]*)")
 
@@ -30,16 +31,17 @@ def pins(runtime: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def write_requirements(out_dir: Path, manifest: dict) -> list[Path]:
+def write_requirements(out_dir: Path, manifest: Manifest | dict) -> list[Path]:
+    m = Manifest.coerce(manifest)
     written = []
-    for stage in manifest.get("stages", []):
-        if stage.get("kind") != "target" or stage.get("name") not in manifest.get("artifacts", {}):
+    for stage in m.of_kind("target"):
+        if stage.name not in m.artifacts:
             continue
-        lines = pins(stage.get("runtime", ""))
+        lines = pins(stage.runtime or "")
         if not lines:
             continue
-        path = Path(out_dir) / f"requirements-{stage['name']}.txt"
-        head = f"# the runtime forgeml {manifest.get('forgeml_version', '')} ran {stage['name']}'s parity check with\n"
+        path = Path(out_dir) / f"requirements-{stage.name}.txt"
+        head = f"# the runtime forgeml {m.forgeml_version} ran {stage.name}'s parity check with\n"
         write_bytes_atomic(path, (head + "\n".join(lines) + "\n").encode())
         written.append(path)
     return written

@@ -13,19 +13,18 @@ import os
 import statistics
 import time
 
-from forgeml.runtime import InputSet, Runner
+from forgeml.runtime import InputSet, Runner, SelfTimed
 
 
 def artifact_latency(runner: Runner, inputs: InputSet) -> dict:
     """The latency of the artifact behind ``runner``.
 
     A runner whose calls do not execute the artifact here (it serves outputs computed up front in a
-    fresh process, say) carries ``runner.latency(inputs) -> dict``: its own timing, or a ``note``
+    fresh process, say) is ``SelfTimed``: its ``latency(inputs)`` gives its own timing, or a ``note``
     saying why there is none. Timing such a runner's calls would time a cache lookup.
     """
-    own = getattr(runner, "latency", None)
-    if callable(own):
-        return own(inputs)
+    if isinstance(runner, SelfTimed):
+        return runner.latency(inputs)
     return measure_latency(runner, inputs)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 # The flags that change which kernels onnxruntime, torch and llama.cpp pick on x86-64.
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
 # Environment variables that set runtime thread pools; recorded when set.
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS", "FORGEML_THREADS")
 
 
 @dataclass(frozen=True)

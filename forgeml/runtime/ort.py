@@ -9,12 +9,12 @@ import numpy as np
 
 from forgeml.errors import TargetError, first_line
 from forgeml.ir import PROTOBUF_LIMIT, weight_bytes  # noqa: F401  (re-exported)
-from forgeml.runtime import InputSet, Runner
+from forgeml.runtime import InputSet
 
 
 def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None = None,
                optimize: bool = True, external_initializers: dict | None = None,
-               low_memory: bool = False, external_data_dir: str | None = None) -> Runner:
+               low_memory: bool = False, external_data_dir: str | None = None) -> OrtRunner:
     """A runner over an ONNX model given as serialized bytes or a file path.
 
     ``optimize=False`` disables onnxruntime's own graph rewrites, so a parity number measures
@@ -29,6 +29,9 @@ def ort_runner(model: bytes | str | os.PathLike, *, providers: list[str] | None 
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # a failing kernel's ERROR log repeats the exception forgeml reports in one line
+    threads = intra_op_threads()
+    if threads:
+        opts.intra_op_num_threads = threads
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if external_initializers:
@@ -58,6 +61,7 @@ class OrtRunner:
     def __init__(self, open_session, held: dict | None = None):
         self._open = open_session
         self.held = held  # OrtValues the session reads in place: they must outlive it
+        self.scratch = None  # kept for callers that read it: no runner writes scratch files any more
         self.session = open_session()  # for inspection and benchmarks
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -80,13 +84,20 @@ class OrtRunner:
         self.session = None
 
 
+def intra_op_threads() -> int | None:
+    """``FORGEML_THREADS``: onnxruntime's intra-op pool size, which (unlike torch) it reads from no
+    environment variable; set by ``forgeml batch`` from each task's CPUs. None: onnxruntime's default."""
+    value = os.environ.get("FORGEML_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _plain_dtype(tensor) -> bool:
     """numpy's own numeric types: onnxruntime wraps those arrays without a copy (not bfloat16/int4/strings)."""
     dt = np.dtype(tensor.dtype.numpy())
     return dt.isbuiltin == 1 and dt.kind in "biuf"
 
 
-def ort_runner_for_ir(model) -> Runner:
+def ort_runner_for_ir(model) -> OrtRunner:
     """onnxruntime over an ``onnx_ir.Model``. A small model goes over as one serialized protobuf. A large
     one (``forgeml.ir.is_large``), or one whose weights are still in their external-data files, goes over
     as its graph without weight data, so the 2 GB protobuf limit never applies: weights still in the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from forgeml.errors import ConversionError
-from forgeml.runtime import InputSet, Runner
+from forgeml.runtime import InputSet
 
 
 def flatten_outputs(out, output_names: list[str]) -> dict[str, np.ndarray]:
@@ -30,14 +30,20 @@ def flatten_outputs(out, output_names: list[str]) -> dict[str, np.ndarray]:
     return {n: v.detach().cpu().numpy() for n, v in zip(output_names, values)}
 
 
-def torch_runner(module, input_names: list[str], output_names: list[str]) -> Runner:
-    """Run ``module`` in eval mode without autograd; inputs are passed positionally in signature order."""
-    import torch
+class TorchRunner:
+    """The module in eval mode without autograd; inputs are passed positionally in signature order."""
 
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in input_names]
+    def __init__(self, module, input_names: list[str], output_names: list[str]):
+        self.module, self.input_names, self.output_names = module, list(input_names), list(output_names)
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self.input_names]
         with torch.inference_mode():
-            out = module(*args)
-        return flatten_outputs(out, output_names)
+            out = self.module(*args)
+        return flatten_outputs(out, self.output_names)
 
-    return run
+
+def torch_runner(module, input_names: list[str], output_names: list[str]) -> TorchRunner:
+    return TorchRunner(module, input_names, output_names)

@@ -80,3 +80,31 @@ class Target(Protocol):
 
     def runner(self, artifact: Artifact, ctx: TargetContext) -> tuple[Runner, str]:
         """A runner over the artifact, and the precision to judge it by (None: the IR's)."""
+
+
+def checked(runner: Runner, artifact: Path, package: Path | None = None) -> Runner:
+    """``runner`` guarded by the package's contract: when ``signature.json`` sits in ``package`` (default:
+    the artifact's own directory), every call first checks the input names, dtypes and ranks against it
+    (one InputError line naming the file and the input). Without one (a bare file, or a run still being
+    built) the runner is returned as it is."""
+    from forgeml.formats.signature import contract_beside
+
+    contract = contract_beside(package if package is not None else Path(artifact).parent)
+    return runner if contract is None else CheckedRunner(runner, contract, Path(artifact))
+
+
+class CheckedRunner:
+    """A runner behind its package's ``signature.json``. The runner's own typed attributes (``session``,
+    ``iomap``, ``latency``) are read through to it, so callers see the runner they asked for."""
+
+    def __init__(self, inner: Runner, contract, artifact: Path):
+        self.inner, self.contract, self.artifact = inner, contract, artifact
+
+    def __call__(self, inputs):
+        self.contract.check(inputs, self.artifact)
+        return self.inner(inputs)
+
+    def __getattr__(self, name: str):  # only for names this class does not define
+        if name == "inner":  # not yet set (copy/unpickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)

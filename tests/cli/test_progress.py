@@ -47,6 +47,8 @@ def test_progress_text_counts_and_eta():
     now[0] = 6.0  # the stage has run for 2 s: its second loop is drawn at once
     p.render("cleanup", "pass", 10, 10)
     assert p.render("cleanup", "pass", 1, 10) == "[" + "█" * 2 + "░" * 22 + "] 1/10 ETA –"
+    now[0] = 80.0  # a heartbeat (total 0: a compiler call with nothing to count) shows a clock
+    assert p.render("cleanup", "pass", 74, 0).endswith("] 1:14 elapsed")
 
 
 def test_api_on_event_hears_progress(tmp_path):
@@ -68,6 +70,35 @@ def test_api_on_event_hears_progress(tmp_path):
     calib = [p for name, seen in ticks.items() if "static" in name or "quantize" in name for p in seen
              if p[1] != batches]
     assert calib and calib[-1][0] == calib[-1][1]  # calibration batches, counted to the end
+
+
+def test_fallback_search_and_localization_report_progress(tmp_path):
+    """The fallback search counts its steps; a failing stage's localization is its own timed step."""
+    import numpy as np
+    import onnx
+
+    from tests.passes.conftest import mlp_proto
+
+    onnx.save(mlp_proto(outlier=30.0), tmp_path / "outlier.onnx")
+    x = np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32)
+    events = []
+    result = forgeml.convert(str(tmp_path / "outlier.onnx"), {"x": x}, targets=["onnx"],
+                             out_dir=tmp_path / "tight", on_event=events.append,
+                             quantize=QuantizeOptions("int8", max_cosine_drop=1e-4))
+    steps = next(s for s in result.manifest["stages"] if s["name"] == "int8-dynamic")["details"]["steps"]
+    ticks = [e.progress for e in events if e.name == "int8-dynamic" and e.status == "progress"]
+    searched = [p for p in ticks if p[1] != result.manifest["stages"][0]["parity"]["batches"]]
+    assert searched and searched[0] == (0, searched[0][1])  # (steps tried, steps planned) from 0
+    assert len(steps) - 1 <= searched[0][1] and len(searched) == len(steps) - 1
+
+    events.clear()  # atol 0 on int8: the stage fails, and localization runs as its own step
+    failed = forgeml.convert(str(tmp_path / "outlier.onnx"), {"x": x}, targets=["onnx"],
+                             out_dir=tmp_path / "fail", on_event=events.append, quantize="int8",
+                             parity=ParityOptions(atol=0.0, rtol=0.0, localize="always"))
+    assert not failed.ok
+    seen = [(e.name, e.kind, e.status) for e in events if e.name == "localize"]
+    assert seen[0] == ("localize", "parity", "start") and seen[-1] == ("localize", "parity", "done")
+    assert any("divergence" in st for st in failed.manifest["stages"])
 
 
 def _run_in_pty(args: list[str], env: dict) -> str:

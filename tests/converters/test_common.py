@@ -23,3 +23,16 @@ def test_names_must_match_the_source():
     assert ir.signature.input_names == ["x"] and ir.provenance is prov
     with pytest.raises(ConversionError, match=r"^tensorflow->onnx: .*\['y'\] do not match .*\['out'\]"):
         ir_from_proto(_proto(), ["x"], ["out"], prov, "tensorflow->onnx")
+
+
+def test_opset_import_order_does_not_change_the_bytes():
+    """skl2onnx lists opset imports in set (hash-seed) order; the IR's bytes must not follow it."""
+    prov = Provenance("sklearn", "ref", "0" * 64, "fw", "route")
+    blobs = set()
+    for order in (["", "ai.onnx.ml"], ["ai.onnx.ml", ""]):
+        proto = _proto()
+        del proto.opset_import[:]
+        proto.opset_import.extend(helper.make_opsetid(d, 17 if d == "" else 3) for d in order)
+        ir = ir_from_proto(proto, ["x"], ["y"], prov, "sklearn->onnx")
+        blobs.add(ir.to_proto().SerializeToString())
+    assert len(blobs) == 1

@@ -84,11 +84,11 @@ def test_llama_cpp_logits_match_transformers(sources, tmp_path, name, gguf_type)
     assert artifact.metadata["weight_check"]["passed"]
     assert artifact.metadata["write"]["by_type"]  # time per tensor type is recorded
     if gguf_type == "f16":
-        assert row["top1"] == 1.0 and row["cosine"] >= 0.999
+        assert row.top1 == 1.0 and row.cosine >= 0.999
     elif gguf_type == "q8_0":
-        assert row["top1"] >= 0.95 and row["cosine"] >= 0.99
-    assert "top1_margin" in row and "top1_decided_fraction" in row
-    assert row["top1_judged"] == "decided"  # trained zoo models: enough clear leads to judge top-1
+        assert row.top1 >= 0.95 and row.cosine >= 0.99
+    assert row.top1_margin is not None and row.top1_decided_fraction is not None
+    assert row.top1_judged == "decided"  # trained zoo models: enough clear leads to judge top-1
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
@@ -97,7 +97,7 @@ def test_f32_is_strict(sources, tmp_path, name):
     _, parity = _run(src, "f32", tmp_path)
     row = parity.rows[0]
     assert parity.passed, row
-    assert row["max_abs"] < 5e-3 and row["top1"] == 1.0
+    assert row.max_abs < 5e-3 and row.top1 == 1.0
 
 
 def test_kquant_through_llama_cpp_quantizer(sources, tmp_path):
@@ -112,7 +112,7 @@ def test_kquant_through_llama_cpp_quantizer(sources, tmp_path):
 def test_in_memory_model_streams_from_its_state_dict(sources, tmp_path):
     _, src = sources["tiny-qwen2"]
     _, parity = _run(src, "f16", tmp_path, checkpoint=False)
-    assert parity.passed and parity.rows[0]["top1"] == 1.0
+    assert parity.passed and parity.rows[0].top1 == 1.0
 
 
 def test_unpermuted_llama_qk_would_be_caught(sources, tmp_path, monkeypatch):
@@ -346,3 +346,28 @@ def test_tensor_writer_reports_progress(sources, tmp_path):
     n = artifact.metadata["tensors"]
     assert n > 1 and seen[-1] == (n, n)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and {t for _, t in seen} == {n}
+
+
+def test_signature_json_beside_the_file_checks_the_inputs(sources, tmp_path):
+    """In a package (signature.json beside it) a wrong token dtype or rank is one line before llama.cpp
+    sees it; the right inputs still run."""
+    from forgeml.errors import InputError
+    from forgeml.fileio import write_json_atomic
+    from forgeml.ir import Signature, TensorSpec
+    from forgeml.report.signature import signature_record
+    from forgeml.targets.base import OpenContext
+
+    _, src = sources["tiny-llama"]
+    artifact, _ = _run(src, "f16", tmp_path)
+    ids = src.example["input_ids"]
+    sig = Signature((TensorSpec("input_ids", ("batch", "sequence"), ids.dtype.name),),
+                    (TensorSpec("logits", ("batch", "sequence", "vocab"), "float32"),))
+    write_json_atomic(tmp_path / "signature.json", signature_record(sig))
+    run = TARGETS["gguf"].open(artifact.path, OpenContext()).runner
+    assert run({"input_ids": ids})["logits"].shape[-2] == ids.shape[-1]
+    other = np.int32 if ids.dtype != np.int32 else np.int64
+    with pytest.raises(InputError, match=rf"model.gguf: input 'input_ids' is {np.dtype(other).name}, expected "
+                                         rf"{ids.dtype.name}"):
+        run({"input_ids": ids.astype(other)})
+    with pytest.raises(InputError, match="model.gguf: input 'input_ids' has rank 1"):
+        run({"input_ids": ids.reshape(-1)})

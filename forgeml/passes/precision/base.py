@@ -142,7 +142,8 @@ class PrecisionPass(ForgePass):
         with tempfile.TemporaryDirectory(prefix="forgeml-pass-") as tmp:
             res = fallback.search(lambda exclude: self.build(proto, exclude, Path(tmp)), proto, candidates,
                                   inputs, budget, what=self.name, max_steps=self.config.budget.max_fallback_steps,
-                                  enabled=self.config.budget.fallback)
+                                  enabled=self.config.budget.fallback,
+                                  progress=None if self._inputs is None else self._inputs.progress)
             held = self._judge_held_out(proto, res, budget)
         details = {"settings": self.settings(), "candidates": len(candidates), "kept_in_float": res.kept,
                    "budget": budget.to_json(), "budget_batches": len(inputs), "steps": res.steps}

@@ -54,10 +54,10 @@ def summarize(parity: StageParity) -> dict:
     """The worst value of each metric over the outputs (what a budget step is judged by)."""
     out: dict = {"passed": parity.passed}
     for key in ("cosine", "centered_cosine", "top1"):
-        values = [r[key] for r in parity.rows if key in r]
+        values = [v for r in parity.rows if (v := r.metric(key)) is not None]
         if values:
             out[key] = round(float(min(values)), 6)
-    failing = [r.get("problem", "") for r in parity.rows if not r["passed"]]
+    failing = [r.problem or "" for r in parity.rows if not r.passed]
     if failing:
         out["problem"] = "; ".join(failing)
     return out
@@ -124,8 +124,10 @@ def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inp
 
 
 def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Sequence[InputSet],
-           budget: Tolerance, *, what: str, max_steps: int = 10, enabled: bool = True) -> FallbackResult:
-    """Build the low-precision model and, if it misses ``budget``, keep costly nodes in float."""
+           budget: Tolerance, *, what: str, max_steps: int = 10, enabled: bool = True,
+           progress: Callable[[int, int], None] | None = None) -> FallbackResult:
+    """Build the low-precision model and, if it misses ``budget``, keep costly nodes in float;
+    ``progress`` hears (steps tried, steps planned) as the search goes."""
     from forgeml.passes.graph_tools import node_io
 
     output_names = [o.name for o in float_proto.graph.output]
@@ -148,7 +150,10 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
     order = [r["node"] for r in ranking]
     order += [c for c in candidates if c not in order]  # nodes whose error could not be measured go last
     log.info("%s misses its budget (%s); trying to keep nodes in float", what, steps[0].get("problem"))
-    for k in keep_schedule(len(order), max_steps):
+    schedule = keep_schedule(len(order), max_steps)
+    for i, k in enumerate(schedule):
+        if progress is not None:
+            progress(i, len(schedule))
         kept = order[:k]
         proto = build(frozenset(kept))
         parity = judge(proto)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.errors import TargetError, first_line, require
-from forgeml.runtime import InputSet, Runner
+from forgeml.runtime import InputSet
 
 GGML_TYPE_F32 = 0
 
@@ -55,26 +55,31 @@ def load(path: Path, *, n_ctx: int, vocab_only: bool = False, threads: int | Non
         raise TargetError(f"llama.cpp could not load {path.name}: {first_line(e)}") from e
 
 
-def llama_runner(path: Path, *, n_ctx: int, input_name: str = "input_ids", output_name: str = "logits") -> Runner:
-    llm = load(path, n_ctx=n_ctx)
-    n_vocab = llm.n_vocab()
+class LlamaRunner:
+    """llama.cpp over a GGUF file: token ids in, logits for every position out. ``llm`` is the loaded
+    model, for tokenizer checks and benchmarks."""
 
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        ids = np.asarray(inputs[input_name])
+    def __init__(self, llm, n_ctx: int, input_name: str, output_name: str):
+        self.llm, self.n_ctx, self.input_name, self.output_name = llm, n_ctx, input_name, output_name
+        self.n_vocab = llm.n_vocab()
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        ids = np.asarray(inputs[self.input_name])
         if ids.ndim != 2:
-            raise TargetError(f"llama.cpp runner: {input_name} must be (batch, tokens), got shape {ids.shape}")
-        if ids.shape[1] > n_ctx:
-            raise TargetError(f"llama.cpp runner: {ids.shape[1]} tokens exceed the context of {n_ctx}")
-        out = np.empty((*ids.shape, n_vocab), dtype=np.float32)
+            raise TargetError(f"llama.cpp runner: {self.input_name} must be (batch, tokens), got shape {ids.shape}")
+        if ids.shape[1] > self.n_ctx:
+            raise TargetError(f"llama.cpp runner: {ids.shape[1]} tokens exceed the context of {self.n_ctx}")
+        out = np.empty((*ids.shape, self.n_vocab), dtype=np.float32)
         for b, row in enumerate(ids):
-            llm.reset()
+            self.llm.reset()
             with _quiet_stderr():
-                llm.eval([int(t) for t in row])
-            out[b] = llm.scores[: ids.shape[1]]
-        return {output_name: out}
+                self.llm.eval([int(t) for t in row])
+            out[b] = self.llm.scores[: ids.shape[1]]
+        return {self.output_name: out}
 
-    run.llm = llm  # for tokenizer checks and benchmarks
-    return run
+
+def llama_runner(path: Path, *, n_ctx: int, input_name: str = "input_ids", output_name: str = "logits") -> LlamaRunner:
+    return LlamaRunner(load(path, n_ctx=n_ctx), n_ctx, input_name, output_name)
 
 
 def tokenize(path: Path, texts: list[str], *, add_bos: bool, special: bool = False) -> list[list[int]]:

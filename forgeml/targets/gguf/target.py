@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgeml.errors import InputError, TargetError, require
-from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 from forgeml.targets.gguf.write import GGUF_TYPES
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class GgufTarget:
                 cache[n_ctx] = llama_runner(path, n_ctx=n_ctx, input_name=name)
             return cache[n_ctx](inputs)
 
-        return Opened(run, None, llama_cpp_version(), precision)
+        return Opened(checked(run, path), None, llama_cpp_version(), precision)
 
     name = "gguf"
     Config = Config
@@ -135,7 +135,7 @@ class GgufTarget:
         cfg = self._config(ctx)
         longest = max((s["input_ids"].shape[-1] for s in ctx.input_sets if "input_ids" in s), default=64)
         n_ctx = max(32, int(longest))
-        return llama_runner(artifact.path, n_ctx=n_ctx), PRECISION[cfg.type]
+        return checked(llama_runner(artifact.path, n_ctx=n_ctx), artifact.path), PRECISION[cfg.type]
 
 
 def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | None = None,

@@ -1,5 +1,6 @@
 """onnx: the IR as one .onnx file, with its weights in ``model.onnx.data`` beside it once the model
-passes protobuf's 2 GB limit (or always/never, as configured)."""
+passes protobuf's 2 GB limit (or always/never, as configured). A KV-cache decoder also gets
+onnxruntime-genai's ``genai_config.json`` and its tokenizer files beside it (``genai.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from forgeml.errors import TargetError
 from forgeml.fileio import write_bytes_atomic
-from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 from forgeml.ir import is_large
 
 
@@ -54,7 +55,7 @@ class OnnxTarget:
 
             load_to_model(model)  # weights still in the source's data files come inline (the clone's only)
             write_bytes_atomic(path, onnx_ir.serde.serialize_model(model).SerializeToString())
-            return Artifact(self.name, path, [path], runtime=_ort_version())
+            return self._with_genai(Artifact(self.name, path, [path], runtime=_ort_version()), ctx)
         data = out_dir / (self.filename + ".data")
         tmp = out_dir / f".{self.filename}.tmp"
         # A tensor at a time from wherever it is (memory, or mapped from the source's data file) into
@@ -63,15 +64,26 @@ class OnnxTarget:
         onnx_ir.save(model, tmp, external_data=data.name, size_threshold_bytes=cfg.size_threshold,
                      alignment=1 << 16)
         tmp.replace(path)
-        return Artifact(self.name, path, [path, data], runtime=_ort_version(),
-                        metadata={"external_data": data.name})
+        return self._with_genai(Artifact(self.name, path, [path, data], runtime=_ort_version(),
+                                         metadata={"external_data": data.name}), ctx)
+
+    def _with_genai(self, artifact: Artifact, ctx: TargetContext) -> Artifact:
+        """A KV-cache decoder: onnxruntime-genai's config and the tokenizer beside the model."""
+        decoder = getattr(ctx.converted, "decoder", None)
+        if decoder is None:
+            return artifact
+        from forgeml.targets.onnx.genai import CONFIG_NAME, write_genai_files
+
+        artifact.files += write_genai_files(decoder, artifact.path.parent, self.filename)
+        artifact.metadata = {**(artifact.metadata or {}), "genai_config": CONFIG_NAME}
+        return artifact
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
         import forgeml.ir
         from forgeml.runtime.ort import ort_runner
 
         large = sum(f.stat().st_size for f in artifact.files) >= forgeml.ir.LARGE_MODEL_BYTES
-        return ort_runner(artifact.path, low_memory=large), None
+        return checked(ort_runner(artifact.path, low_memory=large), artifact.path), None
 
 
 def _ort_version() -> str:
@@ -145,4 +157,4 @@ def open_onnx(path: Path) -> Opened:
     sig = file_signature(proto, path)
     external = sum(r.length or 0 for r in onnx_file.external_refs(proto))
     run = ort_runner(path, low_memory=external >= forgeml.ir.LARGE_MODEL_BYTES)
-    return Opened(run, sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))
+    return Opened(checked(run, path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

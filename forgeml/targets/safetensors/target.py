@@ -18,7 +18,7 @@ import numpy as np
 
 from forgeml.errors import InputError, TargetError
 from forgeml.fileio import atomic_writer
-from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 
 _DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
            "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32", "uint64": "U64",
@@ -65,10 +65,11 @@ class SafetensorsTarget:
         if converted.weights is None:
             raise InputError(f"`model` {ctx.model}: its converter cannot load other weights into it")
         runner = converted.weights.runner_with(load_file(str(path)))
-        return Opened(runner, converted.ir.signature, f"{converted.weights.framework} with {path.name}'s weights",
+        return Opened(checked(runner, path), converted.ir.signature, f"{converted.weights.framework} with {path.name}'s weights",
                       None, converted.example_inputs)
 
     name = "safetensors"
+    opens_alone = False  # open() needs the model the weights belong to (OpenContext.source)
     reads_ir = False  # written from the source's named weights (``ctx.weights``), never from the IR
     Config = None
     filename = "model.safetensors"
@@ -100,7 +101,7 @@ class SafetensorsTarget:
 
         weights = load_file(str(artifact.path))
         # The weights are the source's own, so judge by the source's precision: fp32 strict.
-        return ctx.weights.runner_with(weights), "fp32"
+        return checked(ctx.weights.runner_with(weights), artifact.path), "fp32"
 
 
 def inspect_safetensors(path: Path) -> dict:

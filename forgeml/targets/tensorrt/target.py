@@ -258,28 +258,28 @@ class TensorRTTarget:
         return run, artifact.metadata.get("precision")
 
 
-def engine_runner(engine_bytes: bytes, trt, torch):
-    """Execute a serialized engine: numpy in, numpy out, by tensor name (the ONNX graph's names)."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(engine_bytes)
-    if engine is None:
-        raise TargetError("tensorrt: could not deserialize the engine (built by another TensorRT version or GPU?)")
-    context = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    outputs = [n for n in names if n not in inputs]
+class EngineRunner:
+    """A deserialized TensorRT engine: numpy in, numpy out, by tensor name (the ONNX graph's names).
+    ``engine`` is there for benchmarks; ``runtime`` must outlive the engine deserialized from it."""
 
-    def host_dtype(name):
-        return np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+    def __init__(self, runtime, engine, trt, torch):
+        self.runtime, self.engine, self._trt, self._torch = runtime, engine, trt, torch
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
 
-    def run(feeds):
+    def _host_dtype(self, name):
+        return np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
+
+    def __call__(self, feeds):
+        torch, context = self._torch, self.context
         keep = []
-        for n in inputs:
+        for n in self.inputs:
             if n not in feeds:
                 raise TargetError(f"tensorrt: no value given for engine input {n!r}")
             a = np.ascontiguousarray(feeds[n])
-            want = host_dtype(n)
+            want = self._host_dtype(n)
             if a.dtype != want:
                 if a.dtype.kind in "iu" and want.kind in "iu" and a.size and (
                         a.min() < np.iinfo(want).min or a.max() > np.iinfo(want).max):
@@ -291,12 +291,12 @@ def engine_runner(engine_bytes: bytes, trt, torch):
                 raise TargetError(f"tensorrt: input {n!r} shape {a.shape} is outside the engine's optimization profile")
             context.set_tensor_address(n, t.data_ptr())
         results = {}
-        for n in outputs:
+        for n in self.outputs:
             shape = tuple(context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
                 raise TargetError(f"tensorrt: output {n!r} has a data-dependent shape; forgeml's engine runner needs "
                                   f"output shapes known from the input shapes")
-            t = torch.from_numpy(np.empty(shape, host_dtype(n))).cuda()
+            t = torch.from_numpy(np.empty(shape, self._host_dtype(n))).cuda()
             context.set_tensor_address(n, t.data_ptr())
             results[n] = t
         stream = torch.cuda.current_stream()
@@ -306,9 +306,15 @@ def engine_runner(engine_bytes: bytes, trt, torch):
         del keep
         return {n: t.cpu().numpy() for n, t in results.items()}
 
-    run.engine = engine  # for benchmarks
-    run.runtime = runtime  # the runtime must outlive the engine deserialized from it
-    return run
+
+def engine_runner(engine_bytes: bytes, trt, torch) -> EngineRunner:
+    """Execute a serialized engine (see ``EngineRunner``)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        raise TargetError("tensorrt: could not deserialize the engine (built by another TensorRT version or GPU?)")
+    return EngineRunner(runtime, engine, trt, torch)
 
 
 # --- what the machine has ----------------------------------------------------------------------

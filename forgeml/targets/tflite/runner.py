@@ -15,10 +15,32 @@ import numpy as np
 from forgeml.runtime.quiet import native_quiet
 from forgeml.errors import TargetError, first_line, require
 from forgeml.formats.tflite import IOMap, TensorMap, read
-from forgeml.runtime import InputSet, Runner
+from forgeml.runtime import InputSet
 
 
-def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None = None) -> Runner:
+class TFLiteRunner:
+    """The interpreter behind one serving signature, speaking the source model's names and layouts.
+    ``iomap`` maps source tensors to the signature's (layouts, dtypes); ``interpreter`` is there for
+    inspection and benchmarks."""
+
+    def __init__(self, interpreter, iomap: IOMap):
+        self.interpreter, self.iomap = interpreter, iomap
+        self._signature = interpreter.get_signature_runner(iomap.signature_key)
+        self._in, self._out = self._signature.get_input_details(), self._signature.get_output_details()
+
+    def __call__(self, inputs: InputSet) -> dict[str, np.ndarray]:
+        missing = [m.source for m in self.iomap.inputs if m.source not in inputs]
+        if missing:
+            raise TargetError(f"TFLite: no value given for model input(s) {missing}")
+        feeds = {m.key: _to_tflite(m, inputs[m.source], self._in[m.key]) for m in self.iomap.inputs}
+        try:
+            got = self._signature(**feeds)
+        except Exception as e:
+            raise TargetError(f"TFLite interpreter failed to run the model: {first_line(e)}") from e
+        return {m.source: _to_source(m, got[m.key], self._out[m.key]) for m in self.iomap.outputs}
+
+
+def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None = None) -> TFLiteRunner:
     """A runner over a .tflite file or its bytes (the ``forgeml.io`` map in it names the tensors).
 
     A .tflite without the map (not written by forgeml) runs with its serving signature's names
@@ -40,23 +62,7 @@ def tflite_runner(model: bytes | str | os.PathLike, *, num_threads: int | None =
         iomap = _identity_map(sigs)
     if iomap.signature_key not in sigs:
         raise TargetError(f"TFLite model has no signature {iomap.signature_key!r} (it has {sorted(sigs)})")
-    sig = interp.get_signature_runner(iomap.signature_key)
-    in_details, out_details = sig.get_input_details(), sig.get_output_details()
-
-    def run(inputs: InputSet) -> dict[str, np.ndarray]:
-        missing = [m.source for m in iomap.inputs if m.source not in inputs]
-        if missing:
-            raise TargetError(f"TFLite: no value given for model input(s) {missing}")
-        feeds = {m.key: _to_tflite(m, inputs[m.source], in_details[m.key]) for m in iomap.inputs}
-        try:
-            got = sig(**feeds)
-        except Exception as e:
-            raise TargetError(f"TFLite interpreter failed to run the model: {first_line(e)}") from e
-        return {m.source: _to_source(m, got[m.key], out_details[m.key]) for m in iomap.outputs}
-
-    run.interpreter = interp  # for inspection and benchmarks
-    run.iomap = iomap
-    return run
+    return TFLiteRunner(interp, iomap)
 
 
 def _to_tflite(m: TensorMap, a: np.ndarray, detail: dict) -> np.ndarray:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from forgeml.errors import TargetError
 from forgeml.fileio import write_bytes_atomic
-from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 from forgeml.targets.tflite.convert import PRECISION, VARIANTS
 from forgeml.formats.tflite import IOMap
 
@@ -98,7 +98,7 @@ class TFLiteTarget:
             sig = Signature(tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.inputs),
                             tuple(TensorSpec(m.source, tuple(m.source_shape), m.source_dtype) for m in iomap.outputs))
         variant = iomap.info.get("variant") if iomap is not None else None
-        return Opened(runner, sig, "TFLite interpreter (ai-edge-litert)", PRECISION.get(variant) if variant else None)
+        return Opened(checked(runner, path), sig, "TFLite interpreter (ai-edge-litert)", PRECISION.get(variant) if variant else None)
 
     name = "tflite"
     Config = TFLiteConfig
@@ -186,7 +186,7 @@ class TFLiteTarget:
         from forgeml.targets.tflite.runner import tflite_runner
 
         config = ctx.config if isinstance(ctx.config, TFLiteConfig) else TFLiteConfig()
-        return tflite_runner(artifact.path, num_threads=config.num_threads), \
+        return checked(tflite_runner(artifact.path, num_threads=config.num_threads), artifact.path), \
             PRECISION[artifact.metadata["variant"]]
 
 

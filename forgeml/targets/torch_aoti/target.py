@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from forgeml.errors import TargetError, first_line
-from forgeml.targets.base import Artifact, TargetContext
+from forgeml.runtime.heartbeat import heartbeat
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 
 _WORKER = "forgeml.targets.torch_aoti.worker"
 _LOAD_TIMEOUT_S = 600
@@ -70,7 +71,8 @@ class TorchAOTITarget:
                 except Exception as e:  # export raises many types; one line says which step failed
                     raise TargetError(f"torch-aoti: torch.export failed: {first_line(e, with_type=True)}") from e
                 try:
-                    written = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
+                    with heartbeat(ctx.progress):  # minutes on a big model, with no steps to count
+                        written = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
                 except Exception as e:
                     raise TargetError(f"torch-aoti: AOTInductor compilation failed ({device}): {first_line(e, with_type=True)}") from e
             os.replace(written, path)
@@ -86,6 +88,34 @@ class TorchAOTITarget:
         runtime = f"torch {torch.__version__.split('+')[0]} AOTInductor ({device}, fresh process)"
         return Artifact(self.name, path, [path], runtime=runtime, metadata=meta)
 
+    def opens(self, path: Path) -> bool:
+        """A ``.pt2`` is this target's only when it holds compiled code (``data/aotinductor/``): a
+        ``torch.export`` archive has the same suffix and is a source, not an artifact."""
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any("data/aotinductor/" in n for n in z.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return False
+
+    def open(self, path: Path, ctx: OpenContext) -> Opened:
+        """The package in a fresh process (CPU); the names come from the signature.json beside it, since
+        the package does not carry them."""
+        from forgeml.errors import InputError
+        from forgeml.formats.signature import contract_beside
+
+        contract = contract_beside(Path(path).parent)
+        if contract is None:
+            raise InputError(f"{path}: an AOTInductor package does not name its inputs and outputs; keep the "
+                             "signature.json forgeml wrote beside it")
+        names, outputs = [t.name for t in contract.inputs], list(contract.outputs)
+
+        def run(inputs):
+            return run_package(Path(path), [inputs], names, outputs, "cpu")[0]
+
+        return Opened(checked(run, Path(path)), None, "torch AOTInductor (cpu, fresh process)", "fp32")
+
     def runner(self, artifact: Artifact, ctx: TargetContext):
         """Outputs for every parity input computed up front in one fresh process, then served by content."""
         device = artifact.metadata.get("device", "cpu")
@@ -98,22 +128,33 @@ class TorchAOTITarget:
                                                                 device, timing=timing)):
                 cache[_key(inputs, names)] = got
 
-        def run(inputs):
-            key = _key(inputs, names)
-            if key not in cache:
-                cache[key] = run_package(artifact.path, [inputs], names, outputs, device)[0]
-            return cache[key]
+        first = _key(ctx.input_sets[0], names) if ctx.input_sets else None
+        return checked(PackageRunner(artifact.path, names, outputs, device, cache, timing.get("seconds"), first),
+                       artifact.path), "fp32"
 
-        def latency(inputs):
-            from forgeml.runtime.latency import from_seconds
 
-            if timing.get("seconds") and ctx.input_sets and _key(inputs, names) == _key(ctx.input_sets[0], names):
-                return from_seconds(timing["seconds"], inputs, "the package's fresh process")
-            return {"note": "not timed: outputs are computed up front in a fresh process"}
+class PackageRunner:
+    """Serves the outputs a fresh process computed for the package (one more process for inputs it has
+    not seen); ``SelfTimed``: its latency is the one the package measured in that process."""
 
-        run.latency = latency
+    def __init__(self, package: Path, input_names, output_names, device: str, cache: dict,
+                 seconds: list[float] | None, timed_key: str | None):
+        self.package, self.input_names, self.output_names, self.device = package, input_names, output_names, device
+        self.cache, self.seconds, self.timed_key = cache, seconds, timed_key
 
-        return run, "fp32"
+    def __call__(self, inputs):
+        key = _key(inputs, self.input_names)
+        if key not in self.cache:
+            self.cache[key] = run_package(self.package, [inputs], self.input_names, self.output_names,
+                                          self.device)[0]
+        return self.cache[key]
+
+    def latency(self, inputs) -> dict:
+        from forgeml.runtime.latency import from_seconds
+
+        if self.seconds and self.timed_key is not None and _key(inputs, self.input_names) == self.timed_key:
+            return from_seconds(self.seconds, inputs, "the package's fresh process")
+        return {"note": "not timed: outputs are computed up front in a fresh process"}
 
 
 def run_package(package: Path, input_sets: list[dict], input_names: list[str], output_names: list[str],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from forgeml.errors import InputError, TargetError
 from forgeml.fileio import write_bytes_atomic
-from forgeml.targets.base import Artifact, TargetContext
+from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
 from forgeml.targets.triton import config as pbtxt
 
 
@@ -64,13 +64,33 @@ class TritonTarget:
         return Artifact(self.name, onnx_path, [onnx_path, config_path], runtime=_ort_version(), metadata=meta)
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
-        from forgeml.runtime.ort import ort_runner
+        return _served(artifact.path.parent.parent / "config.pbtxt", artifact.path), None
 
-        config_path = artifact.path.parent.parent / "config.pbtxt"
-        cfg = pbtxt.parse(config_path.read_text())
-        run = ort_runner(artifact.path)
-        pbtxt.check_session(cfg, run.session, str(config_path))
-        return run, None
+    def open(self, path: Path, ctx: OpenContext) -> Opened:
+        """A repository's ``config.pbtxt``: its newest version's model.onnx in onnxruntime, checked against
+        the config as Triton would load it; the signature is the config's."""
+        import onnxruntime
+
+        from forgeml.errors import require_file
+
+        path = require_file(Path(path))
+        versions = sorted((int(d.name), d) for d in path.parent.iterdir()
+                          if d.is_dir() and d.name.isdigit() and (d / "model.onnx").is_file())
+        if not versions:
+            raise InputError(f"{path}: no <version>/model.onnx beside this config.pbtxt (a Triton model "
+                             "directory holds config.pbtxt and numbered version folders)")
+        import onnx_ir
+
+        from forgeml.formats import onnx_file
+        from forgeml.ir import signature_of
+
+        model = versions[-1][1] / "model.onnx"
+        run = _served(path, model)  # loads and checks the file first: a corrupt one fails there, in one line
+        proto = onnx_file.load(model, external=False)
+        sig = signature_of(onnx_ir.serde.deserialize_model(proto))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        return Opened(run, sig, f"onnxruntime {onnxruntime.__version__} (Triton repository)",
+                      meta.get("forgeml.precision"))
 
     def inspect(self, path: Path) -> dict:
         try:
@@ -84,6 +104,17 @@ class TritonTarget:
                 "name": cfg.name, "platform": cfg.platform, "max_batch_size": cfg.max_batch_size,
                 "dynamic_batching": cfg.dynamic_batching, "validated": pbtxt.validate(Path(path).read_text()) is not None,
                 "inputs": [spec(t) for t in cfg.inputs], "outputs": [spec(t) for t in cfg.outputs]}
+
+
+def _served(config_path: Path, model: Path):
+    """onnxruntime over the repository's model file, after the config's names, types and dims are checked
+    against the session; guarded by the package's signature.json (beside ``model_repository/``)."""
+    from forgeml.runtime.ort import ort_runner
+
+    cfg = pbtxt.parse(config_path.read_text())
+    run = ort_runner(model)
+    pbtxt.check_session(cfg, run.session, str(config_path))
+    return checked(run, model, package=config_path.parent.parent.parent)
 
 
 def model_name_from(ref: str) -> str:

@@ -118,9 +118,7 @@ class IRModel:
     def stats(self) -> dict[str, int]:
         """Node count and size (weights plus graph structure): what every pass reports before and after."""
         weights = weight_bytes(self.model)
-        graph_only = self.to_proto()
-        for t in graph_only.graph.initializer:
-            t.ClearField("raw_data")
+        graph_only, _ = hold_out(self.model, as_inputs=False, min_bytes=0)  # no weight is copied to count them
         return {"nodes": count_nodes(self.model), "bytes": weights + graph_only.ByteSize()}
 
 
@@ -214,6 +212,88 @@ def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
 def weight_bytes(model) -> int:
     """Bytes of an ``onnx_ir.Model``'s initializers: decides whether it fits one protobuf."""
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+# --- models past protobuf's 2 GB limit: weights held out of every ModelProto ---------------------------
+
+PROTOBUF_LIMIT = 2**31 - 1
+LARGE_MODEL_BYTES = PROTOBUF_LIMIT - (64 << 20)
+"""Weights from this size on never go into a ModelProto: tools see the graph with its weights held out
+(``hold_out``), onnxruntime gets them as arrays (``runtime.ort.ort_runner_for_ir``), files get external
+data. A module attribute, read at call time, so a test can lower it and drive the same code with a small model."""
+HOLD_OUT_MIN_BYTES = 1024  # in a large model, initializers this big are held out; smaller ones (shapes, axes) stay
+
+
+def is_large(model) -> bool:
+    """Whether ``model``'s weights are past what one protobuf may hold (``LARGE_MODEL_BYTES``)."""
+    return weight_bytes(model) >= LARGE_MODEL_BYTES
+
+
+HELD_OUT_LOCATION = "forgeml-held-out"  # the external-data location of a placeholder; no such file is ever read
+
+
+def hold_out(model, *, as_inputs: bool, min_bytes: int = HOLD_OUT_MIN_BYTES, only: Callable | None = None):
+    """``(proto, held)``: ``model`` as a ModelProto without the data of its initializers of ``min_bytes`` or
+    more, and those tensors by name (the same objects: nothing is copied or read).
+
+    ``as_inputs`` makes each held-out weight a graph input of its type and shape (for tools that must not
+    see a constant they cannot read: the checker, shape inference, onnxsim); otherwise it stays an
+    initializer whose external data names ``HELD_OUT_LOCATION`` (for onnxruntime, which is handed the
+    arrays). ``only(tensor)``, when given, picks which of them to hold out. ``restore`` puts them back.
+    ``model`` itself is not changed."""
+    import onnx_ir
+
+    clone = model.clone()
+    held = {}
+    for name, value in list(clone.graph.initializers.items()):
+        tensor = value.const_value
+        if tensor is None or tensor.nbytes < min_bytes or (only is not None and not only(tensor)):
+            continue
+        held[name] = tensor
+        if as_inputs:
+            value.const_value = None
+            del clone.graph.initializers[name]
+            value.dtype = tensor.dtype
+            value.shape = onnx_ir.Shape(tensor.shape)
+            if value not in clone.graph.inputs:
+                clone.graph.inputs.append(value)
+        else:
+            value.const_value = onnx_ir.ExternalTensor(HELD_OUT_LOCATION, 0, tensor.nbytes, tensor.dtype,
+                                                       shape=tensor.shape, name=name)
+    return onnx_ir.serde.serialize_model(clone), held
+
+
+def restore(proto, held: dict):
+    """The ``onnx_ir.Model`` of a proto made by ``hold_out`` (or a tool's rewrite of one), its held-out
+    weights back in place: graph inputs named like a held-out weight become that initializer again; a
+    weight the tool dropped stays dropped."""
+    import onnx_ir
+
+    model = onnx_ir.serde.deserialize_model(proto)
+    graph = model.graph
+    for value in list(graph.inputs):
+        if value.name in held:
+            graph.inputs.remove(value)
+            value.const_value = held[value.name]
+            graph.register_initializer(value)
+    for name, value in graph.initializers.items():
+        tensor = value.const_value
+        if name in held and isinstance(tensor, onnx_ir.ExternalTensor) and str(tensor.location) == HELD_OUT_LOCATION:
+            value.const_value = held[name]
+    return model
+
+
+def release_mappings(model) -> None:
+    """Unmap the external-data files the model's weights were read through (they map again on next use):
+    pages a pass or runtime touched stop counting in the process's resident memory."""
+    import onnx_ir
+
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, onnx_ir.ExternalTensor):
+            try:
+                value.const_value.release()
+            except BufferError:  # a live array (a runner's session) still reads this mapping: it stays
+                pass
 
 
 # --- what a converter hands on: the IR plus handles on the source -------------------------------------

@@ -1,4 +1,8 @@
-"""ONNX → ONNX IR. The reference is onnxruntime on the file exactly as given."""
+"""ONNX → ONNX IR. The reference is onnxruntime on the file exactly as given.
+
+External data is never read into the ModelProto: the IR's weights are ``onnx_ir.ExternalTensor``s that
+map the (checked) data files on first use, so a model past protobuf's 2 GB limit imports like any other
+and its weights are in memory once at most, never twice."""
 
 from __future__ import annotations
 
@@ -11,18 +15,19 @@ from forgeml.ir import ConvertResult
 from forgeml.converters.base import ImportOptions
 from forgeml.errors import InputError, first_line
 from forgeml.formats import onnx_file
-from forgeml.ir import IRModel, Provenance, sha256_arrays, sha256_file, signature_of
+from forgeml.ir import IRModel, Provenance, is_large, sha256_arrays, sha256_file, signature_of
 from forgeml.runtime import InputSet
 from forgeml.parity.inputs import check_inputs, example_from_spec
-from forgeml.runtime.ort import ort_runner
+from forgeml.runtime.ort import ort_runner, ort_runner_for_ir
 
 
-def load_onnx(path: Path):
-    """onnx.load with the errors users hit turned into one line each."""
+def load_onnx(path: Path, *, external: bool = True):
+    """onnx.load with the errors users hit turned into one line each; ``external=False`` leaves external
+    data in its files (checked, not read)."""
     from google.protobuf.message import DecodeError
 
     try:
-        proto = onnx_file.load(path)  # refuses special files and external data outside the model's dir
+        proto = onnx_file.load(path, external=external)  # refuses special files and data outside the model's dir
     except (DecodeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: not a valid ONNX model (corrupt or truncated protobuf: {e})") from e
     except FileNotFoundError as e:
@@ -33,28 +38,27 @@ def load_onnx(path: Path):
 
 
 class OnnxWeights:
-    """Initializers by name; ``runner_with`` swaps them into the model and runs onnxruntime."""
+    """Initializers by name (external ones mapped from their files); ``runner_with`` swaps others in and
+    runs onnxruntime."""
 
-    def __init__(self, proto):
+    def __init__(self, model):
         import onnx
 
         self.framework = f"onnx {onnx.__version__}"
-        self._proto = proto
+        self._model = model  # the imported onnx_ir.Model, never changed
 
     def named(self) -> dict[str, np.ndarray]:
-        from onnx import numpy_helper
-
-        return {t.name: numpy_helper.to_array(t) for t in self._proto.graph.initializer}
+        return {name: v.const_value.numpy() for name, v in self._model.graph.initializers.items()
+                if v.const_value is not None}
 
     def runner_with(self, weights: dict[str, np.ndarray]):
-        from onnx import numpy_helper
+        import onnx_ir
 
-        proto = type(self._proto)()
-        proto.CopyFrom(self._proto)
-        for t in proto.graph.initializer:
-            if t.name in weights:
-                t.CopyFrom(numpy_helper.from_array(np.asarray(weights[t.name]), t.name))
-        return ort_runner(proto.SerializeToString())
+        model = self._model.clone()  # shares the tensors; only the replaced ones are new
+        for name, value in model.graph.initializers.items():
+            if name in weights:
+                value.const_value = onnx_ir.Tensor(np.ascontiguousarray(weights[name]), name=name)
+        return ort_runner_for_ir(model)
 
 
 def _dynamic_negative_dims(sig):
@@ -112,23 +116,29 @@ class OnnxConverter:
         import onnx_ir
 
         if isinstance(source, Path):
-            proto = load_onnx(source)
+            proto = load_onnx(source, external=False)
             digest = sha256_file(source)
+            external = bool(onnx_file.external_refs(proto))
         else:
-            proto = source
-            digest = ""
+            proto, digest, external = source, "", False
         try:
-            onnx.checker.check_model(proto)
+            # With external data the checker reads the file by path (it checks the data files there, and
+            # a proto past 2 GB could not be handed to it serialized).
+            onnx.checker.check_model(str(source) if external else proto)
         except onnx.checker.ValidationError as e:
             raise InputError(f"{ref}: the ONNX checker rejects the model: {first_line(e)}") from e
         model = onnx_ir.serde.deserialize_model(proto)
+        if external:
+            from onnx_ir.external_data import set_base_dir
+
+            set_base_dir(model.graph, source.resolve().parent)  # weights map from their files when first used
         sig = _dynamic_negative_dims(signature_of(model))
         if not sig.inputs:
             raise InputError(f"{ref}: the model has no inputs (its outputs are constants); forgeml checks parity by "
                              f"running the model on inputs, so there is nothing to convert or compare")
         _check_tensor_inputs(proto, ref)
         _check_numpy_dtypes(sig, ref)
-        weights = OnnxWeights(proto)
+        weights = OnnxWeights(model)
         if not digest:
             digest = sha256_arrays(weights.named())
         if example_inputs is None:
@@ -139,7 +149,8 @@ class OnnxConverter:
         provenance = Provenance("onnx", ref, digest, f"onnx {onnx.__version__}", "onnx")
         return ConvertResult(
             ir=IRModel(model, sig, provenance),
-            reference=ort_runner(source if isinstance(source, Path) else proto.SerializeToString()),
+            reference=ort_runner(source if isinstance(source, Path) else proto.SerializeToString(),
+                                 low_memory=is_large(model)),
             reference_name="onnxruntime on the source .onnx",
             example_inputs=dict(example_inputs),
             weights=weights,

@@ -55,7 +55,9 @@ def _proto(model) -> onnx.ModelProto:
         return onnx_file.load(Path(model))
     if isinstance(model, onnx.ModelProto):
         return model
-    return onnx_ir.serde.serialize_model(model)
+    from onnx_ir.external_data import load_to_model
+
+    return onnx_ir.serde.serialize_model(load_to_model(model.clone()))  # weights inline (only small models get here)
 
 
 def _meta(node) -> dict[str, str]:

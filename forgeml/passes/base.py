@@ -33,7 +33,8 @@ class DetailedPassResult(PassResult):
     details: dict = field(default_factory=dict)
 
 
-__all__ = ["ForgePass", "PassInputs", "DetailedPassResult", "PassResult", "from_proto", "to_proto"]
+__all__ = ["ForgePass", "PassInputs", "DetailedPassResult", "PassResult", "from_proto", "to_proto", "tool_proto",
+           "from_tool"]
 
 
 class ForgePass(FunctionalPass):
@@ -68,3 +69,28 @@ def to_proto(model: onnx_ir.Model):
 
 def from_proto(proto) -> onnx_ir.Model:
     return onnx_ir.serde.deserialize_model(proto)
+
+
+def tool_proto(model: onnx_ir.Model):
+    """``(proto, held)`` for a library that takes a ModelProto (the checker, shape inference, onnxsim).
+
+    A model past protobuf's limit (``forgeml.ir.is_large``) comes with its weights held out as graph
+    inputs of their type and shape (``held``: the tensors, by name), so the proto is small and the tool
+    never reads a weight; ``from_tool`` puts them back. A smaller model whose weights are still in their
+    external-data files comes with them read in (``held`` is empty), as the tool would need them."""
+    from onnx_ir.external_data import load_to_model
+
+    from forgeml.ir import hold_out, is_large
+
+    if is_large(model):
+        return hold_out(model, as_inputs=True)
+    if any(isinstance(v.const_value, onnx_ir.ExternalTensor) for v in model.graph.initializers.values()):
+        model = load_to_model(model.clone())
+    return to_proto(model), {}
+
+
+def from_tool(proto, held: dict) -> onnx_ir.Model:
+    """The IR of a tool's output for a proto from ``tool_proto``, held-out weights back in place."""
+    from forgeml.ir import restore
+
+    return restore(proto, held) if held else from_proto(proto)

@@ -6,6 +6,7 @@ strictness and data propagation the config controls and whose result the pass ke
 
 Rewrites: adds ``value_info`` for every intermediate tensor whose shape/type ONNX can infer.
 Fails (``PassError``) when the checker rejects the model, naming the checker's complaint.
+Past protobuf's 2 GB limit both run on the graph with its weights held out (``passes.base.tool_proto``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forgeml.errors import PassError, first_line
-from forgeml.passes.base import ForgePass, PassResult, from_proto, to_proto
+from forgeml.passes.base import ForgePass, PassResult, from_tool, tool_proto
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class CheckPass(ForgePass):
     def call(self, model) -> PassResult:
         import onnx
 
-        proto = to_proto(model)
+        proto, held = tool_proto(model)  # a model past 2 GB: its weights held out (as inputs of their shape)
         try:
             onnx.checker.check_model(proto, full_check=False)
             inferred = onnx.shape_inference.infer_shapes(
@@ -37,4 +38,4 @@ class CheckPass(ForgePass):
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
             raise PassError(f"check: the ONNX checker rejects the model: {first_line(e)}") from e
         modified = len(inferred.graph.value_info) != len(proto.graph.value_info)
-        return PassResult(from_proto(inferred), modified)
+        return PassResult(from_tool(inferred, held), modified)

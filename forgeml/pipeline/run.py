@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 from forgeml.errors import ForgeError, InputError, Interrupted, PassError, first_line
 from forgeml.fileio import (StagedDir, check_out_dir, output_error, output_oserror, write_bytes_atomic,
                             write_json_atomic)
-from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous
+from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous, release_mappings
 from forgeml.manifest import (ArtifactRecord, DivergenceRecord, FileRecord, LatencyRecord, MachineRecord, Manifest,
                               ParityRecord, PassChanges, PassDetails, SignatureRecord, SourceRecord, StagePlanRecord,
                               StageRecord)
@@ -255,6 +255,9 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         raise InputError(f"{resolved.ref}: the source model fails on the inputs forgeml made up from its signature "
                          f"(random floats, integers from [0, 2)), so they are not inputs it takes: {e}; give real "
                          "ones with `parity.inputs`") from e
+    release = getattr(converted.reference, "release", None)  # an onnxruntime reference holds the whole model;
+    if release is not None:                                   # it reopens for latency or localize
+        release()
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"))
     if converted.decoder is not None and plan.build_ir and config.generate_tokens > 0:
@@ -263,6 +266,7 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     entry = StageRecord(stage_name, "converter", route=ir.provenance.route)
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+        release_mappings(ir.model)
         entry.seconds = round(time.perf_counter() - t0, 3)
         state.record(stage_name, entry, parity, onnx_candidate=ir.model)
     else:  # nothing to compare: the reference is the source itself
@@ -273,6 +277,8 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         from forgeml.runtime.latency import measure_latency
 
         entry.reference_latency = LatencyRecord.from_json(measure_latency(converted.reference, input_sets[0]))
+        if release is not None:
+            release()
     on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None if parity is None else parity.passed))
     return state
 
@@ -299,6 +305,7 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
         if ir.precision == "fp32":
             float_ir = ir
         after = ir.stats()
+        release_mappings(ir.model)  # pages of mapped weights the pass read leave the RSS before a session maps them
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
         seconds = time.perf_counter() - t0
         entry = StageRecord(p.name, "pass", config=p.config_json(), seconds=round(seconds, 3),
@@ -332,6 +339,8 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
         entry = StageRecord(name, "target")
         try:
             artifact = target.build(ir, out, ctx)
+            if ir.model is not None:
+                release_mappings(ir.model)  # what the build read of mapped weights, before the artifact's session
             runner, precision = target.runner(artifact, ctx)
             parity = state.check(runner, precision or ir.precision)
             parity = _genai_check(state, artifact, parity, precision or ir.precision)

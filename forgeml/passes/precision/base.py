@@ -126,8 +126,13 @@ class PrecisionPass(ForgePass):
         return [random_like(i.example, i.signature, i.seed + 7000 + k) for k in range(n)]
 
     def call(self, model) -> DetailedPassResult:
+        from forgeml.ir import is_large, weight_bytes
         from forgeml.passes.precision import fallback
 
+        if is_large(model):  # its quantizers, the float16 converter and the fallback's sessions take protos
+            raise PassError(f"{self.name}: the model's {weight_bytes(model) / 2**30:.2f} GiB of weights are past "
+                            "protobuf's 2 GB limit, which this pass cannot handle yet; convert without "
+                            "`quantize.mode`")
         proto = self.prepare(to_proto(model))
         candidates = self.candidates(proto)
         if not candidates:

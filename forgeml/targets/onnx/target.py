@@ -13,7 +13,7 @@ import numpy as np
 from forgeml.errors import TargetError
 from forgeml.fileio import write_bytes_atomic
 from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
-from forgeml.runtime.ort import PROTOBUF_LIMIT, weight_bytes
+from forgeml.ir import is_large
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class OnnxTarget:
         cfg = ctx.config or OnnxConfig()
         if cfg.external_data not in ("auto", "always", "never"):
             raise TargetError(f"onnx: external_data must be auto, always or never, not {cfg.external_data!r}")
-        too_big = weight_bytes(ir.model) >= PROTOBUF_LIMIT - (64 << 20)
+        too_big = is_large(ir.model)
         external = cfg.external_data == "always" or (cfg.external_data == "auto" and too_big)
         if too_big and not external:
             raise TargetError("onnx: the model is over protobuf's 2 GB limit and external_data='never'; "
@@ -51,11 +51,18 @@ class OnnxTarget:
             "forgeml.source_sha256": ir.provenance.sha256, "forgeml.precision": ir.precision})
         path = out_dir / self.filename
         if not external:
+            from onnx_ir.external_data import load_to_model
+
+            load_to_model(model)  # weights still in the source's data files come inline (the clone's only)
             write_bytes_atomic(path, onnx_ir.serde.serialize_model(model).SerializeToString())
             return self._with_genai(Artifact(self.name, path, [path], runtime=_ort_version()), ctx)
         data = out_dir / (self.filename + ".data")
         tmp = out_dir / f".{self.filename}.tmp"
-        onnx_ir.save(model, tmp, external_data=data.name, size_threshold_bytes=cfg.size_threshold)
+        # A tensor at a time from wherever it is (memory, or mapped from the source's data file) into
+        # model.onnx.data, which onnx_ir replaces atomically; 64 KiB-aligned so runtimes can map it; the
+        # .onnx that names it is renamed into place last.
+        onnx_ir.save(model, tmp, external_data=data.name, size_threshold_bytes=cfg.size_threshold,
+                     alignment=1 << 16)
         tmp.replace(path)
         return self._with_genai(Artifact(self.name, path, [path, data], runtime=_ort_version(),
                                          metadata={"external_data": data.name}), ctx)
@@ -72,9 +79,11 @@ class OnnxTarget:
         return artifact
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
+        import forgeml.ir
         from forgeml.runtime.ort import ort_runner
 
-        return checked(ort_runner(artifact.path), artifact.path), None
+        large = sum(f.stat().st_size for f in artifact.files) >= forgeml.ir.LARGE_MODEL_BYTES
+        return checked(ort_runner(artifact.path, low_memory=large), artifact.path), None
 
 
 def _ort_version() -> str:
@@ -141,7 +150,11 @@ def open_onnx(path: Path) -> Opened:
 
     from forgeml.formats import onnx_file
 
+    import forgeml.ir
+
     proto = onnx_file.load(path, external=False)  # onnxruntime reads the (checked) external data itself
     meta = {p.key: p.value for p in proto.metadata_props}
     sig = file_signature(proto, path)
-    return Opened(checked(ort_runner(path), path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))
+    external = sum(r.length or 0 for r in onnx_file.external_refs(proto))
+    run = ort_runner(path, low_memory=external >= forgeml.ir.LARGE_MODEL_BYTES)
+    return Opened(checked(run, path), sig, f"onnxruntime {onnxruntime.__version__}", meta.get("forgeml.precision"))

@@ -41,7 +41,7 @@ class SimplifyPass(ForgePass):
             )
         except Exception as e:  # onnxsim raises RuntimeError/ValueError/… from C++
             why = f"simplify: onnxsim failed ({first_line(e)[:200]}); the model goes on unsimplified"
-            return DetailedPassResult(model, False, details={"skipped": why, "warnings": [why]})
+            return DetailedPassResult(from_tool(proto, held), False, details={"skipped": why, "warnings": [why]})
         modified = simplified.SerializeToString() != before
         if not held:
             return PassResult(from_tool(simplified, held), modified)

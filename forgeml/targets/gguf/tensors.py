@@ -74,14 +74,20 @@ class SafetensorsSource:
         if e.dtype not in _NUMPY_DTYPES:
             raise InputError(f"{e.file}: a tensor has dtype {e.dtype}; GGUF conversion reads float tensors")
         item = ITEM_BYTES[e.dtype]
-        with open(e.file, "rb") as f:
+        raw = np.empty(last - first, dtype="<u2" if e.dtype == "BF16" else _NUMPY_DTYPES[e.dtype])
+        with open(e.file, "rb", buffering=0) as f:  # straight into the array: no intermediate bytes copy
             f.seek(e.start + first * item)
-            raw = f.read((last - first) * item)
-        if len(raw) != (last - first) * item:
+            view, got = memoryview(raw).cast("B"), 0
+            while got < len(view):  # one read(2) returns at most ~2 GiB
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        if got != (last - first) * item:
             raise InputError(f"{e.file}: ends inside a tensor's data (truncated file)")
         if e.dtype == "BF16":  # numpy has no bfloat16: widen the raw halves (bf16 is the top half of f32)
-            return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        return np.frombuffer(raw, dtype=_NUMPY_DTYPES[e.dtype]).astype(np.float32)
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw.astype(np.float32)
 
 
 class StateDictSource:

@@ -28,6 +28,7 @@ from forgeml.runtime.machine import print_machine
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,15 +53,14 @@ def measure(cmd: list[str], env: dict) -> dict:
         gnu_time = shutil.which("time", path="/usr/bin:/bin")
         t0 = time.perf_counter()
         with open(err_path, "wb") as err:
-            if gnu_time:
-                p = subprocess.Popen([gnu_time, "-v", "-o", str(Path(cwd) / "time.txt"), *cmd], env=env, cwd=cwd,
-                                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-                rc = p.wait()
-            else:
-                p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
-                                     start_new_session=True)
+            p = subprocess.Popen([gnu_time, "-v", "-o", str(Path(cwd) / "time.txt"), *cmd] if gnu_time else cmd,
+                                 env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            try:
                 _, status, usage = os.wait4(p.pid, 0)
-                rc = os.waitstatus_to_exitcode(status)
+            except BaseException:  # interrupted: the run's own session goes with it
+                os.killpg(p.pid, signal.SIGTERM)
+                raise
+            rc = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
         tail = err_path.read_text(errors="replace").strip().splitlines()[-1:]
         if gnu_time:

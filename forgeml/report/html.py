@@ -205,7 +205,7 @@ def _variants(m: dict) -> str:
         if lat and "median_ms" in lat:
             points.append(svg.Point(name, float(a["bytes"]), float(lat["median_ms"]), acc, bool(par.get("passed"))))
     ref = next((st.get("reference_latency") for st in m.get("stages", []) if st.get("kind") == "converter"), None)
-    chart = svg.variants_chart(points, reference_ms=ref["median_ms"] if ref else None) if len(points) >= 1 else ""
+    chart = svg.variants_chart(points, reference_ms=ref.get("median_ms") if ref else None) if len(points) >= 1 else ""
     loads = [(st.get("latency") or {}).get("load_1m") for _, _, st in items if st]
     loads = [x for x in loads if x is not None]
     cpus = next(((st.get("latency") or {}).get("cpus") for _, _, st in items if st and st.get("latency")), None)

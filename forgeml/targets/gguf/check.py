@@ -90,11 +90,9 @@ def check_layout(path: Path, plan, types, offsets: dict[str, int]) -> None:
                               f"{offsets.get(t.name)}); the file is wrong")
 
 
-def check_weights(path: Path, plan, source) -> dict:
+def check_weights(path: Path, plan, source, chunks) -> dict:
     """Compare each tensor; raise ``TargetError`` naming the first that is off. Returns a summary."""
     import gguf
-
-    from forgeml.targets.gguf.write import _chunks
 
     reader = gguf.GGUFReader(str(path))
     # Keep only offsets and types; data is read with plain file reads, slice by slice, so pages of a
@@ -115,7 +113,7 @@ def check_weights(path: Path, plan, source) -> dict:
             rows = t.shape[0] if len(t.shape) > 1 else 1
             row_bytes = nbytes // rows
             err_sq = src_sq = max_abs = 0.0
-            for chunk in _chunks(t):
+            for chunk in chunks(t):
                 a, b = (0, rows) if chunk is None else chunk
                 f.seek(offset + a * row_bytes)
                 raw = np.frombuffer(f.read((b - a) * row_bytes), dtype=np.uint8)

@@ -315,4 +315,4 @@ def _write_kquant(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource
         return stats, {"skipped": True}
     from forgeml.targets.gguf.check import check_weights
 
-    return stats, check_weights(path, plan, source)  # llama.cpp picked the types: read them back
+    return stats, check_weights(path, plan, source, _chunks)  # llama.cpp picked the types: read them back

@@ -59,8 +59,9 @@ class TimedRunner:
     """A runner that times its own calls, so a slow model's latency comes from the parity calls it
     made anyway instead of a warm-up and more runs (a 1 GB LLM spends a minute on those otherwise).
 
-    Calls after the first (the warm-up) on inputs shaped like the ones asked about count; when they
-    took longer than ``slow_s`` each, they are the latency record, else it is measured as usual.
+    Calls after the first (the warm-up) on inputs shaped like the ones asked about count (the first
+    alone when it was the only one); when they took longer than ``slow_s`` each, they are the latency
+    record, else it is measured as usual.
     """
 
     def __init__(self, runner: Runner, slow_s: float = 1.0):
@@ -81,9 +82,12 @@ class TimedRunner:
         own = getattr(self.inner, "latency", None)
         if callable(own):
             return own(inputs)
-        seen = [s for shape, s in self.calls[1:] if shape == _shapes(inputs)]
+        same = [s for shape, s in self.calls if shape == _shapes(inputs)]
+        seen, where = same[1:], "timed during the parity runs (slow model: no extra runs)"
+        if not seen and same and same[0] > self.slow_s:  # one parity call only: it is the record
+            seen, where = same, "the one parity call, first-call setup included (slow model: no extra runs)"
         if seen and min(seen) > self.slow_s:
-            out = from_seconds(seen, inputs, "timed during the parity runs (slow model: no extra runs)")
+            out = from_seconds(seen, inputs, where)
             if hasattr(os, "getloadavg"):
                 out["load_1m"] = round(os.getloadavg()[0], 2)
             return out

@@ -39,3 +39,12 @@ def test_fast_runner_is_measured_as_before():
     timed({"x": np.zeros((3, 4))})  # another shape does not count
     rec = artifact_latency(timed, x)
     assert len(calls) > 2 and "where" not in rec and rec["runs"] >= 1
+
+
+def test_a_single_slow_call_is_the_record():
+    run, calls = _sleeper(0.06)
+    timed = TimedRunner(run, slow_s=0.05)
+    x = {"x": np.zeros((2, 4))}
+    timed(x)
+    rec = artifact_latency(timed, x)
+    assert len(calls) == 1 and rec["runs"] == 1 and "one parity call" in rec["where"]

@@ -8,7 +8,8 @@ parameters reads just those tensors from the checkpoint's safetensors as float32
 (the embedding, typically) instead of the model, the arithmetic is transformers' own code in
 float32 (what ``from_pretrained(dtype=float32)`` computes, without a float32 copy of the model), and
 a checkpoint larger than RAM still gets its reference. The price is reading the weights once per
-forward call (from the page cache after the first).
+forward call (from the page cache after the first), overlapped with the compute: the next module's
+weights are read on a helper thread while the current one runs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def streamed_model(checkpoint: Path):
                     return cand
         raise InputError(f"{checkpoint}: the checkpoint has no tensor {name} (nor any tensor tied to it)")
 
+    plans = []
     for mod_name, module in model.named_modules(remove_duplicate=False):
         own = [(pn, p) for pn, p in module._parameters.items() if p is not None]
         if not own:
@@ -54,19 +56,60 @@ def streamed_model(checkpoint: Path):
             if tuple(source.shape(name)) != tuple(p.shape):
                 raise InputError(f"{checkpoint}: tensor {name} has shape {tuple(source.shape(name))}, config.json "
                                  f"says {tuple(p.shape)}")
-        module.register_forward_pre_hook(_loader(torch, source, plan))
-        module.register_forward_hook(_dropper(plan))
+        plans.append(plan)
+    reader = _Prefetch(source, [[name for _, name, _ in plan] for plan in plans])
+    k = 0
+    for _, module in model.named_modules(remove_duplicate=False):
+        if any(p is not None for p in module._parameters.values()):
+            module.register_forward_pre_hook(_loader(torch, reader, k, plans[k]))
+            module.register_forward_hook(_dropper(plans[k]))
+            k += 1
     missing = [n for n, b in model.named_buffers() if b.is_meta]
     if missing:
         raise InputError(f"{checkpoint}: buffers {missing[:3]} have no values without loading the whole model")
     return model
 
 
-def _loader(torch, source, plan):
+def _loader(torch, reader, k: int, plan):
     def pre(module, args):
-        for pn, name, _ in plan:
-            module._parameters[pn] = torch.nn.Parameter(torch.from_numpy(source.get(name)), requires_grad=False)
+        for (pn, _, _), array in zip(plan, reader.take(k)):
+            module._parameters[pn] = torch.nn.Parameter(torch.from_numpy(array), requires_grad=False)
     return pre
+
+
+class _Prefetch:
+    """Reads the weights of the module expected next on a helper thread while the current one computes
+    (the read and float32 conversion release the GIL). The order is learned from the forward itself:
+    after module ``k`` ran, the module that ran next is expected next time (registration order until
+    then). At most one module's weights wait beside the running module's."""
+
+    def __init__(self, source, names: list[list[str]]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.source, self.names = source, names
+        self.next_of: dict[int, int] = {}
+        self.last: int | None = None
+        self.pending: tuple[int, object] | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeml-weights")
+
+    def _read(self, k: int) -> list:
+        return [self.source.get(name) for name in self.names[k]]
+
+    def take(self, k: int) -> list:
+        if self.last is not None:
+            self.next_of[self.last] = k
+        self.last = k
+        pending, self.pending = self.pending, None
+        if pending is not None and pending[0] == k:
+            arrays = pending[1].result()
+        else:
+            if pending is not None:
+                pending[1].cancel()
+            arrays = self._read(k)
+        nxt = self.next_of.get(k, k + 1)
+        if nxt < len(self.names):
+            self.pending = (nxt, self.pool.submit(self._read, nxt))
+        return arrays
 
 
 def _dropper(plan):

@@ -61,6 +61,6 @@ def test_streamed_reference_reads_once_for_all_sets(fp16_checkpoint, monkeypatch
     monkeypatch.setattr(SafetensorsSource, "get", lambda self, name: reads.append(name) or real(self, name))
     together = run_reference(streamed.reference, sets, "ref")
     n_tensors = len(set(reads))
-    assert len(reads) == 2 * n_tensors  # two shapes: two passes over the weights, not three
+    assert 2 * n_tensors <= len(reads) < 3 * n_tensors  # two shapes: two passes (+ a prefetch), not three
     for a, b in zip(together, one_by_one):
         np.testing.assert_allclose(a["logits"], b, rtol=1e-5, atol=1e-5)

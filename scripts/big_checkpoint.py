@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,14 +101,20 @@ def build(out: Path, dims: dict, shard_bytes: int, seed: int = 0) -> int:
     return total
 
 
-def convert(ckpt: Path, out: Path, gguf_type: str, parity_batches: int) -> dict:
+def convert(ckpt: Path, out: Path, gguf_type: str, parity_batches: int, timeout_s: float | None = None) -> dict:
     """``forgeml convert`` as a child process; wall seconds and peak RSS (GNU time -v)."""
     cmd = [sys.executable, "-m", "forgeml", "convert", str(ckpt), "--to", "gguf", "--gguf-type", gguf_type,
            "-o", str(out), "--force", "--parity-batches", str(parity_batches)]
     timing = out.parent / f"{out.name}.time"
     gnu_time = shutil.which("time", path="/usr/bin:/bin")
     t0 = time.perf_counter()
-    rc = subprocess.run(([gnu_time, "-v", "-o", str(timing)] if gnu_time else []) + cmd).returncode
+    p = subprocess.Popen(([gnu_time, "-v", "-o", str(timing)] if gnu_time else []) + cmd, start_new_session=True)
+    try:
+        rc = p.wait(timeout=timeout_s)
+    except BaseException:  # timed out or interrupted: the conversion's own session goes too
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait()
+        raise
     wall = time.perf_counter() - t0
     rss = None
     if gnu_time and timing.is_file():
@@ -126,7 +133,9 @@ def main() -> int:
     ap.add_argument("--type", default="q8_0")
     ap.add_argument("--parity-batches", type=int, default=0, help="seeded batches besides the example (default 0)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and the GGUF")
+    ap.add_argument("--timeout", type=float, default=None, help="give the conversion at most this many seconds")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the directories are still deleted
     from forgeml.runtime.machine import print_machine
 
     print_machine()
@@ -141,7 +150,7 @@ def main() -> int:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
         size = sum(f.stat().st_size for f in ckpt.glob("*.safetensors")) / 2**30
         print(f"checkpoint {size:.1f} GiB, RAM {ram:.1f} GiB")
-        r = convert(ckpt, out, args.type, args.parity_batches)
+        r = convert(ckpt, out, args.type, args.parity_batches, args.timeout)
         print(f"forgeml convert --to gguf --gguf-type {args.type}: rc {r['rc']}, wall {r['wall_s']} s, "
               f"peak RSS {r['peak_rss_gib']} GiB ({(r['peak_rss_gib'] or 0) / ram:.2f}x RAM)")
         manifest = out / "manifest.json"

@@ -446,8 +446,9 @@ def parity(
     out.print(table)
     for note in st.notes:
         out.print(f"note: {note}")
-    out.print(f"A: {m.source.framework} {st.reference_latency.median_ms:.3g} ms · "
-              f"B: {st.runtime} {st.latency.median_ms:.3g} ms (median, example batch)")
+    a_ms, b_ms = st.reference_latency.median_ms, st.latency.median_ms
+    out.print(f"A: {m.source.framework} {'–' if a_ms is None else f'{a_ms:.3g} ms'} · "
+              f"B: {st.runtime} {'–' if b_ms is None else f'{b_ms:.3g} ms'} (median, example batch)")
     _print_verdict(out, m, fail_on)
     raise typer.Exit(code)
 

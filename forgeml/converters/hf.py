@@ -211,7 +211,8 @@ class LoadedSource:
 
 def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32") -> LoadedSource:
     """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids.
-    ``dtype``: float32, or "checkpoint" for the dtype config.json records (16-bit stays 16-bit)."""
+    ``dtype``: float32, "checkpoint" for the dtype config.json records (16-bit stays 16-bit), or
+    "streamed" (float32 arithmetic, weights read from disk module by module: ``hf_stream``)."""
     torch = _torch()
     transformers = _transformers()
     checkpoint: Path | None = None
@@ -220,7 +221,12 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
 
         checkpoint = source
         cfg = check_checkpoint(source)
-        model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
+        if dtype == "streamed":  # weights stay on disk; each module reads its own around its forward
+            from forgeml.converters.hf_stream import streamed_model
+
+            model = streamed_model(source)
+        else:
+            model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
         digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
                                 for f in safetensors_files(source)})
     else:
@@ -230,8 +236,12 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
     example = _example(example_inputs, checkpoint or local_tokenizer_dir(model), model)
     wrapper = LogitsOnly.wrap(model)
     version = f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}"
-    return LoadedSource(model, wrapper, checkpoint, example, torch_runner(wrapper, ["input_ids"], ["logits"]),
-                        digest, version)
+    reference = torch_runner(wrapper, ["input_ids"], ["logits"])
+    if dtype == "streamed" and checkpoint is not None:
+        from forgeml.converters.hf_stream import StreamedReference
+
+        reference = StreamedReference(reference)
+    return LoadedSource(model, wrapper, checkpoint, example, reference, digest, version)
 
 
 def checkpoint_dtype(cfg: dict):

@@ -74,6 +74,12 @@ def run_reference(runner: Runner, input_sets: Sequence[InputSet], what: str,
     from forgeml.errors import ForgeError, InputError, first_line
 
     try:
+        many = getattr(runner, "run_many", None)  # a runner that does better with every set at once
+        if many is not None:
+            out = many(list(input_sets))
+            if progress is not None:
+                progress(len(out), len(input_sets))
+            return out
         out = []
         for s in input_sets:
             out.append(runner(s))

@@ -24,8 +24,10 @@ class StagePlan:
     source_targets: tuple[str, ...] = ()  # requested targets that write from the source
     skipped: tuple[str, ...] = field(default=())  # stage names not run
     # Without the IR the reference loads in the checkpoint's own dtype (16-bit stays 16-bit) unless a
-    # target asks for float32 (a gguf f32 file is judged elementwise, which a 16-bit reference cannot meet).
-    reference_dtype: str = "float32"  # float32 | checkpoint
+    # target asks for float32 (a gguf f32 file is judged elementwise, which a 16-bit reference cannot meet);
+    # when no target reads the loaded model's weights (gguf streams them from the checkpoint), the
+    # reference is "streamed": float32 arithmetic with each module's weights read from disk as it runs.
+    reference_dtype: str = "float32"  # float32 | checkpoint | streamed
 
     def to_json(self) -> dict:
         return {"build_ir": self.build_ir, "run_passes": self.run_passes, "reason": self.reason,
@@ -55,10 +57,13 @@ def plan_stages(config, converter) -> StagePlan:
                          "computes its reference only through the export", (), source_targets)
     skipped = (f"{converter.name}->onnx", *pass_names)
     wants_fp32 = [t for t in source_targets if _wants_float32(t, config)]
+    if all(getattr(TARGETS[t], "needs_source_model", True) is False for t in source_targets):
+        dtype = "streamed"  # no target reads the loaded model's weights: they may stay on disk
+    else:
+        dtype = "float32" if wants_fp32 else "checkpoint"
     return StagePlan(False, False, f"no requested target ({', '.join(source_targets)}) reads the ONNX IR: "
                      "the export and its passes are skipped; parity compares each artifact in its own runtime "
-                     "with the source framework", (), source_targets, skipped,
-                     "float32" if wants_fp32 else "checkpoint")
+                     "with the source framework", (), source_targets, skipped, dtype)
 
 
 def _wants_float32(target_name: str, config) -> bool:

@@ -116,6 +116,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     staged = None
     try:
         state = _import(resolved, config, on_event, plan)
+        if not plan.build_ir and _releasable(state):
+            _release_reference(state)
         ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
         staged = StagedDir(out_dir)
         artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
@@ -244,9 +246,12 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     calibration = fit_calibration(config.calibration, ir.signature, "`quantize.calibration`")
     input_sets = parity_inputs(converted.example_inputs, ir.signature, batches=config.parity_batches,
                                seed=config.seed, dynamic_batch=opts.dynamic_batch, user=user_sets)
+    from forgeml.runtime.latency import TimedRunner
+
     invented = resolved.example_inputs is None and getattr(conv, "invents_examples", False) and not config.user_inputs
+    timed_reference = TimedRunner(converted.reference)  # a slow source's latency comes from its parity calls
     try:
-        reference_outputs = run_reference(converted.reference, input_sets, "the source model",
+        reference_outputs = run_reference(timed_reference, input_sets, "the source model",
                                           lambda d, t: on_event(StageEvent(stage_name, "converter", "progress",
                                                                            progress=(d, t))))
     except ForgeError as e:
@@ -274,13 +279,37 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         entry.seconds, entry.note = round(time.perf_counter() - t0, 3), plan.reason
         state.stages.append(entry)
     if config.latency:
-        from forgeml.runtime.latency import measure_latency
+        from forgeml.runtime.latency import artifact_latency
 
-        entry.reference_latency = LatencyRecord.from_json(measure_latency(converted.reference, input_sets[0]))
+        entry.reference_latency = LatencyRecord.from_json(artifact_latency(timed_reference, input_sets[0]))
         if release is not None:
             release()
     on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None if parity is None else parity.passed))
     return state
+
+
+def _releasable(state: _RunState) -> bool:
+    """The reference model can go once its outputs are computed: every target writes from the checkpoint
+    on disk (``needs_source_model = False``) and nothing else (no IR, no localization) runs it again."""
+    return state.converted.checkpoint is not None and all(
+        getattr(TARGETS[name], "needs_source_model", True) is False for name in state.config.targets)
+
+
+def _release_reference(state: _RunState) -> None:
+    """Drop the loaded source model (keeping its small config for the package's labels) and hand its
+    memory back to the OS, so the artifact's runtime (llama.cpp mapping a GGUF as large as the model)
+    never holds it beside its own copy."""
+    import gc
+    from types import SimpleNamespace
+
+    from forgeml.runtime.machine import trim_heap
+
+    config = getattr(state.converted.source_model, "config", None)
+    state.converted = replace(state.converted, reference=None, weights=None,
+                              source_model=SimpleNamespace(config=config) if config is not None else None)
+    gc.collect()
+    trim_heap()
+    state.stages[0]["reference_released"] = True
 
 
 def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
@@ -325,6 +354,8 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                   out: Path) -> tuple[dict[str, Artifact], dict[str, str]]:
     """Every target into ``out``; a target that fails (TargetError or anything else) fails alone and
     is recorded, so the other artifacts and the reports are still written."""
+    from forgeml.runtime.latency import TimedRunner
+
     config = state.config
     base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
                              quantize=config.quantize, calibration=state.calibration,
@@ -342,6 +373,7 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             if ir.model is not None:
                 release_mappings(ir.model)  # what the build read of mapped weights, before the artifact's session
             runner, precision = target.runner(artifact, ctx)
+            runner = TimedRunner(runner) if config.latency else runner
             parity = state.check(runner, precision or ir.precision)
             parity = _genai_check(state, artifact, parity, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run

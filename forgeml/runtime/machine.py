@@ -96,3 +96,16 @@ def print_machine(file=None) -> Machine:
     m = detect()
     print(m.line(), file=file or sys.stdout, flush=True)
     return m
+
+
+def trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so RSS drops when a large model is
+    dropped; a no-op where the C library has no such call."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

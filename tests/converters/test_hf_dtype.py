@@ -29,3 +29,38 @@ def test_checkpoint_dtype_keeps_16_bit_weights_and_float32_logits(fp16_checkpoin
     assert a.dtype == np.float32 and a.shape == b.shape
     # 16-bit compute rounds, but it is the same model: close to the float32 run, not equal to it
     assert np.abs(a - b).max() <= 1e-2 * np.abs(b).max() and not np.array_equal(a, b)
+
+
+def test_streamed_reference_is_the_float32_model_without_holding_it(fp16_checkpoint):
+    """Weights read module by module from disk: the float32 model's logits exactly, and no parameter
+    resident before or after a forward (each lives only while its module runs)."""
+    from forgeml.converters.hf import HFConverter
+
+    conv = HFConverter()
+    streamed = conv.reference_only(fp16_checkpoint, None, "ckpt", dtype="streamed")
+    params = list(streamed.source_model.parameters())
+    assert params and all(p.is_meta for p in params)
+    a = streamed.reference(streamed.example_inputs)["logits"]
+    assert all(p.is_meta for p in streamed.source_model.parameters())
+    full = conv.reference_only(fp16_checkpoint, None, "ckpt")
+    np.testing.assert_array_equal(a, full.reference(full.example_inputs)["logits"])
+
+
+def test_streamed_reference_reads_once_for_all_sets(fp16_checkpoint, monkeypatch):
+    """Sets of one shape go through one forward (one pass over the weights on disk), same logits."""
+    from forgeml.converters.hf import HFConverter
+    from forgeml.parity.measure import run_reference
+    from forgeml.targets.gguf.tensors import SafetensorsSource
+
+    streamed = HFConverter().reference_only(fp16_checkpoint, None, "ckpt", dtype="streamed")
+    ids = streamed.example_inputs["input_ids"]
+    sets = [{"input_ids": ids}, {"input_ids": ids[::-1].copy()}, {"input_ids": ids[:, :8].copy()}]
+    one_by_one = [streamed.reference(s)["logits"] for s in sets]
+    reads = []
+    real = SafetensorsSource.get
+    monkeypatch.setattr(SafetensorsSource, "get", lambda self, name: reads.append(name) or real(self, name))
+    together = run_reference(streamed.reference, sets, "ref")
+    n_tensors = len(set(reads))
+    assert 2 * n_tensors <= len(reads) < 3 * n_tensors  # two shapes: two passes (+ a prefetch), not three
+    for a, b in zip(together, one_by_one):
+        np.testing.assert_allclose(a["logits"], b, rtol=1e-5, atol=1e-5)

@@ -74,12 +74,16 @@ def test_safetensors_from_a_checkpoint_never_exports(tmp_path, monkeypatch):
     assert "stage plan" in (out / "report.md").read_text() and "stage plan" in (out / "report.html").read_text()
 
 
-def test_reference_dtype_follows_the_checkpoint_unless_f32_is_asked():
+def test_reference_dtype_streams_for_gguf_and_follows_the_checkpoint_otherwise():
     from forgeml.targets.gguf.target import Config
 
-    assert plan_stages(build_config(targets=["gguf"]), _hf()).reference_dtype == "checkpoint"
+    # gguf writes from the checkpoint on disk: the reference's weights may stay there (float32 math)
+    assert plan_stages(build_config(targets=["gguf"]), _hf()).reference_dtype == "streamed"
     f32 = build_config(targets=["gguf"], target_configs={"gguf": Config(type="f32")})
-    assert plan_stages(f32, _hf()).reference_dtype == "float32"
+    assert plan_stages(f32, _hf()).reference_dtype == "streamed"
+    # safetensors writes the loaded model's own weights: it keeps the checkpoint's dtype in memory
+    assert plan_stages(build_config(targets=["safetensors"]), _hf()).reference_dtype == "checkpoint"
+    assert plan_stages(build_config(targets=["safetensors", "gguf"]), _hf()).reference_dtype == "checkpoint"
 
 
 def test_cli_summary_of_a_reference_only_run(tmp_path, capsys):

@@ -278,6 +278,9 @@ def test_pipeline_writes_manifest_rows(tmp_path):
     assert stage["metadata"]["weight_check"]["passed"]
     assert manifest["artifacts"]["gguf"]["path"] == "model.gguf"
     assert manifest["plan"]["build_ir"] is False and manifest["opset"] is None  # no ONNX graph was made
+    # the reference streams its weights from the checkpoint and is dropped before llama.cpp maps the file
+    assert manifest["plan"]["reference_dtype"] == "streamed" and manifest["stages"][0]["reference_released"]
+    assert stage["metadata"]["weight_check"]["tensors"] == stage["metadata"]["tensors"]
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("requirements-"))
     assert names == ["manifest.json", "model.gguf", "model_card.md", "report.html", "report.md", "signature.json"]
 

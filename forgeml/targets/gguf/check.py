@@ -2,7 +2,13 @@
 
 Logit parity says the file computes the right thing on some tokens; this says every stored tensor
 is the source tensor (after the plan's permutation/transpose) up to its type's rounding. It names
-the first tensor that is off, which logits cannot. Tensors are compared slice by slice, as written.
+the first tensor that is off, which logits cannot.
+
+For the types written here the comparison happens inside the writer's streaming pass (``compare``
+on each slice as it is produced, on the writer's worker threads; ``WeightCheck`` sums the slices in
+file order), and ``check_layout`` then reads the finished file's tensor table back to prove that
+llama.cpp will find those very bytes (names, types, shapes, offsets). K-quants, whose types
+llama.cpp's quantizer picks, are read back whole (``check_weights``).
 """
 
 from __future__ import annotations
@@ -18,11 +24,75 @@ MAX_REL_RMSE = {"F32": 0.0, "F16": 2e-3, "BF16": 1e-2, "Q8_0": 1e-2, "Q6_K": 3e-
                 "Q4_0": 0.15, "Q4_K": 0.12, "Q4_1": 0.12, "Q5_1": 6e-2, "Q3_K": 0.25, "Q2_K": 0.4}
 
 
-def check_weights(path: Path, plan, source) -> dict:
-    """Compare each tensor; raise ``TargetError`` naming the first that is off. Returns a summary."""
+def compare(piece, deq: np.ndarray, src: np.ndarray) -> None:
+    """Error sums of one slice: squared error, squared source, max |error|. ``deq`` is used as scratch
+    when it is a fresh array (an f32 slice's "dequantized" view is the very data being written)."""
+    scratch = deq.dtype == np.float32 and deq.flags.writeable and not np.may_share_memory(deq, src)
+    diff = np.subtract(deq, src, out=deq if scratch else None)
+    piece.max_abs = float(max(diff.max(initial=0.0), -diff.min(initial=0.0)))
+    piece.err_sq = float(np.multiply(diff, diff, out=diff).sum(dtype=np.float64))
+    piece.src_sq = float(np.square(src).sum(dtype=np.float64))
+
+
+class WeightCheck:
+    """Per-tensor verdicts from the slices' sums, added in file order (so the summary is deterministic)."""
+
+    def __init__(self):
+        self.by_type: dict[str, dict] = {}
+        self.worst = ("", 0.0)
+        self._err = self._src = self._max = 0.0
+
+    def add(self, piece) -> None:
+        self._err += piece.err_sq
+        self._src += piece.src_sq
+        self._max = max(self._max, piece.max_abs)
+
+    def finish(self, t, qname: str) -> None:
+        """Judge tensor ``t`` from the slices added since the last one; raise naming it when off."""
+        err, src, max_abs = self._err, self._src, self._max
+        self._err = self._src = self._max = 0.0
+        rel = (err ** 0.5) / (src ** 0.5) if src > 0 else max_abs
+        limit = MAX_REL_RMSE.get(qname, 0.5)
+        if not np.isfinite(rel) or rel > limit:
+            raise TargetError(f"gguf weight check: {t.name} (from {t.source}, {qname}) differs from the source "
+                              f"by relative RMS {rel:.3g} > {limit:g} (max abs {max_abs:.3g}); the file is wrong")
+        e = self.by_type.setdefault(qname, {"tensors": 0, "max_rel_rmse": 0.0, "max_abs": 0.0})
+        e["tensors"] += 1
+        e["max_rel_rmse"] = max(e["max_rel_rmse"], rel)
+        e["max_abs"] = max(e["max_abs"], max_abs)
+        if rel >= self.worst[1]:
+            self.worst = (t.name, rel)
+
+    def summary(self, n: int) -> dict:
+        return {"tensors": n, "passed": True, "worst": {"tensor": self.worst[0], "rel_rmse": self.worst[1]},
+                "by_type": self.by_type, "how": "in the writing pass; tensor table read back"}
+
+
+def check_layout(path: Path, plan, types, offsets: dict[str, int]) -> None:
+    """The written file's tensor table names each planned tensor with the type, shape and data offset
+    the writer used, so the bytes compared while writing are the bytes llama.cpp reads."""
     import gguf
 
-    from forgeml.targets.gguf.write import _chunks
+    reader = gguf.GGUFReader(str(path))
+    stored = {t.name: (t.tensor_type, tuple(int(d) for d in reversed(t.shape)), int(t.data_offset))
+              for t in reader.tensors}
+    base = reader.data_offset
+    del reader
+    want = {t.name for t in plan.tensors}
+    if set(stored) != want:
+        raise TargetError(f"gguf weight check: the file's tensors differ from the plan (missing "
+                          f"{sorted(want - set(stored))[:5]}, unexpected {sorted(set(stored) - want)[:5]})")
+    for t, qtype in zip(plan.tensors, types):
+        got_type, shape, offset = stored[t.name]
+        if got_type != qtype or shape != tuple(t.shape) or offset - base != offsets.get(t.name):
+            raise TargetError(f"gguf weight check: {t.name}'s table entry ({got_type.name}, shape {shape}, offset "
+                              f"{offset - base}) is not what was written ({qtype.name}, {tuple(t.shape)}, "
+                              f"{offsets.get(t.name)}); the file is wrong")
+
+
+def check_weights(path: Path, plan, source, chunks) -> dict:
+    """Compare each tensor; raise ``TargetError`` naming the first that is off. Returns a summary."""
+    import gguf
 
     reader = gguf.GGUFReader(str(path))
     # Keep only offsets and types; data is read with plain file reads, slice by slice, so pages of a
@@ -43,7 +113,7 @@ def check_weights(path: Path, plan, source) -> dict:
             rows = t.shape[0] if len(t.shape) > 1 else 1
             row_bytes = nbytes // rows
             err_sq = src_sq = max_abs = 0.0
-            for chunk in _chunks(t):
+            for chunk in chunks(t):
                 a, b = (0, rows) if chunk is None else chunk
                 f.seek(offset + a * row_bytes)
                 raw = np.frombuffer(f.read((b - a) * row_bytes), dtype=np.uint8)

@@ -101,6 +101,9 @@ class GgufTarget:
     name = "gguf"
     Config = Config
     reads_ir = False  # written from the checkpoint's tensors; the pipeline skips the export for it
+    # With a checkpoint dir the file streams from its safetensors: the pipeline may drop the loaded
+    # reference model once its outputs are computed, before llama.cpp maps the file.
+    needs_source_model = False
     filename = "model.gguf"
 
     def _config(self, ctx: TargetContext) -> Config:
@@ -139,8 +142,9 @@ class GgufTarget:
 
 
 def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | None = None,
-               progress=None) -> dict:
+               progress=None, workers: int | None = None) -> dict:
     """Write ``path`` atomically from ``src`` (weight check included); returns what the manifest records.
+    ``workers``: threads converting slices in parallel (default: every core this process may use).
 
     Nothing here loads the model: with a checkpoint directory, tensors stream from its safetensors
     files, so this also converts checkpoints larger than memory (see ``write_checkpoint``).
@@ -150,7 +154,6 @@ def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | N
     from forgeml.targets.gguf.tensors import SafetensorsSource, StateDictSource
     from forgeml.targets.gguf.vocab import read_vocab
     from forgeml.targets.gguf.write import write_gguf
-    from forgeml.targets.gguf.check import check_weights
 
     if src.config.get("model_type") not in gguf_arch.SUPPORTED:
         raise gguf_arch.unsupported(str(src.config.get("model_type")))
@@ -162,8 +165,8 @@ def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | N
     vocab = read_vocab(src.tokenizer_dir, src.config, plan.vocab_size)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        stats = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra or {}, progress=progress)
-        weights = check_weights(tmp, plan, tensors) if cfg.check_weights else {"skipped": True}
+        stats, weights = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra or {}, progress=progress,
+                                    check=cfg.check_weights, workers=workers)
         os.replace(tmp, path)
     except (OSError, ValueError) as e:
         raise TargetError(f"gguf: writing {path.name} failed: {e}") from e
@@ -181,7 +184,7 @@ def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | N
 
 
 def write_checkpoint(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16", *,
-                     check_weights: bool = True) -> dict:
+                     check_weights: bool = True, workers: int | None = None, progress=None) -> dict:
     """Checkpoint dir -> GGUF file without loading the model (no logit parity: the pipeline does that).
 
     For checkpoints too large to load next to the reference model; memory stays near one slice of
@@ -194,7 +197,8 @@ def write_checkpoint(checkpoint: str | Path, out: str | Path, gguf_type: str = "
         raise InputError(f"{ckpt}: not a checkpoint directory")
     cfg = check_checkpoint(ckpt)
     src = HFSource(None, ckpt, cfg, ckpt, ckpt.name)
-    return write_file(src, Path(out), Config(type=gguf_type, check_weights=check_weights))
+    return write_file(src, Path(out), Config(type=gguf_type, check_weights=check_weights), progress=progress,
+                      workers=workers)
 
 
 def _runtime() -> str:

@@ -1,22 +1,13 @@
-"""Source tensors for the GGUF writer, a slice at a time: safetensors files or an in-memory state dict.
-
-Safetensors data is read with plain positioned reads of just the rows asked for, so the writer can
-stream a tensor in chunks and memory stays near one chunk, not one checkpoint (nor one 100 MB
-embedding). Every header is parsed and checked against the file size first, so a corrupt or
-truncated file fails with one clear error before any output exists.
-"""
+"""Source tensors for the GGUF writer, a slice at a time: safetensors files (read by row ranges, see
+``forgeml.formats.safetensors_rows``) or an in-memory state dict."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from forgeml.errors import InputError
-from forgeml.formats.safetensors import ITEM_BYTES, TensorEntry, read_header
-
-_NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
+from forgeml.formats.safetensors_rows import SafetensorsSource  # noqa: F401  (re-exported: a TensorSource)
 
 
 class TensorSource(Protocol):
@@ -34,54 +25,6 @@ class TensorSource(Protocol):
 
     def nbytes(self, name: str) -> int:
         """The tensor's size in the source (for throughput figures)."""
-
-
-class SafetensorsSource:
-    def __init__(self, files: list[Path]):
-        self._entries: dict[str, TensorEntry] = {}
-        for f in files:
-            for name, entry in read_header(f).tensors.items():
-                self._entries[name] = entry
-
-    def names(self) -> list[str]:
-        return list(self._entries)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self._entries[name].shape
-
-    def source_bytes(self) -> int:
-        return sum(e.nbytes for e in self._entries.values())
-
-    def nbytes(self, name: str) -> int:
-        return self._entries[name].nbytes
-
-    def get(self, name: str) -> np.ndarray:
-        e = self._entries[name]
-        return self.get_rows(name, 0, e.shape[0]) if e.shape else self._read(e, 0, 1).reshape(())
-
-    def get_rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        e = self._entries[name]
-        row_elems = int(np.prod(e.shape[1:])) if len(e.shape) > 1 else 1
-        return self._read(e, start * row_elems, stop * row_elems).reshape((stop - start, *e.shape[1:]))
-
-    @staticmethod
-    def _read(e: TensorEntry, first: int, last: int) -> np.ndarray:
-        """Elements ``first:last`` of the flattened tensor, read with plain file I/O into a fresh array.
-
-        Plain reads rather than a kept-open memory map: mapped pages that were touched stay resident
-        (and count in RSS) until unmapped, so a whole-file mapping grows to the checkpoint's size.
-        """
-        if e.dtype not in _NUMPY_DTYPES:
-            raise InputError(f"{e.file}: a tensor has dtype {e.dtype}; GGUF conversion reads float tensors")
-        item = ITEM_BYTES[e.dtype]
-        with open(e.file, "rb") as f:
-            f.seek(e.start + first * item)
-            raw = f.read((last - first) * item)
-        if len(raw) != (last - first) * item:
-            raise InputError(f"{e.file}: ends inside a tensor's data (truncated file)")
-        if e.dtype == "BF16":  # numpy has no bfloat16: widen the raw halves (bf16 is the top half of f32)
-            return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        return np.frombuffer(raw, dtype=_NUMPY_DTYPES[e.dtype]).astype(np.float32)
 
 
 class StateDictSource:

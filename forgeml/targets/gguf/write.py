@@ -71,18 +71,25 @@ def file_type(gguf_type: str) -> int:
 
 
 def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, gguf_type: str,
-               extra_metadata: dict[str, str] | None = None, progress=None) -> WriteStats:
+               extra_metadata: dict[str, str] | None = None, progress=None, *, check: bool = True,
+               workers: int | None = None) -> tuple[WriteStats, dict]:
     """Write ``path`` (the caller picks a temporary name and renames it when everything checks out);
-    ``progress`` hears (tensors written, total) after each tensor."""
+    ``progress`` hears (tensors written, total) after each tensor. With ``check`` every slice is
+    dequantized and compared with its source slice as it is written (``forgeml.targets.gguf.check``),
+    and the finished file's tensor table is read back; returns the stats and that check's summary."""
     if gguf_type in KQUANT_TYPES:
-        return _write_kquant(path, plan, vocab, source, gguf_type, extra_metadata, progress)
+        return _write_kquant(path, plan, vocab, source, gguf_type, extra_metadata, progress, check=check)
     if gguf_type not in DIRECT_TYPES:
         raise TargetError(f"gguf: unknown `gguf Config.type` {gguf_type!r}; choose from {', '.join(GGUF_TYPES)}")
     import gguf
 
+    from forgeml.targets.gguf.check import WeightCheck, check_layout
+
     t_start = time.perf_counter()
     stats = WriteStats()
+    checker = WeightCheck() if check else None
     writer = gguf.GGUFWriter(str(path), plan.arch)
+    offsets: dict[str, int] = {}
     try:
         _metadata(writer, plan, vocab, gguf_type, extra_metadata or {})
         types = []
@@ -102,43 +109,127 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
         fout = writer.fout[0]  # one file (no splits): tensor data follows, each at an aligned offset
         align = writer.data_alignment
         _pad(fout, fout.tell(), align)
-        for i, (t, qtype) in enumerate(zip(plan.tensors, types)):
-            if progress is not None and i:
-                progress(i, len(plan.tensors))
-            t0 = time.perf_counter()
-            nbytes = 0
-            for rows in _chunks(t):
-                t1 = time.perf_counter()
-                a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
-                t2 = time.perf_counter()
-                a = np.ascontiguousarray(t.apply(a), dtype=np.float32)
-                want = t.shape if rows is None else (rows[1] - rows[0], *t.shape[1:])
-                if a.shape != want:
-                    raise TargetError(f"gguf: tensor {t.source} has shape {a.shape} after "
-                                      f"{t.transform_name or 'reading'}, expected {want}")
-                data = gguf.quants.quantize(a, qtype)
-                del a
-                t3 = time.perf_counter()
-                data.tofile(fout)
-                nbytes += int(data.nbytes)
-                del data
-                stats.read_seconds += t2 - t1
-                stats.convert_seconds += t3 - t2
-                stats.write_seconds += time.perf_counter() - t3
-            _pad(fout, nbytes, align)
+        data_start = fout.tell()
+        pieces = [(i, rows, last) for i, t in enumerate(plan.tensors)
+                  for rows, last in _with_last(_chunks(t))]
+        tensor_bytes = 0
+        t_tensor = time.perf_counter()
+        for (i, _rows, last), piece in _in_order(pieces, lambda p: _convert(plan.tensors[p[0]], types[p[0]], p[1],
+                                                                            source, check), workers):
+            t = plan.tensors[i]
+            if tensor_bytes == 0:
+                offsets[t.name] = fout.tell() - data_start
+            t3 = time.perf_counter()
+            piece.data.tofile(fout)
+            stats.write_seconds += time.perf_counter() - t3
+            stats.read_seconds += piece.read_s
+            stats.convert_seconds += piece.convert_s
+            tensor_bytes += int(piece.data.nbytes)
+            if checker is not None:
+                checker.add(piece)
+            if not last:
+                continue
+            _pad(fout, tensor_bytes, align)
+            if checker is not None:
+                checker.finish(t, types[i].name)
             stats.source_bytes += source.nbytes(t.source)
-            entry = stats.by_type.setdefault(qtype.name, {"tensors": 0, "seconds": 0.0, "bytes": 0})
+            entry = stats.by_type.setdefault(types[i].name, {"tensors": 0, "seconds": 0.0, "bytes": 0})
             entry["tensors"] += 1
-            entry["seconds"] += time.perf_counter() - t0
-            entry["bytes"] += nbytes
+            entry["seconds"] += time.perf_counter() - t_tensor
+            entry["bytes"] += tensor_bytes
+            tensor_bytes, t_tensor = 0, time.perf_counter()
+            if progress is not None:
+                progress(i + 1, len(plan.tensors))
         fout.flush()
-        if progress is not None:
-            progress(len(plan.tensors), len(plan.tensors))
     finally:
         writer.close()
     stats.seconds = time.perf_counter() - t_start
     stats.bytes_written = path.stat().st_size
-    return stats
+    if checker is None:
+        return stats, {"skipped": True}
+    check_layout(path, plan, types, offsets)
+    return stats, checker.summary(len(plan.tensors))
+
+
+@dataclass
+class Piece:
+    """One converted slice: the bytes to write and, when checked, its error sums against the source."""
+
+    data: np.ndarray
+    err_sq: float = 0.0
+    src_sq: float = 0.0
+    max_abs: float = 0.0
+    read_s: float = 0.0
+    convert_s: float = 0.0
+
+
+def _convert(t, qtype, rows, source: TensorSource, check: bool) -> Piece:
+    """Read, transform, quantize (and dequantize-and-compare) one slice; runs on a worker thread
+    (numpy and gguf-py's quantizers release the GIL in their array loops)."""
+    import gguf
+
+    t1 = time.perf_counter()
+    a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
+    t2 = time.perf_counter()
+    a = np.ascontiguousarray(t.apply(a), dtype=np.float32)
+    want = t.shape if rows is None else (rows[1] - rows[0], *t.shape[1:])
+    if a.shape != want:
+        raise TargetError(f"gguf: tensor {t.source} has shape {a.shape} after "
+                          f"{t.transform_name or 'reading'}, expected {want}")
+    data = gguf.quants.quantize(a, qtype)
+    piece = Piece(data, read_s=t2 - t1)
+    if check:
+        from forgeml.targets.gguf.check import compare
+
+        compare(piece, gguf.quants.dequantize(data, qtype).reshape(a.shape), a)
+    piece.convert_s = time.perf_counter() - t2
+    return piece
+
+
+def workers_default() -> int:
+    """All the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _in_order(items: list, work, workers: int | None):
+    """Yield ``(item, work(item))`` in the items' order while up to ``workers`` run ahead.
+
+    A bounded window (``workers + 1`` slices in flight) keeps memory at a few slices whatever the
+    model's size; results are consumed in order, so the file's bytes do not depend on ``workers``.
+    """
+    workers = workers or workers_default()
+    if workers <= 1:
+        for item in items:
+            yield item, work(item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    window = workers + 1
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gguf-quant") as pool:
+        try:
+            it = iter(items)
+            for item in it:
+                pending.append((item, pool.submit(work, item)))
+                if len(pending) >= window:
+                    break
+            while pending:
+                item, fut = pending.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(work, nxt)))
+                yield item, fut.result()
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+def _with_last(chunks: list):
+    return [(c, k == len(chunks) - 1) for k, c in enumerate(chunks)]
 
 
 CHUNK_BYTES = 16 << 20  # float32 bytes per streamed slice of a tensor
@@ -193,14 +284,14 @@ def _metadata(writer, plan: ArchPlan, vocab: Vocab, gguf_type: str, extra: dict[
 
 
 def _write_kquant(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, gguf_type: str,
-                  extra_metadata, progress=None) -> WriteStats:
+                  extra_metadata, progress=None, *, check: bool = True) -> tuple[WriteStats, dict]:
     """An f32 file first, then llama.cpp's quantizer (the reference K-quant implementation)."""
     from forgeml.errors import require
 
     llama_cpp = require("llama_cpp", "gguf")
     tmp = path.with_name(path.name + ".f32")
     try:
-        stats = write_gguf(tmp, plan, vocab, source, "f32", extra_metadata, progress)
+        stats, _ = write_gguf(tmp, plan, vocab, source, "f32", extra_metadata, progress, check=False)
         t0 = time.perf_counter()
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = KQUANT_TYPES[gguf_type]
@@ -220,4 +311,8 @@ def _write_kquant(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource
     stats.by_type = {"llama_model_quantize": {"tensors": len(plan.tensors), "seconds": quant_s,
                                               "bytes": path.stat().st_size}, **stats.by_type}
     stats.bytes_written = path.stat().st_size
-    return stats
+    if not check:
+        return stats, {"skipped": True}
+    from forgeml.targets.gguf.check import check_weights
+
+    return stats, check_weights(path, plan, source, _chunks)  # llama.cpp picked the types: read them back

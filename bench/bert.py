@@ -322,17 +322,21 @@ def main(argv=None) -> int:
     print(f"# built every variant in {time.perf_counter() - t0:.0f} s; measuring", file=sys.stderr)
     with _locked(args.lock):  # only the timing needs the machine to itself
         measure(variants, model, evals, args.repeats, args.threads)
-    print(f"BertForSequenceClassification, bert-base config ({args.layers} layers), random weights (seed 0); "
-          f"batch 1, {args.threads} threads, {args.repeats} interleaved runs per variant; latency as a ratio to "
-          f"onnxruntime fp32 of the plain export; centered cosine vs torch over {args.samples} inputs per seq")
-    print(table(variants, seqs, file_bytes(fp32)))
-    if optimum_note:
-        print(optimum_note)
-    if args.json:
-        args.json.write_text(json.dumps([{"name": v.name, "ms": v.ms, "centered": v.centered, "cosine": v.cosine,
-                                          "error": v.error, "note": v.note,
-                                          "file_ratio": (file_bytes(v.path) / file_bytes(fp32)) if v.path else None}
-                                         for v in variants], indent=1))
+    from forgeml.runtime.machine import detect
+
+    header = (f"`python bench/bert.py --layers {args.layers} --repeats {args.repeats}`: BertForSequenceClassification, "
+              f"bert-base config ({args.layers} layers), random weights (seed 0); batch 1, {args.threads} threads, "
+              f"{args.repeats} interleaved runs per variant; latency as a ratio to onnxruntime fp32 of the plain "
+              f"export; centered cosine vs torch over {args.samples} inputs per seq.")
+    markdown = table(variants, seqs, file_bytes(fp32)) + (f"\n\n{optimum_note}" if optimum_note else "")
+    print(header)
+    print(markdown)
+    if args.json:  # bench/tables.py splices this into the README
+        args.json.write_text(json.dumps({
+            "machine": detect().line(), "header": header, "markdown": markdown,
+            "rows": [{"name": v.name, "ms": v.ms, "centered": v.centered, "cosine": v.cosine, "error": v.error,
+                      "note": v.note, "file_ratio": (file_bytes(v.path) / file_bytes(fp32)) if v.path else None}
+                     for v in variants]}, indent=1))
     return 0
 
 

@@ -5,10 +5,11 @@
     int8-static  int8-static    (QDQ, calibrated; needs `quantize.calibration` or `quantize.synthetic_calibration`)
     int4         int4           (MatMul weights 4-bit, MatMulNBits)
 
-``optimize=True`` puts the ``optimize`` pass (onnxruntime's offline fusions) before int8/int4. It is
-off by default because it made int8 slower, not faster, on the zoo transformers (measured on
-transformer-base, 2 AVX-512 VNNI cores: int8 2.34x vs optimize+int8 2.01x over fp32): onnxruntime
-applies the same fusions when it loads the model, and fused ops quantize less well.
+``optimize=True`` puts the ``optimize`` pass (onnxscript's dynamo fusions, then onnxruntime's) before
+int8/int4. It is off by default: with onnxruntime's fusions alone it made int8 slower on the zoo
+transformers (transformer-base, 2 AVX-512 VNNI cores: int8 2.34x vs optimize+int8 2.01x over fp32), and
+the onnxscript fusions (MultiHeadAttention with unpacked Q/K/V) have not yet been measured faster on a
+quiet machine (``bench/bert.py`` compares both).
 
 Both the CLI and ``forgeml.convert()`` call ``quantize_pipeline``, so a mode means the same passes
 everywhere. Budgets default to the precision's tolerance profile (``forgeml.parity.tolerances``).

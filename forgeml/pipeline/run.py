@@ -363,6 +363,10 @@ def _manifest(ok: bool, ir: IRModel, stages: list[dict], artifacts: dict[str, Ar
     }
     if config.quantize:
         manifest["quantize"] = config.quantize
+        if config.quantize == "int8-static":  # which int8 each runtime was planned and given (precision.plan)
+            from forgeml.passes.precision.plan import plans_for
+
+            manifest["quantize_plans"] = plans_for(config.targets)
     if errors:
         manifest["errors"] = errors
     if config.command:

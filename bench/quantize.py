@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default=",".join(ALL_MODES))
+    ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON (bench/tables.py reads it)")
     args = ap.parse_args()
     print_machine()  # first line: which CPU these numbers belong to
     global MODES
@@ -171,6 +172,17 @@ def main() -> None:
 
     print(f"CPU: {platform.machine()} ({detect().isa}), {args.threads} threads")
     print(table(rows))
+    if args.json:
+        import json
+
+        from forgeml.runtime.machine import detect as machine
+
+        header = (f"`python bench/quantize.py --models {args.models} --repeats {args.repeats} --samples {args.samples}`: "
+                  "speed and file size are ratios to onnxruntime fp32 measured side by side in one run; parity is "
+                  f"against torch on {args.samples} seeded inputs the passes never tuned on; \"kept float\" is the "
+                  "number of nodes the accuracy-aware fallback kept in float.")
+        args.json.write_text(json.dumps({"machine": machine().line(), "header": header, "markdown": table(rows),
+                                         "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -358,6 +358,7 @@ class Manifest(Record):
     tools: dict[str, str] = field(default_factory=dict)
     machine: MachineRecord | None = None
     quantize: str | None = None
+    quantize_plans: list[dict[str, Any]] | None = None  # int8-static: the plan of each runtime (precision.plan)
     errors: dict[str, str] = field(default_factory=dict, metadata=OMIT_EMPTY)  # target → why it failed
     command: str | None = None
     plan: StagePlanRecord | None = None

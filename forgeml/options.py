@@ -16,7 +16,10 @@ class QuantizeOptions:
     ``mode``: fp16 | int8 (dynamic) | int8-static | int4. ``calibration``: representative input dicts
     (first axis = samples) for int8-static; ``synthetic_calibration`` calibrates on seeded random inputs
     instead (flagged in the report). ``max_cosine_drop`` / ``min_top1``: the budget against the float
-    model (default: the precision's profile).
+    model (default: the precision's profile). ``min_centered_cosine``: the budget on the input-dependent
+    part of the outputs (each minus its mean over the batch; needs batches of 2+), which plain cosine
+    cannot see on models whose outputs barely vary. ``calibrate_method``: how int8-static turns
+    calibration activations into ranges (minmax | entropy | percentile).
     """
 
     mode: str
@@ -24,6 +27,8 @@ class QuantizeOptions:
     synthetic_calibration: bool = False
     max_cosine_drop: float | None = None
     min_top1: float | None = None
+    min_centered_cosine: float | None = None
+    calibrate_method: str = "minmax"
 
 
 @dataclass(frozen=True)

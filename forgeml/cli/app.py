@@ -81,6 +81,11 @@ def convert(
     max_cosine_drop: Optional[float] = typer.Option(None, "--max-cosine-drop", help="accuracy budget of the "
                                                     "--quantize stage: 1 - cosine vs the float model "
                                                     "(default: the precision's profile)"),
+    min_centered_cosine: Optional[float] = typer.Option(None, "--min-centered-cosine", help="accuracy budget of "
+                                                        "the --quantize stage on the input-dependent part of the "
+                                                        "outputs (centered cosine vs the float model, batches of 2+)"),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="int8-static activation ranges from "
+                                     "calibration: minmax | entropy | percentile"),
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="accuracy budget of the --quantize stage: "
                                              "top-1 agreement with the float model (default: the profile's)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow loading pickle-based files"),
@@ -131,10 +136,12 @@ def convert(
         from forgeml.errors import InputError
 
         raise InputError(f"--report {report}: its directory does not exist or is not writable")
-    if not quantize and (calib or calib_synthetic or max_cosine_drop is not None or min_top1 is not None):
+    if not quantize and (calib or calib_synthetic or max_cosine_drop is not None or min_top1 is not None
+                         or min_centered_cosine is not None or calib_method != "minmax"):
         from forgeml.errors import InputError
 
-        raise InputError("--calib, --calib-synthetic, --max-cosine-drop and --min-top1 apply to --quantize; add "
+        raise InputError("--calib, --calib-synthetic, --calib-method, --max-cosine-drop, --min-centered-cosine and "
+                         "--min-top1 apply to --quantize; add "
                          "--quantize fp16|int8|int8-static|int4")
     target_configs = _target_configs(trt_profile, trt_workspace, trt_timing_cache, trt_plugin, gguf_type,
                                      triton_name, triton_max_batch)
@@ -145,7 +152,8 @@ def convert(
         targets=_split(to), passes=None if passes is None else _split([passes]),
         quantize=None if not quantize else QuantizeOptions(
             quantize, calibration=tuple(load_calibration(calib)) if calib else (),
-            synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1),
+            synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1,
+            min_centered_cosine=min_centered_cosine, calibrate_method=calib_method),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
                              rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
@@ -643,7 +651,8 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model name, e.g. cnn"),
 FLAGS = {
     "`quantize.mode`": "--quantize", "`quantize.calibration`": "--calib",
     "`quantize.synthetic_calibration`": "--calib-synthetic", "`quantize.max_cosine_drop`": "--max-cosine-drop",
-    "`quantize.min_top1`": "--min-top1", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
+    "`quantize.min_top1`": "--min-top1", "`quantize.min_centered_cosine`": "--min-centered-cosine",
+    "`quantize.calibrate_method`": "--calib-method", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
     "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
     "`parity.generate_tokens`": "--gen-tokens", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",

@@ -26,9 +26,10 @@ class Tolerance:
     min_decided: int | None = None
 
     def with_overrides(self, *, atol: float | None = None, rtol: float | None = None,
-                       min_cosine: float | None = None, min_top1: float | None = None) -> Tolerance:
-        changes = {k: v for k, v in dict(atol=atol, rtol=rtol, min_cosine=min_cosine,
-                                         min_top1=min_top1).items() if v is not None}
+                       min_cosine: float | None = None, min_top1: float | None = None,
+                       min_centered_cosine: float | None = None) -> Tolerance:
+        changes = {k: v for k, v in dict(atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1,
+                                         min_centered_cosine=min_centered_cosine).items() if v is not None}
         return dataclasses.replace(self, **changes) if changes else self
 
     def to_json(self) -> dict:

@@ -1,9 +1,14 @@
-"""optimize: onnxruntime's offline graph optimizations and its transformer fusions.
+"""optimize: transformer fusions (onnxscript's for dynamo graphs, then onnxruntime's) and basic optimizations.
 
-Runs ``onnxruntime.transformers.optimizer.optimize_model``: onnxruntime's basic optimizations
-(constant folding, redundant node removal) and then the Python fusions — Attention, LayerNormalization,
-SkipLayerNormalization, Gelu/FastGelu/BiasGelu, EmbedLayerNormalization — wherever the graph has their
-pattern. The manifest records which fusions fired (fused op → count) and the op counts that changed.
+Two fusers run in turn:
+1. onnxscript's ``rewriter.ort_fusions`` (``forgeml.passes.dynamo_fusions``), written for the dynamo
+   exporter's graphs: MultiHeadAttention (Q/K/V projections left as MatMuls, so int8 still quantizes
+   them), SkipLayerNormalization, Gelu/BiasGelu;
+2. ``onnxruntime.transformers.optimizer.optimize_model``: onnxruntime's basic optimizations (constant
+   folding, redundant node removal) and its Python fusions — Attention, SkipLayerNormalization,
+   Gelu/FastGelu/BiasGelu, EmbedLayerNormalization — for the TorchScript-style patterns still left.
+The manifest records the fused ops (op → count), the onnxscript rules that fired and the op counts
+that changed.
 
 Fused ops live in the ``com.microsoft`` domain: the result runs in onnxruntime, not in every ONNX
 runtime. On models with none of the patterns (CNNs) only the basic optimizations apply.
@@ -29,6 +34,8 @@ class OptimizeConfig:
     opt_level: int = 1  # onnxruntime level before the fusions: 0 none, 1 basic (portable), 2 extended
     num_heads: int = 0  # 0: detect from the graph
     hidden_size: int = 0  # 0: detect from the graph
+    dynamo_fusions: bool = True  # onnxscript's fusions first (forgeml.passes.dynamo_fusions)
+    pack_qkv: bool = False  # onnxscript: packed Attention instead of MultiHeadAttention (stays float under int8)
 
 
 class OptimizePass(ForgePass):
@@ -39,8 +46,10 @@ class OptimizePass(ForgePass):
         import onnx
         from onnxruntime.transformers.optimizer import optimize_model
 
-        proto = to_proto(model)
-        before = Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in proto.graph.node)
+        original = proto = to_proto(model)
+        rules: dict[str, int] = {}
+        if self.config.dynamo_fusions:
+            proto, rules = self._dynamo_fusions(proto)
         root = logging.getLogger()
         level = root.level
         if not log.isEnabledFor(logging.DEBUG):
@@ -54,19 +63,32 @@ class OptimizePass(ForgePass):
                 optimized = optimize_model(str(path), model_type=self.config.model_type, num_heads=self.config.num_heads,
                                            hidden_size=self.config.hidden_size, opt_level=self.config.opt_level,
                                            use_gpu=False)
-                stats = optimized.get_fused_operator_statistics() or {}
         except Exception as e:
             raise PassError(f"optimize: onnxruntime's transformer optimizer failed: {type(e).__name__}: {e}") from e
         finally:
             root.setLevel(level)
         out = optimized.model
         after = Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in out.graph.node)
-        plain_before = Counter(n.op_type for n in proto.graph.node)
-        # A fusion fired where its fused op is more frequent than before (LayerNormalization may be native).
-        fused = {op: int(n) - plain_before.get(op, 0) for op, n in stats.items() if int(n) > plain_before.get(op, 0)}
+        from forgeml.passes.dynamo_fusions import fused_ops
+
+        fused = fused_ops(original, out)  # a fusion fired where its com.microsoft op is more frequent than before
+        before = Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in original.graph.node)
         changed = {op: [before.get(op, 0), after.get(op, 0)] for op in sorted(set(before) | set(after))
                    if before.get(op, 0) != after.get(op, 0)}
-        modified = out.SerializeToString() != proto.SerializeToString()
+        modified = out.SerializeToString() != original.SerializeToString()
         result = from_proto(out)
         result.graph.sort()
-        return DetailedPassResult(result, modified, {"fusions": fused, "op_counts_changed": changed})
+        return DetailedPassResult(result, modified, {"fusions": fused, "dynamo_rules": rules,
+                                                     "op_counts_changed": changed})
+
+    def _dynamo_fusions(self, proto):
+        """onnxscript's fusions on a copy; a rule that fails leaves the model as it came (onnxruntime's still run)."""
+        from forgeml.passes.dynamo_fusions import fuse
+
+        model = from_proto(proto)
+        try:
+            rules = fuse(model, pack_qkv=self.config.pack_qkv)
+        except Exception as e:  # onnxscript's rewriter is young; its failure costs a fusion, not the run
+            log.warning("optimize: onnxscript's fusions failed (%s: %s); onnxruntime's fusions only", type(e).__name__, e)
+            return proto, {}
+        return to_proto(model), rules

@@ -21,11 +21,12 @@ class ToleranceOverrides:
     rtol: float | None = None
     min_cosine: float | None = None
     min_top1: float | None = None
+    min_centered_cosine: float | None = None
     quantized: ToleranceOverrides | None = None  # only for profiles with no elementwise rule (fp16/int8/int4)
 
     def apply(self, tol: Tolerance) -> Tolerance:
         tol = tol.with_overrides(atol=self.atol, rtol=self.rtol, min_cosine=self.min_cosine,
-                                 min_top1=self.min_top1)
+                                 min_top1=self.min_top1, min_centered_cosine=self.min_centered_cosine)
         if self.quantized is not None and tol.atol is None:
             tol = self.quantized.apply(tol)
         return tol
@@ -78,6 +79,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
         pass_objs += tuple(quantize_pipeline(q.mode, has_calibration=bool(q.calibration),
                                              calib_synthetic=q.synthetic_calibration,
                                              max_cosine_drop=q.max_cosine_drop, min_top1=q.min_top1,
+                                             min_centered_cosine=q.min_centered_cosine,
+                                             calibrate_method=q.calibrate_method,
                                              targets=tuple(targets)))
     stray = sorted(set(target_configs or {}) - set(targets))
     if stray:
@@ -87,7 +90,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
         parity_batches=parity.batches, user_inputs=tuple(parity.inputs),
         tolerance=ToleranceOverrides(atol=parity.atol, rtol=parity.rtol, quantized=ToleranceOverrides(
             min_cosine=None if q is None or q.max_cosine_drop is None else 1.0 - q.max_cosine_drop,
-            min_top1=None if q is None else q.min_top1)),
+            min_top1=None if q is None else q.min_top1,
+            min_centered_cosine=None if q is None else q.min_centered_cosine)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration),
         target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
         generate_tokens=parity.generate_tokens, mlflow=mlflow)

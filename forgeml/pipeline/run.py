@@ -467,12 +467,17 @@ def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[
         files[name] = file(a.path, ArtifactRecord)
         files[name].extra_files = [file(f) for f in a.files if f != a.path] or None
     opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
+    plans = None
+    if config.quantize == "int8-static":  # which int8 each runtime was planned and given (precision.plan)
+        from forgeml.passes.precision.plan import plans_for
+
+        plans = plans_for(config.targets)
     return Manifest(
         forgeml_version=_forgeml_version(), ok=ok, source=SourceRecord.from_json(ir.provenance.to_json()),
         signature=SignatureRecord.from_json(ir.signature.to_json()), opset=opsets.get("", None),
         opset_imports=opsets, precision=ir.precision, stages=stages, artifacts=files, tools=tool_versions(),
         machine=MachineRecord.from_json(detect_machine().to_json()),  # which CPU made the latency and int8 numbers
-        quantize=config.quantize or None, errors=dict(errors), command=config.command or None).keep_null("opset")
+        quantize=config.quantize or None, quantize_plans=plans, errors=dict(errors), command=config.command or None).keep_null("opset")
 
 
 _TOOLS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxsim", "torch", "safetensors", "numpy",

@@ -84,3 +84,21 @@ def test_cli_cnn_int8_static_for_tensorrt_passes_check_trt(tmp_path, capsys):
     plans = [s["details"]["settings"]["plan"] for s in manifest["stages"]
              if isinstance(s.get("details"), dict) and "plan" in s["details"].get("settings", {})]
     assert plans and plans[0]["runtime"] == "tensorrt" and plans[0]["activation_type"] == "int8"
+
+
+def test_plans_per_runtime_say_which_int8_each_target_gets():
+    from forgeml.passes.precision.plan import plans_for
+
+    only_cpu = plans_for(("onnx", "triton", "safetensors"))
+    assert [p["runtime"] for p in only_cpu] == ["onnxruntime-cpu"]
+    assert only_cpu[0]["targets"] == ["onnx", "triton"] and only_cpu[0]["own_plan"]
+    mixed = {p["runtime"]: p for p in plans_for(("onnx", "tensorrt", "tflite"))}
+    assert set(mixed) == {"onnxruntime-cpu", "tensorrt", "tflite"}
+    assert mixed["tensorrt"]["own_plan"] and mixed["tensorrt"]["plan"]["activation_symmetric"]
+    assert mixed["tflite"]["own_plan"] and mixed["tflite"]["made_by"].startswith("the tflite target")
+    # The CPU's own plan is recorded beside the one it is served, and own_plan says whether they agree:
+    # on every CPU the onnxruntime plan wants uint8 asymmetric activations, which TensorRT's plan is not.
+    cpu = mixed["onnxruntime-cpu"]
+    assert cpu["planned_for"] == "tensorrt"
+    assert cpu["own_plan"] == (cpu["plan"]["activation_type"] == "int8" and cpu["plan"]["activation_symmetric"]
+                               and not cpu["plan"]["reduce_range"])

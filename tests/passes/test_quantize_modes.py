@@ -191,3 +191,20 @@ def test_cli_calibration_missing_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no data for model input 'x'" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_centered_budget_and_calibrate_method_reach_the_passes():
+    from forgeml.passes.precision.quantize import Int8DynamicPass, Int8StaticPass
+
+    (p,) = quantize_pipeline("int8", min_centered_cosine=0.99)
+    assert isinstance(p, Int8DynamicPass) and p.config.budget.min_centered_cosine == 0.99
+    (s,) = quantize_pipeline("int8-static", calib_synthetic=True, calibrate_method="percentile")
+    assert isinstance(s, Int8StaticPass) and s.config.calibrate_method == "percentile"
+    with pytest.raises(InputError, match="`quantize.min_centered_cosine`"):
+        quantize_pipeline("int8", min_centered_cosine=1.5)
+    with pytest.raises(InputError, match="`quantize.calibrate_method`"):
+        quantize_pipeline("int8-static", calib_synthetic=True, calibrate_method="kl")
+    with pytest.raises(InputError, match="applies to int8-static"):
+        quantize_pipeline("int8", calibrate_method="entropy")
+    assert main(["convert", "zoo:mlp", "--min-centered-cosine", "0.99"]) == 2  # needs --quantize
+    assert main(["convert", "zoo:mlp", "--calib-method", "entropy"]) == 2

@@ -54,3 +54,41 @@ def int8_static_plan(runtime: str = "onnxruntime-cpu", *, per_channel: bool | No
     return QuantPlan("onnxruntime-cpu", act, "int8", act == "int8", True,
                      s.per_channel if per_channel is None else per_channel,
                      s.reduce_range if reduce_range is None else reduce_range, True, s.isa, s.why)
+
+
+# Which runtime runs each target's int8 (targets that do not run an int8 ONNX graph are absent).
+TARGET_RUNTIMES = {"onnx": "onnxruntime-cpu", "triton": "onnxruntime-cpu", "tensorrt": "tensorrt", "tflite": "tflite"}
+
+
+def tflite_plan() -> QuantPlan:
+    """What TFLite's converter writes for full-integer int8 (the tflite target quantizes by itself)."""
+    from forgeml.passes.precision.cpu_features import int8_settings
+
+    return QuantPlan("tflite", "int8", "int8", False, True, True, False, True, int8_settings().isa,
+                     "TFLite's converter: int8 activations (asymmetric), symmetric per-channel int8 weights, int32 bias")
+
+
+def _kernel_choice(p: QuantPlan) -> tuple:
+    return (p.activation_type, p.weight_type, p.activation_symmetric, p.weight_symmetric, p.per_channel,
+            p.reduce_range, p.quantize_bias)
+
+
+def plans_for(targets) -> list[dict]:
+    """One entry per runtime among ``targets``: its plan, the targets it serves, who makes that int8, and
+    whether it is the int8 those targets actually get (the IR's int8-static pass is planned for one runtime,
+    ``runtime_for``; a runtime whose needs differ and that does not quantize by itself is served that plan).
+    The manifest records this as ``quantize_plans`` so a reader sees which int8 each target runs."""
+    chosen = runtime_for(targets)
+    by_runtime: dict[str, list[str]] = {}
+    for t in tuple(targets or ()):
+        if t in TARGET_RUNTIMES:
+            by_runtime.setdefault(TARGET_RUNTIMES[t], []).append(t)
+    ir_plan = int8_static_plan(chosen)
+    out = []
+    for runtime, served in by_runtime.items():
+        plan = tflite_plan() if runtime == "tflite" else int8_static_plan(runtime)
+        made_by = "the tflite target (TFLite's converter, from the float IR)" if runtime == "tflite" else "the int8-static pass"
+        gets = plan if runtime == "tflite" else ir_plan
+        out.append({"runtime": runtime, "targets": served, "plan": plan.to_json(), "made_by": made_by,
+                    "planned_for": gets.runtime, "own_plan": _kernel_choice(gets) == _kernel_choice(plan)})
+    return out

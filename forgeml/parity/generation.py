@@ -15,7 +15,7 @@ agreement is reported (a quantized model may take another branch at a near-tie a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +30,14 @@ DEFAULT_PROMPTS = 4
 
 Decode = Callable[[list[int], int], tuple[list[int], np.ndarray]]
 """(prompt ids, new tokens) -> (generated ids, logits per step (steps, vocab) float32)."""
+
+
+@runtime_checkable
+class OwnsCache(Protocol):
+    """A runtime that keeps a decoder's KV cache inside itself (llama.cpp): it gives the logits only,
+    is judged on those, and decodes greedily by its own loop rather than through ``present``/``past``."""
+
+    def greedy_decode(self, eos) -> Decode: ...
 
 
 @dataclass
@@ -185,5 +193,7 @@ class GenerationCheck:
         """``parity`` (a ``StageParity``) with the generation row of ``runner`` added to its rows."""
         import dataclasses
 
-        row = self.row(runner_decode(runner, self.spec, self.kv_dtype), tol, runtime)
+        decode = (runner.greedy_decode(self.spec.eos_token_id) if isinstance(runner, OwnsCache)
+                  else runner_decode(runner, self.spec, self.kv_dtype))
+        row = self.row(decode, tol, runtime)
         return dataclasses.replace(parity, rows=[*parity.rows, row], passed=parity.passed and bool(row.passed))

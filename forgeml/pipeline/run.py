@@ -31,7 +31,7 @@ from forgeml.runtime.heartbeat import heartbeat
 from forgeml.runtime.ort import ort_runner_for_ir
 from forgeml.parity.measure import ParityReport, ParityRow, StageParity, measure, run_reference
 from forgeml.parity.tolerances import profile_for
-from forgeml.parity.generation import GenerationCheck
+from forgeml.parity.generation import GenerationCheck, OwnsCache
 
 if TYPE_CHECKING:
     from forgeml.publish.mlflow.log import Published
@@ -199,9 +199,14 @@ class _RunState:
     def check(self, candidate: Runner, precision: str) -> StageParity:
         """Judge a candidate against the source's outputs with the profile for ``precision``."""
         tol = self.config.tolerance.apply(profile_for(precision))
-        parity = measure(self.reference_outputs, candidate, self.input_sets, tol,
-                         reference=self.converted.reference_name,
-                         output_names=self.converted.ir.signature.output_names, progress=self.tick)
+        if self.generation is not None and isinstance(candidate, OwnsCache):
+            # llama.cpp keeps the KV cache inside itself: it cannot take the parity sets' past and positions,
+            # so it is judged on what a decoder does, greedy tokens and each step's logits
+            parity = StageParity(True, self.converted.reference_name, tol, rows=[], batches=0)
+        else:
+            parity = measure(self.reference_outputs, candidate, self.input_sets, tol,
+                             reference=self.converted.reference_name,
+                             output_names=self.converted.ir.signature.output_names, progress=self.tick)
         if self.generation is not None:  # a decoder is used as a loop: greedy tokens must follow the source's
             parity = self.generation.judge(parity, candidate, tol)
         return parity

@@ -374,3 +374,19 @@ def test_signature_json_beside_the_file_checks_the_inputs(sources, tmp_path):
         run({"input_ids": ids.astype(other)})
     with pytest.raises(InputError, match="model.gguf: input 'input_ids' has rank 1"):
         run({"input_ids": ids.reshape(-1)})
+
+
+def test_onnx_and_gguf_together_judge_llama_cpp_by_generation(tmp_path):
+    """With onnx the IR is the KV-cache decoder; llama.cpp keeps its cache inside itself, so its stage
+    is judged on greedy tokens and per-step logits from its own decoding loop, not on past/present."""
+    import forgeml
+
+    result = forgeml.convert("zoo:tiny-llama", targets=["onnx", "gguf"], out_dir=tmp_path / "out",
+                             parity=forgeml.ParityOptions(batches=1))
+    stage = next(s for s in result.manifest["stages"] if s["name"] == "gguf")
+    rows = stage["parity"]["rows"]
+    assert [r["output"].split(" ")[0] for r in rows] == ["generation"], rows
+    assert rows[0]["passed"] and rows[0]["generation"]["total"] > 0, rows[0]
+    matched, total = map(int, rows[0]["tokens_matched"].split("/"))
+    assert matched >= total // 2  # f16 in llama.cpp follows the source's greedy path on peaked logits
+    assert result.ok, result.manifest.get("errors")

@@ -77,6 +77,31 @@ class LlamaRunner:
             out[b] = self.llm.scores[: ids.shape[1]]
         return {self.output_name: out}
 
+    def greedy_decode(self, eos):
+        """Greedy decoding in llama.cpp's own loop (its KV cache): the prompt, then one token per step;
+        the generation check compares the tokens and each step's logits with the source's ``generate``."""
+        from forgeml.parity.generation import is_eos
+
+        def decode(prompt: list[int], n: int) -> tuple[list[int], np.ndarray]:
+            if len(prompt) + n > self.n_ctx:
+                raise TargetError(f"llama.cpp runner: {len(prompt)} prompt + {n} generated tokens exceed the "
+                                  f"context of {self.n_ctx}")
+            self.llm.reset()
+            feed, tokens, steps = [int(t) for t in prompt], [], []
+            for _ in range(n):
+                with _quiet_stderr():
+                    self.llm.eval(feed)
+                last = np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32)
+                steps.append(last)
+                token = int(last.argmax())
+                tokens.append(token)
+                feed = [token]
+                if is_eos(token, eos):
+                    break
+            return tokens, np.stack(steps) if steps else np.zeros((0, self.n_vocab), np.float32)
+
+        return decode
+
 
 def llama_runner(path: Path, *, n_ctx: int, input_name: str = "input_ids", output_name: str = "logits") -> LlamaRunner:
     return LlamaRunner(load(path, n_ctx=n_ctx), n_ctx, input_name, output_name)

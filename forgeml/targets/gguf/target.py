@@ -137,7 +137,7 @@ class GgufTarget:
 
         cfg = self._config(ctx)
         longest = max((s["input_ids"].shape[-1] for s in ctx.input_sets if "input_ids" in s), default=64)
-        n_ctx = max(32, int(longest))
+        n_ctx = max(32, int(longest)) + 128  # room for the generation check's greedy tokens after a prompt
         return checked(llama_runner(artifact.path, n_ctx=n_ctx), artifact.path), PRECISION[cfg.type]
 
 

@@ -232,6 +232,7 @@ class StageRecord(Record):
     latency: LatencyRecord | None = None
     parity: ParityRecord | None = None
     reference_latency: LatencyRecord | None = None
+    reference_released: bool | None = None  # converter: the source model was dropped before the targets ran
     notes: list[str] = field(default_factory=list, metadata=OMIT_EMPTY)
     divergence: DivergenceRecord | None = None
 

@@ -314,7 +314,7 @@ def _release_reference(state: _RunState) -> None:
                               source_model=SimpleNamespace(config=config) if config is not None else None)
     gc.collect()
     trim_heap()
-    state.stages[0]["reference_released"] = True
+    state.stages[0].reference_released = True
 
 
 def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:

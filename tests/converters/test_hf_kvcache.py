@@ -136,7 +136,7 @@ def test_no_kv_cache_exports_the_logits_forward(tmp_path):
 def test_parity_command_compares_a_decoder_file_with_its_source_on_generation_too(runs):
     from forgeml.pipeline.compare import compare
 
-    manifest = compare("zoo:tiny-llama", str(runs("tiny-llama").out_dir / "model.onnx"), batches=1)
+    manifest = compare("zoo:tiny-llama", str(runs("tiny-llama").out_dir / "model.onnx"), batches=1).to_json()
     rows = {r["output"]: r for r in manifest["stages"][0]["parity"]["rows"]}
     assert "present.1.value" in rows and manifest["ok"]
     assert _generation(rows)["tokens_matched"] == "128/128"

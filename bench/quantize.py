@@ -68,7 +68,7 @@ def bench_model(name: str, repeats: int, samples: int, threads: int, workdir: Pa
             converts[mode] = forgeml.convert(f"zoo:{name}",
                                              targets=["onnx"],
                                              out_dir=workdir / f"{name}-{mode}",
-                                             quantize=forgeml.QuantizeOptions(mode, calibration=calibration if mode == "int8-static" else None))
+                                             quantize=forgeml.QuantizeOptions(mode, calibration=tuple(calibration) if mode == "int8-static" else ()))
         except forgeml.ForgeError as e:
             converts[mode] = e
     convert_s = time.perf_counter() - t0

@@ -92,7 +92,7 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_cosine=None if q is None or q.max_cosine_drop is None else 1.0 - q.max_cosine_drop,
             min_top1=None if q is None else q.min_top1,
             min_centered_cosine=None if q is None else q.min_centered_cosine)),
-        quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration),
+        quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration or ()),
         target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
         generate_tokens=parity.generate_tokens, mlflow=mlflow)
     check_config(config)

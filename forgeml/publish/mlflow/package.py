@@ -46,45 +46,47 @@ def metric_key(*parts: str) -> str:
 
 
 def read_package(root: Path) -> Package:
-    """The one reader of a committed output directory's manifest.json and signature.json."""
+    """The one reader of a committed output directory's manifest.json (as the typed ``Manifest``) and
+    signature.json."""
+    from forgeml.manifest import Manifest
+
     root = Path(root)
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
-        signature = json.loads((root / "signature.json").read_text()) if (root / "signature.json").is_file() \
-            else {"inputs": manifest["signature"]["inputs"], "outputs": manifest["signature"]["outputs"]}
-    except (OSError, ValueError, KeyError) as e:
+        m = Manifest.read(root / "manifest.json")
+        if (root / "signature.json").is_file():
+            signature = json.loads((root / "signature.json").read_text())
+        else:
+            sig = m.signature.to_json()
+            signature = {"inputs": sig["inputs"], "outputs": sig["outputs"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{root}: not a forgeml output directory with a readable manifest.json ({e})") from e
-    stages = manifest.get("stages", [])
-    runtimes = {st["name"]: st.get("runtime", "") for st in stages if st.get("kind") == "target"}
+    runtimes = {st.name: st.runtime or "" for st in m.of_kind("target")}
     artifacts = []
-    for target, entry in manifest.get("artifacts", {}).items():
-        files = (root / entry["path"],) + tuple(root / f["path"] for f in entry.get("extra_files", []))
+    for target, entry in m.artifacts.items():
+        files = tuple(root / f.path for f in entry.files())
         req = root / f"requirements-{target}.txt"
         lines = tuple(ln.strip() for ln in req.read_text().splitlines()
                       if ln.strip() and not ln.startswith("#")) if req.is_file() else ()
         artifacts.append(PackagedArtifact(target, files[0], files, runtimes.get(target, ""), lines))
     metrics: dict[str, float] = {}
-    for st in stages:
-        parity = st.get("parity") or {}
-        if "passed" in parity:
-            metrics[metric_key("parity", st["name"], "passed")] = float(bool(parity["passed"]))
-        for row in parity.get("rows", []):
-            for m in PARITY_METRICS:
-                v = row.get(m)
+    for st in m.stages:
+        if st.parity is not None and st.parity.passed is not None:
+            metrics[metric_key("parity", st.name, "passed")] = float(bool(st.parity.passed))
+        for row in st.parity.rows if st.parity is not None else ():
+            for name in PARITY_METRICS:
+                v = row.metric(name)
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    metrics[metric_key("parity", st["name"], row["output"], m)] = float(v)
-        median = (st.get("latency") or {}).get("median_ms")
+                    metrics[metric_key("parity", st.name, row.output, name)] = float(v)
+        median = st.latency.median_ms if st.latency is not None else None
         if isinstance(median, (int, float)):
-            metrics[metric_key("latency_ms", st["name"])] = float(median)
-    for target, entry in manifest.get("artifacts", {}).items():
-        metrics[metric_key("bytes", target)] = float(entry.get("bytes", 0))
-    source = manifest.get("source", {})
-    params = {"forgeml_version": manifest.get("forgeml_version", ""), "source": source.get("ref", ""),
-              "source_sha256": source.get("sha256", ""), "framework": source.get("framework", ""),
-              "route": source.get("route", ""), "precision": manifest.get("precision", ""),
-              "targets": ",".join(manifest.get("artifacts", {})), "opset": manifest.get("opset"),
-              "quantize": manifest.get("quantize")}
+            metrics[metric_key("latency_ms", st.name)] = float(median)
+    for target, entry in m.artifacts.items():
+        metrics[metric_key("bytes", target)] = float(entry.bytes)
+    source = m.source
+    params = {"forgeml_version": m.forgeml_version, "source": source.ref or "",
+              "source_sha256": source.sha256 or "", "framework": source.framework or "",
+              "route": source.route or "", "precision": m.precision or "",
+              "targets": ",".join(m.artifacts), "opset": m.opset, "quantize": m.quantize}
     reports = tuple(root / n for n in REPORTS if (root / n).is_file()) + tuple(sorted(root.glob("requirements-*.txt")))
-    return Package(root, source.get("ref", ""), bool(manifest.get("ok")), manifest.get("forgeml_version", ""),
-                   tuple(artifacts), signature, metrics,
+    return Package(root, source.ref or "", bool(m.ok), m.forgeml_version, tuple(artifacts), signature, metrics,
                    {k: str(v)[:500] for k, v in params.items() if v not in (None, "")}, reports)

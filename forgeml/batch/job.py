@@ -19,10 +19,14 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forgeml.batch.jobs import Job
 from forgeml.batch.record import JOBS, ArtifactRecord, JobRecord, running_path
 from forgeml.errors import ForgeError, first_line
+
+if TYPE_CHECKING:
+    from forgeml.manifest import Manifest
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FORGEML_THREADS")
 
@@ -83,25 +87,25 @@ def _convert(job: Job, root: Path) -> JobRecord:
     except Exception as e:  # a bug in a converter or a framework: this job's result, not the batch's end
         rec.message = "internal error: " + first_line(e, with_type=True)
         return rec
-    return _from_manifest(rec, result.manifest, root, out_dir)
+    return _from_manifest(rec, result.record, root, out_dir)
 
 
-def _from_manifest(rec: JobRecord, manifest: dict, root: Path, out_dir: Path) -> JobRecord:
+def _from_manifest(rec: JobRecord, manifest: Manifest, root: Path, out_dir: Path) -> JobRecord:
     from forgeml.report.gating import exit_code, summary
 
     s = summary(manifest)
     code = exit_code(manifest)
     rec.verdict = "PASS" if code == 0 else "FAIL" if code == 1 else "ERROR"
-    if manifest.get("errors"):
-        rec.message = "; ".join(f"{k}: {v}" for k, v in manifest["errors"].items())
+    if manifest.errors:
+        rec.message = "; ".join(f"{k}: {v}" for k, v in manifest.errors.items())
     elif s["first_failure"]:
         failing = next(st for st in s["stages"] if st["name"] == s["first_failure"])["failing"][0]
         rec.message = f"{s['first_failure']}: {failing['output']} {failing['problem']}".strip()
     rel = out_dir.relative_to(root)
     rec.out_dir = str(rel)
     rec.report = str(rel / "report.html") if (out_dir / "report.html").is_file() else None
-    rec.artifacts = [ArtifactRecord(target=name, path=str(rel / a["path"]), bytes=a["bytes"], sha256=a["sha256"])
-                     for name, a in manifest.get("artifacts", {}).items()]
+    rec.artifacts = [ArtifactRecord(target=name, path=str(rel / a.path), bytes=a.bytes, sha256=a.sha256)
+                     for name, a in manifest.artifacts.items()]
     rec.latency_ms = next((st["latency_ms"] for st in s["stages"] if st["kind"] == "target" and "latency_ms" in st),
                           None)
     return rec

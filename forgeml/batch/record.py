@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from forgeml.fileio import write_json_atomic
+from forgeml.manifest import Manifest
 
 VERDICTS = ("PASS", "FAIL", "ERROR", "UNSCHEDULABLE", "LOST")
 RECORDS = "records"
@@ -89,10 +90,10 @@ def resumable(out: Path, job_id: str, input_hash: str) -> JobRecord | None:
     manifest (the conversion's own word) says ok with every artifact file still present."""
     try:
         rec = JobRecord.from_json(json.loads(record_path(out, job_id).read_text()))
-        manifest = json.loads((out / JOBS / job_id / "manifest.json").read_text())
-    except (OSError, ValueError, TypeError, KeyError):
+        manifest = Manifest.read(out / JOBS / job_id / "manifest.json")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    if not (rec.ok and rec.input_hash == input_hash and manifest.get("ok") and not manifest.get("errors")):
+    if not (rec.ok and rec.input_hash == input_hash and manifest.ok and not manifest.errors):
         return None
     if not all((out / a.path).is_file() and (out / a.path).stat().st_size == a.bytes for a in rec.artifacts):
         return None

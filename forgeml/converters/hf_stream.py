@@ -58,6 +58,8 @@ def streamed_model(checkpoint: Path):
                                  f"says {tuple(p.shape)}")
         plans.append(plan)
     reader = _Prefetch(source, [[name for _, name, _ in plan] for plan in plans])
+    model.register_forward_pre_hook(lambda module, args: reader.begin())
+    model.register_forward_hook(lambda module, args, output: reader.end())
     k = 0
     for _, module in model.named_modules(remove_duplicate=False):
         if any(p is not None for p in module._parameters.values()):
@@ -81,7 +83,10 @@ class _Prefetch:
     """Reads the weights of the module expected next on a helper thread while the current one computes
     (the read and float32 conversion release the GIL). The order is learned from the forward itself:
     after module ``k`` ran, the module that ran next is expected next time (registration order until
-    then). At most one module's weights wait beside the running module's."""
+    then). At most one module's weights wait beside the running module's, and none outside a forward:
+    the module that ended the last forward prefetches nothing, and the end of a forward drops (and waits
+    for) any prefetch still pending, so a forward reads each tensor once, whatever the threads' timing,
+    and nothing is held or read between calls."""
 
     def __init__(self, source, names: list[list[str]]):
         from concurrent.futures import ThreadPoolExecutor
@@ -89,11 +94,27 @@ class _Prefetch:
         self.source, self.names = source, names
         self.next_of: dict[int, int] = {}
         self.last: int | None = None
+        self.final: int | None = None  # the module that ran last in the previous forward
         self.pending: tuple[int, object] | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeml-weights")
 
     def _read(self, k: int) -> list:
         return [self.source.get(name) for name in self.names[k]]
+
+    def begin(self) -> None:
+        """A forward starts: no order link from the previous forward's last module to this one's first."""
+        self._drop()
+        self.last = None
+
+    def end(self) -> None:
+        self._drop()
+        self.final = self.last
+
+    def _drop(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None and not pending[1].cancel():
+            with contextlib.suppress(Exception):
+                pending[1].result()
 
     def take(self, k: int) -> list:
         if self.last is not None:
@@ -107,7 +128,7 @@ class _Prefetch:
                 pending[1].cancel()
             arrays = self._read(k)
         nxt = self.next_of.get(k, k + 1)
-        if nxt < len(self.names):
+        if k != self.final and nxt < len(self.names):
             self.pending = (nxt, self.pool.submit(self._read, nxt))
         return arrays
 

@@ -47,7 +47,12 @@ def test_streamed_reference_is_the_float32_model_without_holding_it(fp16_checkpo
 
 
 def test_streamed_reference_reads_once_for_all_sets(fp16_checkpoint, monkeypatch):
-    """Sets of one shape go through one forward (one pass over the weights on disk), same logits."""
+    """Sets of one shape go through one forward (one pass over the weights on disk), same logits; a forward
+    reads each tensor exactly once however the prefetch thread is scheduled, and nothing is read between
+    calls (this was flaky while a prefetch of the first module ran on after a forward returned)."""
+    import collections
+    import time
+
     from forgeml.converters.hf import HFConverter
     from forgeml.parity.measure import run_reference
     from forgeml.targets.gguf.tensors import SafetensorsSource
@@ -56,11 +61,23 @@ def test_streamed_reference_reads_once_for_all_sets(fp16_checkpoint, monkeypatch
     ids = streamed.example_inputs["input_ids"]
     sets = [{"input_ids": ids}, {"input_ids": ids[::-1].copy()}, {"input_ids": ids[:, :8].copy()}]
     one_by_one = [streamed.reference(s)["logits"] for s in sets]
+    time.sleep(0.2)  # a prefetch left running after the last call would be counted below
     reads = []
     real = SafetensorsSource.get
-    monkeypatch.setattr(SafetensorsSource, "get", lambda self, name: reads.append(name) or real(self, name))
+    def slow_get(self, name):  # a slow disk: a read still running when the call returns shows up below
+        time.sleep(0.02)
+        reads.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(SafetensorsSource, "get", slow_get)
+    streamed.reference(sets[0])
+    per_forward = collections.Counter(reads)
+    time.sleep(0.2)
+    assert collections.Counter(reads) == per_forward, "weights were read after the forward returned"
+    reads.clear()
     together = run_reference(streamed.reference, sets, "ref")
-    n_tensors = len(set(reads))
-    assert 2 * n_tensors <= len(reads) < 3 * n_tensors  # two shapes: two passes (+ a prefetch), not three
+    time.sleep(0.2)
+    assert collections.Counter(reads) == collections.Counter({n: 2 * c for n, c in per_forward.items()})
+    assert set(per_forward) == set(SafetensorsSource(sorted(fp16_checkpoint.glob("*.safetensors"))).names())
     for a, b in zip(together, one_by_one):
         np.testing.assert_allclose(a["logits"], b, rtol=1e-5, atol=1e-5)

@@ -55,22 +55,40 @@ def _cpuinfo(text: str) -> tuple[str, set[str]]:
     return model, flags
 
 
+def confirmed(flags: set[str]) -> set[str]:
+    """``flags`` less those the ``cpuid`` instruction denies to this process (emulators and hypervisors
+    show the host's list in /proc/cpuinfo; kernels dispatch on ``cpuid``). See ``runtime.cpuid``."""
+    from forgeml.runtime import cpuid
+
+    seen = cpuid.query()
+    if seen is None:
+        return set(flags)
+    return {f for f in flags if f not in cpuid.known() or f in seen}
+
+
 def cpuinfo_flags() -> set[str]:
-    """This CPU's flags as Linux reports them (empty where /proc/cpuinfo cannot be read)."""
+    """This CPU's flags as Linux lists them and ``cpuid`` confirms (empty where /proc/cpuinfo cannot be read)."""
     try:
-        return _cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))[1]
+        return confirmed(_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))[1])
     except OSError:
         return set()
 
 
 def detect(cpuinfo: str | None = None) -> Machine:
-    """This machine now; ``cpuinfo`` replaces /proc/cpuinfo's text (other systems fall back to platform)."""
+    """This machine now; ``cpuinfo`` replaces /proc/cpuinfo's text (other systems fall back to platform).
+    The flags of this machine are those ``cpuid`` confirms; a given text is taken as it is."""
+    given = cpuinfo is not None
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             cpuinfo = ""
     model, flags = _cpuinfo(cpuinfo)
+    if not given:
+        from forgeml.runtime import cpuid
+
+        flags = confirmed(flags)
+        model = cpuid.brand() or model
     logical = os.cpu_count() or 1
     try:
         usable = len(os.sched_getaffinity(0))

@@ -3,54 +3,27 @@
 A plan says, for one checkpoint, which GGUF architecture it becomes, the metadata llama.cpp reads
 for it, and every output tensor: its GGUF name, the source tensor it comes from and how it is
 transformed on the way (Q/K row permutation for llama's rotary layout, GPT-2's Conv1D transpose).
-Nothing here reads tensor data; the writer streams it.
+Nothing here reads tensor data; the writer streams it. This module holds the dispatch, the llama
+family (llama, mistral, qwen2, qwen3) and gpt2; phi3 and gemma2, whose layouts and hyperparameters
+differ more, have a module each (``arch_phi3``, ``arch_gemma2``); the plan records and the pieces
+they share are in ``arch_base``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from forgeml.errors import TargetError
+from forgeml.targets.gguf.arch_base import (  # noqa: F401  (ArchPlan, TensorPlan: re-exported for the writer)
+    ArchPlan, Dims, TensorPlan, cfg_get, adder, decoder_metadata, require_sources, rope_theta)
+from forgeml.targets.gguf.arch_gemma2 import plan_gemma2
+from forgeml.targets.gguf.arch_phi3 import plan_phi3
 
-SUPPORTED = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gpt2": "gpt2"}
+SUPPORTED = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gpt2": "gpt2", "phi3": "phi3",
+             "qwen3": "qwen3", "gemma2": "gemma2"}
 """HF ``model_type`` -> GGUF architecture."""
-
-
-@dataclass
-class TensorPlan:
-    name: str  # GGUF tensor name
-    source: str  # source (HF) tensor name
-    shape: tuple[int, ...]  # numpy shape after the transform
-    transform: Callable[[np.ndarray], np.ndarray] | None = None
-    transform_name: str = ""
-    # Rows the transform keeps together: the tensor may be streamed in chunks of a multiple of this
-    # many rows (1: any rows; head_dim for the Q/K permutation); 0: only whole (a transpose).
-    row_block: int = 1
-
-    def apply(self, a: np.ndarray) -> np.ndarray:
-        return self.transform(a) if self.transform is not None else a
-
-
-@dataclass
-class ArchPlan:
-    hf_type: str
-    arch: str  # GGUF general.architecture
-    name: str
-    context: int
-    vocab_size: int
-    metadata: dict[str, tuple[str, object]] = field(default_factory=dict)  # key -> (value type, value)
-    tensors: list[TensorPlan] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _get(cfg: dict, *keys, default=None):
-    for k in keys:
-        if cfg.get(k) is not None:
-            return cfg[k]
-    return default
 
 
 def unsupported(model_type: str) -> TargetError:
@@ -65,13 +38,17 @@ def plan(cfg: dict, names: list[str], shapes: Callable[[str], tuple[int, ...]], 
         raise unsupported(model_type)
     if model_type == "gpt2":
         p = _gpt2(cfg, names, shapes, model_name)
+    elif model_type == "phi3":
+        p = plan_phi3(cfg, names, shapes, model_name)
+    elif model_type == "gemma2":
+        p = plan_gemma2(cfg, names, shapes, model_name)
     else:
         p = _llama_family(cfg, names, shapes, model_name, model_type)
     _check_shapes(p, shapes)
     return p
 
 
-# --- llama, mistral, qwen2 -----------------------------------------------------------------------
+# --- llama, mistral, qwen2, qwen3 ---------------------------------------------------------------
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF stores rotary pairs as (first half, second half) of each head; llama.cpp's llama rope
@@ -88,45 +65,19 @@ def _llama_family(cfg: dict, names: list[str], shapes, model_name: str, model_ty
         raise TargetError(f"gguf: {model_type} with hidden_act={act!r} is not supported (llama.cpp computes silu)")
     if model_type != "qwen2" and (cfg.get("attention_bias") or cfg.get("mlp_bias")):
         raise TargetError(f"gguf: {model_type} with attention_bias/mlp_bias is not supported")
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-    if rope_type not in ("default", None):
-        raise TargetError(f"gguf: rope scaling {rope_type!r} is not supported; only default rotary embeddings")
-    theta = float(_get(rope if isinstance(rope, dict) else {}, "rope_theta", default=None)
-                  or cfg.get("rope_theta") or 10000.0)
-    hidden = int(cfg["hidden_size"])
-    n_head = int(cfg["num_attention_heads"])
-    n_kv = int(_get(cfg, "num_key_value_heads", default=n_head))
-    head_dim = int(_get(cfg, "head_dim", default=hidden // n_head))
-    layers = int(cfg["num_hidden_layers"])
-    context = int(_get(cfg, "max_position_embeddings", default=2048))
-    vocab = int(cfg["vocab_size"])
-    md: dict[str, tuple[str, object]] = {
-        f"{arch}.context_length": ("u32", context),
-        f"{arch}.embedding_length": ("u32", hidden),
-        f"{arch}.block_count": ("u32", layers),
-        f"{arch}.feed_forward_length": ("u32", int(cfg["intermediate_size"])),
-        f"{arch}.attention.head_count": ("u32", n_head),
-        f"{arch}.attention.head_count_kv": ("u32", n_kv),
-        f"{arch}.rope.freq_base": ("f32", theta),
-        f"{arch}.rope.dimension_count": ("u32", head_dim),
-        f"{arch}.attention.layer_norm_rms_epsilon": ("f32", float(_get(cfg, "rms_norm_eps", default=1e-6))),
-        f"{arch}.vocab_size": ("u32", vocab),
-    }
-    if head_dim * n_head != hidden:
-        md[f"{arch}.attention.key_length"] = ("u32", head_dim)
-        md[f"{arch}.attention.value_length"] = ("u32", head_dim)
+    theta = rope_theta(cfg, model_type)
+    d = Dims.of(cfg)
+    n_head, n_kv, head_dim, layers, context, vocab = d.heads, d.kv_heads, d.head_dim, d.layers, d.context, d.vocab
+    md = decoder_metadata(arch, cfg, d, theta)
     p = ArchPlan(model_type, arch, model_name, context, vocab, md)
     sw = cfg.get("sliding_window")
-    if sw and int(sw) < context and (model_type != "qwen2" or cfg.get("use_sliding_window")):
+    if sw and int(sw) < context and (model_type not in ("qwen2", "qwen3") or cfg.get("use_sliding_window")):
         p.notes.append(f"sliding_window={sw} is not written: llama.cpp attends to the whole context, so outputs "
                        f"differ from the source beyond {sw} tokens")
-    permute = model_type != "qwen2"  # qwen2 uses llama.cpp's NEOX rope, which matches HF's layout
+    # qwen2/qwen3 use llama.cpp's NEOX rope, which matches HF's layout: no permutation.
+    permute = model_type not in ("qwen2", "qwen3")
     have = set(names)
-
-    def add(gguf: str, src: str, transform=None, tname: str = "", row_block: int = 1) -> None:
-        p.tensors.append(TensorPlan(gguf, src, tuple(shapes(src)) if src in have else (), transform, tname,
-                                    row_block))
+    add = adder(p, have, shapes)
 
     add("token_embd.weight", "model.embed_tokens.weight")
     for i in range(layers):
@@ -145,6 +96,9 @@ def _llama_family(cfg: dict, names: list[str], shapes, model_name: str, model_ty
         if model_type == "qwen2":
             for x in "qkv":
                 add(blk + f"attn_{x}.bias", pre + f"self_attn.{x}_proj.bias")
+        if model_type == "qwen3":  # RMS norms over each head's q and k, before the rotation
+            add(blk + "attn_q_norm.weight", pre + "self_attn.q_norm.weight")
+            add(blk + "attn_k_norm.weight", pre + "self_attn.k_norm.weight")
         add(blk + "attn_output.weight", pre + "self_attn.o_proj.weight")
         add(blk + "ffn_norm.weight", pre + "post_attention_layernorm.weight")
         add(blk + "ffn_gate.weight", pre + "mlp.gate_proj.weight")
@@ -154,7 +108,7 @@ def _llama_family(cfg: dict, names: list[str], shapes, model_name: str, model_ty
     # Tied embeddings: llama.cpp reuses token_embd when output.weight is absent.
     if "lm_head.weight" in have and not cfg.get("tie_word_embeddings", False):
         add("output.weight", "lm_head.weight")
-    _require(p, have)
+    require_sources(p, have)
     return p
 
 
@@ -169,15 +123,15 @@ def _gpt2(cfg: dict, names: list[str], shapes, model_name: str) -> ArchPlan:
         raise TargetError("gguf: gpt2 with scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn is not supported")
     hidden = int(cfg["n_embd"])
     layers = int(cfg["n_layer"])
-    context = int(_get(cfg, "n_positions", "n_ctx", default=1024))
+    context = int(cfg_get(cfg, "n_positions", "n_ctx", default=1024))
     vocab = int(cfg["vocab_size"])
     md: dict[str, tuple[str, object]] = {
         "gpt2.context_length": ("u32", context),
         "gpt2.embedding_length": ("u32", hidden),
         "gpt2.block_count": ("u32", layers),
-        "gpt2.feed_forward_length": ("u32", int(_get(cfg, "n_inner", default=4 * hidden))),
+        "gpt2.feed_forward_length": ("u32", int(cfg_get(cfg, "n_inner", default=4 * hidden))),
         "gpt2.attention.head_count": ("u32", int(cfg["n_head"])),
-        "gpt2.attention.layer_norm_epsilon": ("f32", float(_get(cfg, "layer_norm_epsilon", default=1e-5))),
+        "gpt2.attention.layer_norm_epsilon": ("f32", float(cfg_get(cfg, "layer_norm_epsilon", default=1e-5))),
         "gpt2.vocab_size": ("u32", vocab),
     }
     p = ArchPlan("gpt2", "gpt2", model_name, context, vocab, md)
@@ -213,18 +167,36 @@ def _gpt2(cfg: dict, names: list[str], shapes, model_name: str) -> ArchPlan:
     head = "lm_head.weight" if "lm_head.weight" in have and not cfg.get("tie_word_embeddings", True) \
         else prefix + "wte.weight"
     add("output.weight", head)
-    _require(p, have)
+    require_sources(p, have)
     return p
 
 
+# llama.cpp sets per-token attributes by ``general.name``: a name containing one of these words makes
+# its vocabulary loader look these tokens up, and loading aborts ("unordered_map::at") if one is missing.
+NAME_TOKENS = {("phi-3", "phi3"): ("</s>", "<unk>", "<s>", "<|endoftext|>")}
+
+
+def name_for_vocab(p: ArchPlan, tokens: list[str]) -> None:
+    """Keep ``p.name`` unless llama.cpp would refuse the file for it with this vocabulary: then write the
+    name with that word spelled so it does not match (``phi3`` -> ``phi_3``) and say so in the notes."""
+    have = set(tokens)
+    for words, needed in NAME_TOKENS.items():
+        lowered = p.name.lower()
+        hit = [w for w in words if w in lowered]
+        missing = [t for t in needed if t not in have]
+        if hit and missing:
+            name = p.name
+            for w in words:
+                while w in name.lower():
+                    i = name.lower().index(w)
+                    name = name[:i] + name[i:i + len(w)].replace("-", "").replace("3", "_3") + name[i + len(w):]
+            p.notes.append(f"general.name {p.name!r} written as {name!r}: llama.cpp looks up the tokens "
+                           f"{', '.join(needed)} for a model named {hit[0]!r} and fails to load without "
+                           f"{', '.join(missing)}")
+            p.name = name
+
+
 # --- checks --------------------------------------------------------------------------------------
-
-def _require(p: ArchPlan, have: set[str]) -> None:
-    missing = [t.source for t in p.tensors if t.source not in have]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise TargetError(f"gguf: the {p.hf_type} checkpoint is missing tensors: {shown}")
-
 
 def _check_shapes(p: ArchPlan, shapes) -> None:
     embd = next(t for t in p.tensors if t.name == "token_embd.weight")

@@ -1,4 +1,4 @@
-"""gguf: llama.cpp-ready files for decoder LLMs (llama, mistral, qwen2, gpt2), proven in llama.cpp itself.
+"""gguf: llama.cpp-ready files for decoder LLMs (llama, mistral, qwen2, qwen3, phi3, gemma2, gpt2), proven in llama.cpp.
 
 The file is written from the *source* checkpoint, not from the ONNX IR: GGUF stores the model's own
 tensors under llama.cpp's names, and llama.cpp brings its own compute graph. Tensors stream from the
@@ -163,6 +163,7 @@ def write_file(src: HFSource, path: Path, cfg: Config, extra: dict[str, str] | N
         raise TargetError(f"gguf: {e}") from e
     plan = gguf_arch.plan(src.config, tensors.names(), tensors.shape, src.name)
     vocab = read_vocab(src.tokenizer_dir, src.config, plan.vocab_size)
+    gguf_arch.name_for_vocab(plan, vocab.tokens)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         stats, weights = write_gguf(tmp, plan, vocab, tensors, cfg.type, extra or {}, progress=progress,

@@ -257,7 +257,8 @@ def _metadata(writer, plan: ArchPlan, vocab: Vocab, gguf_type: str, extra: dict[
     writer.add_file_type(int(file_type(gguf_type)))
     if gguf_type not in ("f32", "f16", "bf16"):
         writer.add_quantization_version(2)
-    add = {"u32": writer.add_uint32, "f32": writer.add_float32, "str": writer.add_string, "bool": writer.add_bool}
+    add = {"u32": writer.add_uint32, "f32": writer.add_float32, "str": writer.add_string, "bool": writer.add_bool,
+           "bool_array": lambda key, values: writer.add_array(key, [bool(v) for v in values])}
     for key, (kind, value) in plan.metadata.items():
         add[kind](key, value)
     writer.add_tokenizer_model(vocab.model)

@@ -69,6 +69,8 @@ def convert(
                                      "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
     parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    held_out_samples: int = typer.Option(64, "--held-out-samples", min=0, help="with --quantize: fresh samples every "
+                                         "fp16/int8/int4 stage is also judged on (no pass saw them)"),
     gen_tokens: int = typer.Option(32, "--gen-tokens", min=0, help="KV-cache decoders: greedy tokens per prompt "
                                    "in generation parity (0: none)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
@@ -155,7 +157,8 @@ def convert(
             synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1,
             min_centered_cosine=min_centered_cosine, calibrate_method=calib_method),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
-                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens),
+                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens,
+                             held_out_samples=held_out_samples, fail_on=fail_on),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
                                      input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
                                      opset=opset, trust_pickle=trust_pickle, signature=signature,
@@ -353,10 +356,11 @@ def _print_summary(result, fail_on: str = "fail") -> None:
                           _cosine(row), _centered(row), _top1(row),
                           "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
     out.print(table)
+    for st in m.stages:
+        for note in st.notes:
+            out.print(f"[dim]{_escape(st.name)}: {_escape(note)}[/]")
     if m.plan and m.plan.skipped:
         out.print(f"[dim]plan: {_escape(m.plan.reason)}; skipped: {_escape(', '.join(m.plan.skipped))}[/]")
-    for warning in m.warnings:
-        out.print(f"[yellow]warning:[/] {_escape(warning)}")
     source = m.source
     if source.fallback:
         out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source.route.split(' ')[0])}: "
@@ -655,7 +659,8 @@ FLAGS = {
     "`quantize.calibrate_method`": "--calib-method", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
     "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
-    "`parity.generate_tokens`": "--gen-tokens", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
+    "`parity.generate_tokens`": "--gen-tokens", "`parity.held_out_samples`": "--held-out-samples",
+    "`parity.fail_on`": "--fail-on", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",

@@ -314,6 +314,8 @@ class RunRecord(Record):
     localize: str | None = None
     generate_tokens: int | None = None
     latency: bool | None = None
+    held_out_samples: int | None = None
+    fail_on: str | None = None
     cwd: str | None = None
 
 

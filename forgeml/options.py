@@ -17,7 +17,7 @@ class QuantizeOptions:
     (first axis = samples) for int8-static; ``synthetic_calibration`` calibrates on seeded random inputs
     instead (flagged in the report). ``max_cosine_drop`` / ``min_top1``: the budget against the float
     model (default: the precision's profile). ``min_centered_cosine``: the budget on the input-dependent
-    part of the outputs (each minus its mean over the batch; needs batches of 2+), which plain cosine
+    part of the outputs (each minus its mean over every sample measured), which plain cosine
     cannot see on models whose outputs barely vary. ``calibrate_method``: how int8-static turns
     calibration activations into ranges (minmax | entropy | percentile).
     """

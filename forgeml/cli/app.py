@@ -85,7 +85,7 @@ def convert(
                                                     "(default: the precision's profile)"),
     min_centered_cosine: Optional[float] = typer.Option(None, "--min-centered-cosine", help="accuracy budget of "
                                                         "the --quantize stage on the input-dependent part of the "
-                                                        "outputs (centered cosine vs the float model, batches of 2+)"),
+                                                        "outputs (centered cosine vs the float model, centered over all samples)"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8-static activation ranges from "
                                      "calibration: minmax | entropy | percentile"),
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="accuracy budget of the --quantize stage: "

@@ -164,5 +164,7 @@ def run_record(ref: str, config: PipelineConfig) -> RunRecord:
         localize=config.localize,
         generate_tokens=config.generate_tokens,
         latency=config.latency,
+        held_out_samples=config.held_out_samples,
+        fail_on=config.fail_on,
         cwd=os.getcwd(),
     )

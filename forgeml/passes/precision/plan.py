@@ -4,7 +4,9 @@ One QDQ file cannot suit every runtime: onnxruntime's CPU kernels are fastest on
 activations (and, without VNNI, 7-bit weights so u8×s8 pairs do not saturate 16 bits), while TensorRT
 imports Q/DQ only as *symmetric signed* int8 (zero points 0, INT8 type) and has no int32 bias
 dequantization. The plan is recorded in the pass details so the manifest says which runtime a
-quantized model was made for.
+quantized model was made for. A run with several targets plans the IR's pass for one runtime
+(``runtime_for``) and gives each other runtime whose needs differ a variant stage of its own
+(``variant_runtimes``, made by the pipeline); ``plans_for`` says which int8 each target gets from where.
 """
 
 from __future__ import annotations

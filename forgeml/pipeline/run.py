@@ -367,10 +367,13 @@ def _pass_inputs(state: _RunState, ir: IRModel) -> PassInputs:
                       progress=state.tick)
 
 
-def _run_pass(state: _RunState, p, ir: IRModel, ran: list[str], *, name: str | None = None,
-              notes: tuple[str, ...] = ()) -> IRModel:
+def _run_pass(state: _RunState, p, ir: IRModel, ran: list[str], *, name: str | None = None) -> IRModel:
     """One pass as one stage (``name`` when it is a runtime's own variant): run, measure, record."""
     name = name or p.name
+    runtime = getattr(p.config, "runtime", None)  # int8-static: the runtime its Q/DQ is planned for
+    notes = ([f"int8 planned for {runtime}, made from the float IR; judged on onnxruntime (CPU) as a proxy for "
+              "TensorRT (the tensorrt stage runs the engine where TensorRT and a GPU are present)"]
+             if runtime == "tensorrt" else [])
     p = p.bind(_pass_inputs(state, ir))
     state.start(name, "pass")
     t0 = time.perf_counter()
@@ -389,7 +392,7 @@ def _run_pass(state: _RunState, p, ir: IRModel, ran: list[str], *, name: str | N
     seconds = time.perf_counter() - t0
     entry = StageRecord(name, "pass", config=p.config_json(), seconds=round(seconds, 3),
                         changes=PassChanges(result.modified, before["nodes"], after["nodes"], before["bytes"],
-                                            after["bytes"]), notes=list(notes))
+                                            after["bytes"]), notes=notes)
     details = getattr(result, "details", None)
     if details:
         entry.details = PassDetails.from_json(details)
@@ -415,10 +418,7 @@ def _runtime_variants(state: _RunState, float_ir: IRModel) -> dict[str, IRModel]
     ran = [p.name for p in config.passes]
     for runtime in variant_runtimes(config.targets):
         p = type(base)(replace(base.config, runtime=runtime))
-        note = (f"the {runtime} variant of int8-static, made from the float IR and judged on onnxruntime (CPU)"
-                + (" as a proxy for TensorRT; the tensorrt stage runs the engine where TensorRT and a GPU are present"
-                   if runtime == "tensorrt" else ""))
-        out[runtime] = _run_pass(state, p, float_ir, ran, name=variant_stage(runtime), notes=(note,))
+        out[runtime] = _run_pass(state, p, float_ir, ran, name=variant_stage(runtime))
     return out
 
 

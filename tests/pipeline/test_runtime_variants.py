@@ -85,3 +85,19 @@ def test_tflite_makes_its_own_int8_and_is_judged_in_its_runtime(tmp_path):
     plans = {q.runtime: q for q in m.quantize_plans}
     assert plans["tflite"].stage == "tflite" and plans["tflite"].made_by.startswith("the tflite target")
     assert plans["onnxruntime-cpu"].stage == "int8-static"
+
+
+@pytest.mark.parametrize("flags", [{"avx2"}, {"avx2", "avx512f", "avx512_vnni"}], ids=["avx2", "avx512-vnni"])
+def test_the_variants_planned_for_either_x86_cpu(monkeypatch, flags):
+    """The same targets get the same stages on an AVX2-only and an AVX-512 VNNI CPU; only the CPU plan's
+    reduce_range follows the CPU, and TensorRT's plan never does."""
+    from forgeml.passes.precision import cpu_features
+    from forgeml.passes.precision.plan import int8_static_plan, plans_for, variant_runtimes
+
+    monkeypatch.setattr(cpu_features, "detect", lambda: cpu_features.parse("x86_64", flags))
+    assert variant_runtimes(("onnx", "tensorrt")) == ["tensorrt"] and variant_runtimes(("onnx",)) == []
+    plans = {p.runtime: p for p in plans_for(("onnx", "tensorrt"))}
+    assert plans["onnxruntime-cpu"].plan.reduce_range == ("avx512_vnni" not in flags)
+    assert plans["onnxruntime-cpu"].plan.activation_type == "uint8"
+    trt = int8_static_plan("tensorrt")
+    assert plans["tensorrt"].plan == trt and (trt.activation_type, trt.reduce_range) == ("int8", False)

@@ -184,14 +184,14 @@ def convert(
         if e.status == "start":
             if bar is not None:
                 bar.started(e.name, e.kind)
-            status.update(f"{e.kind} [bold]{e.name}[/] …")
+            status.update(f"{e.kind} [bold]{_escape(e.name)}[/] …")
             return
         if e.status == "failed":
             why = "" if e.kind == "publish" else e.message  # publish raises: its line follows, in flags
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
+            err.print(f"  [red]✗[/] {e.kind:9} {_escape(f'{e.name:16}')} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
             return
         mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
-        err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
+        err.print(f"  {mark} {e.kind:9} {_escape(f'{e.name:16}')} {e.seconds:6.2f}s")  # int8-static[tensorrt]
 
     try:
         result = run(resolved, config, out, force=force, on_event=on_event)
@@ -352,9 +352,9 @@ def _print_summary(result, fail_on: str = "fail") -> None:
         table.add_column(col)
     for stage, parity in result.parity.stages:
         for row in parity.rows:
-            table.add_row(f"{stage} ({parity.profile.name})", row.output, _max_abs(row),
+            table.add_row(_escape(f"{stage} ({parity.profile.name})"), _escape(row.output), _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
-                          "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
+                          "[green]pass[/]" if row.passed else f"[red]FAIL[/] {_escape(row.problem or '')}")
     out.print(table)
     for st in m.stages:
         for note in st.notes:

@@ -24,7 +24,7 @@ def _zero_point_types(proto) -> set:
             if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits}
 
 
-def test_onnx_and_tensorrt_each_get_their_own_int8_stage(tmp_path):
+def test_onnx_and_tensorrt_each_get_their_own_int8_stage(tmp_path, capsys):
     src = tmp_path / "m.onnx"
     onnx.save(mlp_proto(), str(src))
     example = {"x": np.random.default_rng(3).normal(size=(4, 16)).astype(np.float32)}
@@ -57,6 +57,12 @@ def test_onnx_and_tensorrt_each_get_their_own_int8_stage(tmp_path):
     assert plans["tensorrt"].stage == "int8-static[tensorrt]" and plans["tensorrt"].own_plan
     assert plans["tensorrt"].plan.activation_type == "int8" and plans["tensorrt"].plan.activation_symmetric
     md = (tmp_path / "o" / "report.md").read_text()
+    from forgeml.cli.app import _print_summary
+
+    _print_summary(result)
+    printed = capsys.readouterr().out
+    # the variant stage name in the table is not taken for rich markup (it would vanish)
+    assert any("│ int8-static[te" in line for line in printed.splitlines()), printed
     assert "## int8 per runtime" in md and "| tensorrt | tensorrt |" in md and "proxy for TensorRT" in md
     html = (tmp_path / "o" / "report.html").read_text()
     assert 'id="plans"' in html and "int8-static[tensorrt]" in html

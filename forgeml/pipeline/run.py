@@ -77,9 +77,10 @@ class Conversion:
 
     @property
     def exit_code(self) -> int:
-        if self.errors:
-            return 2
-        return 0 if self.ok else 1
+        """The CLI's exit code for this run, under the gate it was converted with (``parity.fail_on``)."""
+        from forgeml.report.gating import exit_code
+
+        return exit_code(self.record)
 
     def save_report(self, path: str | Path) -> Path:
         """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""

@@ -82,9 +82,12 @@ def verdict(manifest: Manifest | dict, fail_on: str | None = None) -> str:
 
 
 def verdict_reason(manifest: Manifest | dict, fail_on: str | None = None) -> str:
-    """Why a run whose parity passed still fails: the gate, in words; empty when there is nothing to add."""
+    """Why a run fails beyond a parity row's FAIL (a target not built, the warn gate), in words; empty when
+    there is nothing to add."""
     m = Manifest.coerce(manifest)
-    if m.ok and not m.errors and gate(m, fail_on) == "warn":
+    if m.errors:  # exit 2 whatever the parity: say which artifacts are missing
+        return f"target(s) not built: {', '.join(m.errors)}"
+    if m.ok and gate(m, fail_on) == "warn":
         n = len(warnings(m))
         if n:
             return f"--fail-on warn: {n} warning(s)"

@@ -56,3 +56,9 @@ def test_recorded_warnings_count_and_the_recorded_gate_is_every_reports_default(
     assert "FAIL (--fail-on warn: 1 warning(s))" in html.render(m)
     assert "**FAIL (--fail-on warn: 1 warning(s))**" in render_card(m, {"inputs": [], "outputs": []})
     assert exit_code(m, "fail") == 0  # an explicit gate still wins
+
+
+def test_a_target_not_built_is_named_in_the_verdict():
+    m = _manifest(0.9999)
+    m["errors"] = {"tensorrt": "tensorrt: TensorRT is not installed"}
+    assert exit_code(m) == 2 and verdict_reason(m) == "target(s) not built: tensorrt"

@@ -159,9 +159,13 @@ class FallbackStep(Record):
 class HeldOutRecord(Record):
     """The budget checked again on batches the fallback did not choose nodes on."""
 
-    passed: bool | None = None
     batches: int | None = None
+    passed: bool | None = None
+    cosine: float | None = None
+    centered_cosine: float | None = None
+    top1: float | None = None
     problem: str | None = None
+    skipped: str | None = None  # inputs could not be made up outside the pipeline
 
 
 @dataclass
@@ -310,6 +314,8 @@ class RunRecord(Record):
     localize: str | None = None
     generate_tokens: int | None = None
     latency: bool | None = None
+    held_out_samples: int | None = None
+    fail_on: str | None = None
     cwd: str | None = None
 
 
@@ -325,11 +331,44 @@ class DataHash(Record):
 @dataclass
 class ParityData(Record):
     """The parity inputs by where they came from: the example, the seeded batches generated from it,
-    the user's ``--inputs`` (a source with no batches is absent)."""
+    the user's ``--inputs``, and the held-out batches lower-precision stages are judged on too (a source
+    with no batches is absent)."""
 
     example: DataHash | None = None
     generated: DataHash | None = None
     user: DataHash | None = None
+    held_out: DataHash | None = None
+
+
+@dataclass
+class QuantPlanSettings(Record):
+    """``passes.precision.plan.QuantPlan``: which int8 a runtime takes (types, symmetry, ranges)."""
+
+    runtime: str | None = None
+    activation_type: str | None = None
+    weight_type: str | None = None
+    activation_symmetric: bool | None = None
+    weight_symmetric: bool | None = None
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    quantize_bias: bool | None = None
+    cpu: str | None = None
+    why: str | None = None
+
+
+@dataclass
+class QuantPlanRecord(Record):
+    """One runtime's int8 in an int8-static run (``passes.precision.plan.RuntimePlan``): the targets it
+    serves, its plan, who made it in which stage, what that stage's parity ran on."""
+
+    runtime: str | None = None
+    targets: list[str] = field(default_factory=list)
+    plan: QuantPlanSettings | None = None
+    made_by: str | None = None
+    stage: str | None = None
+    judged_on: str | None = None
+    planned_for: str | None = None
+    own_plan: bool | None = None
 
 
 @dataclass
@@ -359,8 +398,9 @@ class Manifest(Record):
     tools: dict[str, str] = field(default_factory=dict)
     machine: MachineRecord | None = None
     quantize: str | None = None
-    quantize_plans: list[dict[str, Any]] | None = None  # int8-static: the plan of each runtime (precision.plan)
+    quantize_plans: list[QuantPlanRecord] | None = None  # int8-static: the int8 of each runtime (precision.plan)
     errors: dict[str, str] = field(default_factory=dict, metadata=OMIT_EMPTY)  # target → why it failed
+    fail_on: str | None = None  # the gate the run was converted under ("warn"; absent: "fail")
     command: str | None = None
     plan: StagePlanRecord | None = None
     warnings: list[str] = field(default_factory=list, metadata=OMIT_EMPTY)

@@ -17,7 +17,7 @@ class QuantizeOptions:
     (first axis = samples) for int8-static; ``synthetic_calibration`` calibrates on seeded random inputs
     instead (flagged in the report). ``max_cosine_drop`` / ``min_top1``: the budget against the float
     model (default: the precision's profile). ``min_centered_cosine``: the budget on the input-dependent
-    part of the outputs (each minus its mean over the batch; needs batches of 2+), which plain cosine
+    part of the outputs (each minus its mean over every sample measured), which plain cosine
     cannot see on models whose outputs barely vary. ``calibrate_method``: how int8-static turns
     calibration activations into ranges (minmax | entropy | percentile).
     """
@@ -36,7 +36,10 @@ class ParityOptions:
     """How every stage is checked: ``batches`` seeded random batches besides the example inputs, the
     caller's own ``inputs``, tolerance overrides, when to ``localize`` a failing stage's first
     diverging node (auto: graphs of moderate size | always | never), and ``generate_tokens``: how many
-    greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none)."""
+    greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none).
+    ``held_out_samples``: with `quantize.mode`, fresh seeded samples every fp16/int8/int4 stage is also
+    judged on (top-1 and centered cosine need tens of samples; no precision pass draws from their seeds).
+    ``fail_on``: the gate (fail | warn: warnings fail too), recorded so the reports' verdict is the exit code's."""
 
     batches: int = 3
     inputs: tuple[InputSet, ...] = ()
@@ -44,6 +47,8 @@ class ParityOptions:
     rtol: float | None = None
     localize: str = "auto"
     generate_tokens: int = 32
+    held_out_samples: int = 64
+    fail_on: str = "fail"
 
 
 @dataclass(frozen=True)

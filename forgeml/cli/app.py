@@ -69,6 +69,8 @@ def convert(
                                      "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
     parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    held_out_samples: int = typer.Option(64, "--held-out-samples", min=0, help="with --quantize: fresh samples every "
+                                         "fp16/int8/int4 stage is also judged on (no pass saw them)"),
     gen_tokens: int = typer.Option(32, "--gen-tokens", min=0, help="KV-cache decoders: greedy tokens per prompt "
                                    "in generation parity (0: none)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
@@ -83,7 +85,7 @@ def convert(
                                                     "(default: the precision's profile)"),
     min_centered_cosine: Optional[float] = typer.Option(None, "--min-centered-cosine", help="accuracy budget of "
                                                         "the --quantize stage on the input-dependent part of the "
-                                                        "outputs (centered cosine vs the float model, batches of 2+)"),
+                                                        "outputs (centered cosine vs the float model, centered over all samples)"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8-static activation ranges from "
                                      "calibration: minmax | entropy | percentile"),
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="accuracy budget of the --quantize stage: "
@@ -155,7 +157,8 @@ def convert(
             synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1,
             min_centered_cosine=min_centered_cosine, calibrate_method=calib_method),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
-                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens),
+                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens,
+                             held_out_samples=held_out_samples, fail_on=fail_on),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
                                      input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
                                      opset=opset, trust_pickle=trust_pickle, signature=signature,
@@ -181,14 +184,14 @@ def convert(
         if e.status == "start":
             if bar is not None:
                 bar.started(e.name, e.kind)
-            status.update(f"{e.kind} [bold]{e.name}[/] …")
+            status.update(f"{e.kind} [bold]{_escape(e.name)}[/] …")
             return
         if e.status == "failed":
             why = "" if e.kind == "publish" else e.message  # publish raises: its line follows, in flags
-            err.print(f"  [red]✗[/] {e.kind:9} {e.name:16} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
+            err.print(f"  [red]✗[/] {e.kind:9} {_escape(f'{e.name:16}')} {e.seconds:6.2f}s  [red]{_escape(why)}[/]")
             return
         mark = "[dim]–[/]" if e.passed is None else "[green]✓[/]" if e.passed else "[red]✗ parity[/]"
-        err.print(f"  {mark} {e.kind:9} {e.name:16} {e.seconds:6.2f}s")
+        err.print(f"  {mark} {e.kind:9} {_escape(f'{e.name:16}')} {e.seconds:6.2f}s")  # int8-static[tensorrt]
 
     try:
         result = run(resolved, config, out, force=force, on_event=on_event)
@@ -349,14 +352,15 @@ def _print_summary(result, fail_on: str = "fail") -> None:
         table.add_column(col)
     for stage, parity in result.parity.stages:
         for row in parity.rows:
-            table.add_row(f"{stage} ({parity.profile.name})", row.output, _max_abs(row),
+            table.add_row(_escape(f"{stage} ({parity.profile.name})"), _escape(row.output), _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
-                          "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
+                          "[green]pass[/]" if row.passed else f"[red]FAIL[/] {_escape(row.problem or '')}")
     out.print(table)
+    for st in m.stages:
+        for note in st.notes:
+            out.print(f"[dim]{_escape(st.name)}: {_escape(note)}[/]")
     if m.plan and m.plan.skipped:
         out.print(f"[dim]plan: {_escape(m.plan.reason)}; skipped: {_escape(', '.join(m.plan.skipped))}[/]")
-    for warning in m.warnings:
-        out.print(f"[yellow]warning:[/] {_escape(warning)}")
     source = m.source
     if source.fallback:
         out.print(f"[yellow]note:[/] exported by the fallback route {_escape(source.route.split(' ')[0])}: "
@@ -655,7 +659,8 @@ FLAGS = {
     "`quantize.calibrate_method`": "--calib-method", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
     "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
-    "`parity.generate_tokens`": "--gen-tokens", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
+    "`parity.generate_tokens`": "--gen-tokens", "`parity.held_out_samples`": "--held-out-samples",
+    "`parity.fail_on`": "--fail-on", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",
     "`gguf Config.type`": "--gguf-type", "`TritonConfig.model_name`": "--triton-name",

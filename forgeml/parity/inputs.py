@@ -274,3 +274,18 @@ def parity_inputs(example: InputSet, signature: Signature, *, batches: int, seed
         sets.append(random_like(example, signature, seed + i, batch))
     sets.extend(user)
     return sets
+
+
+HELD_OUT_SEED = 9000  # apart from the parity batches (seed + i) and the precision passes' own seeds (+1000..+7999)
+
+
+def held_out_inputs(example: InputSet, signature: Signature, *, samples: int, seed: int) -> list[InputSet]:
+    """Seeded batches like the example, holding at least ``samples`` samples, on seeds no pass draws from:
+    lower-precision stages are judged on them besides the parity inputs. Their verdict rests on statistics
+    (top-1 agreement, centered cosine) that four samples cannot estimate, and a precision pass chose what to
+    keep in float on inputs of its own, so only inputs it never saw can say whether its result holds."""
+    if samples <= 0 or not example:
+        return []
+    first = next(iter(example.values()))
+    per = max(1, int(first.shape[0])) if getattr(first, "ndim", 0) else 1
+    return [random_like(example, signature, seed + HELD_OUT_SEED + k) for k in range(-(-samples // per))]

@@ -1,8 +1,10 @@
 """Per-output error metrics, accumulated over several input batches.
 
 Plain cosine and top-1 look perfect on random-weight models whose outputs barely depend on the
-input, so a *centered* cosine (each output minus its mean over the batch) is reported beside them:
-it measures the input-dependent part of the output.
+input, so a *centered* cosine is reported beside them: it measures the input-dependent part of the
+output. Each output is centered on its mean over every sample of every batch (pooled), so a model
+whose example has batch 1 still gets one; per-batch centering is the fallback when samples of
+different batches have different shapes (or the per-sample output is too large to hold sums for).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from forgeml.parity.tolerances import Tolerance
 
 
 CACHE_PREFIXES = ("present.", "present_key_values.")  # a decoder's KV cache (genai/Optimum names)
+POOL_MAX_ELEMENTS = 1 << 20  # per-sample size up to which pooled centering keeps per-position sums (float64)
 
 
 def looks_like_scores(a: np.ndarray, name: str = "") -> bool:
@@ -41,6 +44,15 @@ class OutputAccumulator:
     cref_sq: float = 0.0
     ccand_sq: float = 0.0
     centered_batches: int = 0
+    # pooled centering: per-position sums of (value - shift), the shift being the first batch's mean
+    # (the shifted-data form: no cancellation when a large constant offset dominates the outputs)
+    pool_ok: bool = True
+    pool_n: int = 0
+    pool_shift: tuple | None = None  # (reference shift, candidate shift), per position
+    pool_sums: tuple | None = None  # (sum ref, sum cand), per position
+    pool_dot: float = 0.0
+    pool_ref_sq: float = 0.0
+    pool_cand_sq: float = 0.0
     top1_hits: int = 0
     top1_total: int = 0
     exact_hits: int = 0
@@ -94,6 +106,7 @@ class OutputAccumulator:
             self.cref_sq += float(np.sum(rc * rc))
             self.ccand_sq += float(np.sum(cc * cc))
             self.centered_batches += 1
+        self._pool(r, c)
         self.sum_sq += float(np.sum(d * d))
         if looks_like_scores(ref, self.name):
             self.top1_hits += int(np.sum(ref.argmax(-1) == cand.argmax(-1)))
@@ -101,6 +114,38 @@ class OutputAccumulator:
             top2 = np.partition(r, -2, axis=-1)
             self.top1_gaps.append((top2[..., -1] - top2[..., -2]).ravel())
             self.top1_agree.append((ref.argmax(-1) == cand.argmax(-1)).ravel())
+
+    def _pool(self, r: np.ndarray, c: np.ndarray) -> None:
+        """Accumulate for centering on the mean over all samples (axis 0 of every batch)."""
+        if not self.pool_ok:
+            return
+        if r.ndim == 0 or r[0].size > POOL_MAX_ELEMENTS or (
+                self.pool_shift is not None and self.pool_shift[0].shape != r.shape[1:]):
+            self.pool_ok = False
+            return
+        if self.pool_shift is None:
+            self.pool_shift = (r.mean(axis=0), c.mean(axis=0))
+            self.pool_sums = (np.zeros(r.shape[1:]), np.zeros(r.shape[1:]))
+        rs, cs = r - self.pool_shift[0], c - self.pool_shift[1]
+        self.pool_sums[0][...] += rs.sum(axis=0)
+        self.pool_sums[1][...] += cs.sum(axis=0)
+        self.pool_dot += float(np.sum(rs * cs))
+        self.pool_ref_sq += float(np.sum(rs * rs))
+        self.pool_cand_sq += float(np.sum(cs * cs))
+        self.pool_n += r.shape[0]
+
+    def _centered(self) -> float | None:
+        """Centered cosine pooled over every sample; per batch when pooling was impossible; None with one sample."""
+        if self.pool_ok and self.pool_n >= 2:
+            sr, sc = self.pool_sums
+            n = self.pool_n
+            dot = self.pool_dot - float(np.sum(sr * sc)) / n
+            a = max(self.pool_ref_sq - float(np.sum(sr * sr)) / n, 0.0)
+            b = max(self.pool_cand_sq - float(np.sum(sc * sc)) / n, 0.0)
+            return self._cos(dot, a, b)
+        if self.centered_batches:
+            return self._cos(self.cdot, self.cref_sq, self.ccand_sq)
+        return None
 
     def _top1_margin(self) -> dict:
         """Top-1 agreement where the reference's lead is beyond the stage's noise.
@@ -160,8 +205,9 @@ class OutputAccumulator:
         cos = self._cos(self.dot, self.ref_sq, self.cand_sq)
         row.update(max_abs=self.max_abs, max_rel=self.max_rel, mean_abs=self.sum_abs / max(self.n, 1),
                    cosine=cos)
-        if self.centered_batches:
-            row["centered_cosine"] = self._cos(self.cdot, self.cref_sq, self.ccand_sq)
+        centered = self._centered()
+        if centered is not None:
+            row["centered_cosine"] = centered
         if self.top1_total:
             row["top1"] = self.top1_hits / self.top1_total
             row.update(self._top1_margin())

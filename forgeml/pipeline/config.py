@@ -39,6 +39,9 @@ class PipelineConfig:
     passes_given: bool = False  # the caller named `passes` (not the defaults): refused when no target reads the IR
     import_options: ImportOptions = ImportOptions()
     parity_batches: int = 3  # seeded random batches besides the example inputs
+    # with `quantize.mode`: fresh seeded samples (beyond the parity inputs) every fp16/int8/int4 stage is judged
+    # on too, so top-1 and centered cosine are estimated on enough samples no precision pass chose anything on
+    held_out_samples: int = 64
     seed: int = 0
     user_inputs: tuple[InputSet, ...] = ()
     tolerance: ToleranceOverrides = ToleranceOverrides()
@@ -50,6 +53,7 @@ class PipelineConfig:
     generate_tokens: int = 32  # greedy tokens per prompt for a KV-cache decoder's generation parity
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
     mlflow: MlflowOptions | None = None  # log the committed package to MLflow (``forgeml.publish``)
+    fail_on: str = "fail"  # the gate, recorded in the manifest: the reports' verdict is the exit code's
 
 
 def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
@@ -64,6 +68,10 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
 
     if parity.batches < 0:
         raise InputError(f"`parity.batches` {parity.batches}: must be 0 or more")
+    if parity.held_out_samples < 0:
+        raise InputError(f"`parity.held_out_samples` {parity.held_out_samples}: must be 0 or more")
+    if parity.fail_on not in ("fail", "warn"):
+        raise InputError(f"`parity.fail_on` {parity.fail_on!r}: choose fail or warn")
     if parity.generate_tokens < 0:
         raise InputError(f"`parity.generate_tokens` {parity.generate_tokens}: must be 0 or more")
     pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
@@ -94,7 +102,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_centered_cosine=None if q is None else q.min_centered_cosine)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration or ()),
         target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
-        generate_tokens=parity.generate_tokens, mlflow=mlflow)
+        generate_tokens=parity.generate_tokens, mlflow=mlflow, held_out_samples=parity.held_out_samples,
+        fail_on=parity.fail_on)
     check_config(config)
     if mlflow is not None:  # options and the extra checked now, not after the conversion's minutes
         from forgeml.publish.mlflow import check_options

@@ -134,13 +134,14 @@ def parity_data(input_sets, generated: int) -> ParityData:
     return ParityData(_hash(sets[:1]), _hash(sets[1:1 + generated]), _hash(sets[1 + generated:]))
 
 
-def record_provenance(manifest: Manifest, ref: str, config: PipelineConfig, input_sets=()) -> None:
+def record_provenance(manifest: Manifest, ref: str, config: PipelineConfig, input_sets=(), held_out=()) -> None:
     """Fill the manifest's ``run``, data hashes and ``project``."""
     manifest.run = run_record(ref, config)
     manifest.calibration = _hash(config.calibration)
     manifest.user_inputs = _hash(config.user_inputs)
     if input_sets:
         manifest.parity_data = parity_data(input_sets, config.parity_batches)
+        manifest.parity_data.held_out = _hash(held_out)
     manifest.project = git_project()
 
 
@@ -163,5 +164,7 @@ def run_record(ref: str, config: PipelineConfig) -> RunRecord:
         localize=config.localize,
         generate_tokens=config.generate_tokens,
         latency=config.latency,
+        held_out_samples=config.held_out_samples,
+        fail_on=config.fail_on,
         cwd=os.getcwd(),
     )

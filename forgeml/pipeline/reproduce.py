@@ -97,7 +97,8 @@ def _rerun_api(run: RunRecord, out_dir: Path) -> None:
                              "target takes none")
         target_configs[name] = from_plain(config_cls, entry.config, base=cwd)
     extra = {k: v for k, v in (("localize", run.localize), ("latency", run.latency),
-                                             ("generate_tokens", run.generate_tokens)) if v is not None}
+                               ("generate_tokens", run.generate_tokens), ("held_out_samples", run.held_out_samples),
+                               ("fail_on", run.fail_on)) if v is not None}
     config = PipelineConfig(targets=tuple(run.targets), passes=tuple(passes),
                             import_options=from_plain(ImportOptions, run.import_options, base=cwd),
                             parity_batches=run.parity_batches, seed=run.seed,

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Precisions whose profiles judge statistics (cosine, centered cosine, top-1) instead of an elementwise
+# bound: their stages are measured on the parity inputs plus ``PipelineConfig.held_out_samples`` fresh samples.
+STATISTICAL_PRECISIONS = ("fp16", "int8", "int4")
+
 
 @dataclass
 class StageEvent:
@@ -73,9 +77,10 @@ class Conversion:
 
     @property
     def exit_code(self) -> int:
-        if self.errors:
-            return 2
-        return 0 if self.ok else 1
+        """The CLI's exit code for this run, under the gate it was converted with (``parity.fail_on``)."""
+        from forgeml.report.gating import exit_code
+
+        return exit_code(self.record)
 
     def save_report(self, path: str | Path) -> Path:
         """Write the report; the suffix picks the format (.html/.htm: HTML, anything else: markdown)."""
@@ -119,8 +124,9 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         if not plan.build_ir and _releasable(state):
             _release_reference(state)
         ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
+        variants = _runtime_variants(state, float_ir) if plan.run_passes else {}
         staged = StagedDir(out_dir)
-        artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
+        artifacts, errors = _emit_targets(state, ir, float_ir, staged.path, variants)
         ok = state.report.passed and not errors
         _localize_first_failure(state)
         manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
@@ -129,7 +135,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         from forgeml.pipeline.provenance import record_provenance
         from forgeml.report.package import write_package
 
-        record_provenance(manifest, resolved.ref, config, state.input_sets)
+        record_provenance(manifest, resolved.ref, config, state.input_sets, state.held_out_sets)
         write_package(staged.path, manifest, ir.signature, state.converted.source_model)
         _write_reports(staged.path, manifest)  # manifest.json last: its presence says the rest is there
         final = staged.commit()  # the commit point: out_dir is absent, the old output, or all of this one
@@ -186,6 +192,9 @@ class _RunState:
     warnings: list[str] = field(default_factory=list)
     first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
     generation: GenerationCheck | None = None  # a KV-cache decoder: the source's greedy tokens
+    # fresh seeded batches (and the source's outputs on them) that lower-precision stages are judged on too
+    held_out_sets: list[InputSet] = field(default_factory=list)
+    held_out_outputs: list[dict] = field(default_factory=list)
     stage: tuple[str, str] = ("", "")  # (name, kind) of the stage running now: what progress belongs to
 
     def start(self, name: str, kind: str) -> None:
@@ -204,7 +213,10 @@ class _RunState:
             # so it is judged on what a decoder does, greedy tokens and each step's logits
             parity = StageParity(True, self.converted.reference_name, tol, rows=[], batches=0)
         else:
-            parity = measure(self.reference_outputs, candidate, self.input_sets, tol,
+            sets, refs = self.input_sets, self.reference_outputs
+            if precision in STATISTICAL_PRECISIONS and self.held_out_sets:  # its verdict rests on statistics
+                sets, refs = sets + self.held_out_sets, refs + self.held_out_outputs
+            parity = measure(refs, candidate, sets, tol,
                              reference=self.converted.reference_name,
                              output_names=self.converted.ir.signature.output_names, progress=self.tick)
         if self.generation is not None:  # a decoder is used as a loop: greedy tokens must follow the source's
@@ -265,11 +277,20 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         raise InputError(f"{resolved.ref}: the source model fails on the inputs forgeml made up from its signature "
                          f"(random floats, integers from [0, 2)), so they are not inputs it takes: {e}; give real "
                          "ones with `parity.inputs`") from e
+    held_out = []
+    if plan.build_ir and config.held_out_samples > 0 and _judged_statistically(config):
+        from forgeml.parity.inputs import held_out_inputs
+
+        held_out = held_out_inputs(converted.example_inputs, ir.signature, samples=config.held_out_samples,
+                                   seed=config.seed)
+    held_out_outputs = run_reference(converted.reference, held_out, "the source model (held-out inputs)",
+                                     lambda d, t: on_event(StageEvent(stage_name, "converter", "progress",
+                                                                      progress=(d, t)))) if held_out else []
     release = getattr(converted.reference, "release", None)  # an onnxruntime reference holds the whole model;
     if release is not None:                                   # it reopens for latency or localize
         release()
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
-                      stage=(stage_name, "converter"))
+                      stage=(stage_name, "converter"), held_out_sets=held_out, held_out_outputs=held_out_outputs)
     if converted.decoder is not None and plan.build_ir and config.generate_tokens > 0:
         kv = {t.name: t.dtype for t in ir.signature.inputs}.get(converted.decoder.past_name(0, "key"), "float32")
         state.generation = GenerationCheck.start(converted.decoder, config.generate_tokens, kv)
@@ -291,6 +312,19 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
             release()
     on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None if parity is None else parity.passed))
     return state
+
+
+def _judged_statistically(config: PipelineConfig) -> bool:
+    """Whether some stage will be judged by a statistical profile: a `quantize.mode` (its passes, or a target
+    that quantizes by itself), or a pass whose output precision is fp16/int8/int4."""
+    if config.quantize:
+        return True
+    precision = "fp32"
+    for p in config.passes:
+        precision = p.output_precision(precision)
+        if precision in STATISTICAL_PRECISIONS:
+            return True
+    return False
 
 
 def _releasable(state: _RunState) -> bool:
@@ -321,44 +355,81 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
     """Each pass in order, parity after each; returns the final IR and the last fp32 one."""
     ran: list[str] = []
     float_ir = ir
-    pass_inputs = PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed,
-                             progress=state.tick)
     for p in state.config.passes:
-        p = p.bind(pass_inputs)
-        state.start(p.name, "pass")
-        t0 = time.perf_counter()
-        before = ir.stats()
-        try:
-            result = p(ir.model)
-        except PassError as e:
-            raise PassError(f"{e} (passes that ran before it: {', '.join(ran) or 'none'})") from e
-        except Exception as e:
-            raise PassError(f"pass {p.name!r} failed after [{', '.join(ran) or 'none'}]: "
-                            f"{first_line(e, with_type=True, root=True)}") from e
-        ir = ir.replace(model=result.model, precision=p.output_precision(ir.precision))
+        ir = _run_pass(state, p, ir, ran)
         if ir.precision == "fp32":
             float_ir = ir
-        after = ir.stats()
-        release_mappings(ir.model)  # pages of mapped weights the pass read leave the RSS before a session maps them
-        parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
-        seconds = time.perf_counter() - t0
-        entry = StageRecord(p.name, "pass", config=p.config_json(), seconds=round(seconds, 3),
-                            changes=PassChanges(result.modified, before["nodes"], after["nodes"], before["bytes"],
-                                                after["bytes"]))
-        details = getattr(result, "details", None)
-        if details:
-            entry.details = PassDetails.from_json(details)
-            state.warnings += entry.details.warnings or []
-        state.record(p.name, entry, parity, onnx_candidate=ir.model)
-        state.on_event(StageEvent(p.name, "pass", "done", seconds, parity.passed))
         ran.append(p.name)
     return ir, float_ir
 
 
-def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
-                  out: Path) -> tuple[dict[str, Artifact], dict[str, str]]:
-    """Every target into ``out``; a target that fails (TargetError or anything else) fails alone and
+def _pass_inputs(state: _RunState, ir: IRModel) -> PassInputs:
+    return PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed,
+                      progress=state.tick)
+
+
+def _run_pass(state: _RunState, p, ir: IRModel, ran: list[str], *, name: str | None = None) -> IRModel:
+    """One pass as one stage (``name`` when it is a runtime's own variant): run, measure, record."""
+    name = name or p.name
+    runtime = getattr(p.config, "runtime", None)  # int8-static: the runtime its Q/DQ is planned for
+    notes = ([f"int8 planned for {runtime}, made from the float IR; judged on onnxruntime (CPU) as a proxy for "
+              "TensorRT (the tensorrt stage runs the engine where TensorRT and a GPU are present)"]
+             if runtime == "tensorrt" else [])
+    p = p.bind(_pass_inputs(state, ir))
+    state.start(name, "pass")
+    t0 = time.perf_counter()
+    before = ir.stats()
+    try:
+        result = p(ir.model)
+    except PassError as e:
+        raise PassError(f"{e} (passes that ran before it: {', '.join(ran) or 'none'})") from e
+    except Exception as e:
+        raise PassError(f"pass {name!r} failed after [{', '.join(ran) or 'none'}]: "
+                        f"{first_line(e, with_type=True, root=True)}") from e
+    ir = ir.replace(model=result.model, precision=p.output_precision(ir.precision))
+    after = ir.stats()
+    release_mappings(ir.model)  # pages of mapped weights the pass read leave the RSS before a session maps them
+    parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+    seconds = time.perf_counter() - t0
+    entry = StageRecord(name, "pass", config=p.config_json(), seconds=round(seconds, 3),
+                        changes=PassChanges(result.modified, before["nodes"], after["nodes"], before["bytes"],
+                                            after["bytes"]), notes=notes)
+    details = getattr(result, "details", None)
+    if details:
+        entry.details = PassDetails.from_json(details)
+        state.warnings += entry.details.warnings or []
+    state.record(name, entry, parity, onnx_candidate=ir.model)
+    state.on_event(StageEvent(name, "pass", "done", seconds, parity.passed))
+    return ir
+
+
+def _runtime_variants(state: _RunState, float_ir: IRModel) -> dict[str, IRModel]:
+    """int8-static for each runtime whose needs differ from the IR's plan (``precision.plan.variant_runtimes``):
+    the same pass, planned for that runtime, from the last fp32 IR, as a stage of its own judged like any
+    pass (onnxruntime on this CPU: for TensorRT, a proxy). Returns runtime → its graph, for its targets."""
+    config = state.config
+    if config.quantize != "int8-static":
+        return {}
+    from forgeml.passes.precision.plan import variant_runtimes, variant_stage
+
+    base = next((p for p in config.passes if p.name == "int8-static"), None)
+    if base is None:
+        return {}
+    out = {}
+    ran = [p.name for p in config.passes]
+    for runtime in variant_runtimes(config.targets):
+        p = type(base)(replace(base.config, runtime=runtime))
+        out[runtime] = _run_pass(state, p, float_ir, ran, name=variant_stage(runtime))
+    return out
+
+
+def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel, out: Path,
+                  variants: dict[str, IRModel] | None = None) -> tuple[dict[str, Artifact], dict[str, str]]:
+    """Every target into ``out``, each from the IR, or from its runtime's own variant when it has one
+    (``variants``: runtime → graph); a target that fails (TargetError or anything else) fails alone and
     is recorded, so the other artifacts and the reports are still written."""
+    from forgeml.passes.precision.plan import TARGET_RUNTIMES, variant_stage
+
     from forgeml.runtime.latency import TimedRunner
 
     config = state.config
@@ -373,14 +444,18 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
         state.start(name, "target")
         t0 = time.perf_counter()
         entry = StageRecord(name, "target")
+        runtime = TARGET_RUNTIMES.get(name)
+        graph = (variants or {}).get(runtime, ir)
+        if graph is not ir:
+            entry.notes = [f"built from the {variant_stage(runtime)} stage's graph (int8 planned for {runtime})"]
         try:
-            artifact = target.build(ir, out, ctx)
-            if ir.model is not None:
-                release_mappings(ir.model)  # what the build read of mapped weights, before the artifact's session
+            artifact = target.build(graph, out, ctx)
+            if graph.model is not None:
+                release_mappings(graph.model)  # what the build read of mapped weights, before the artifact's session
             runner, precision = target.runner(artifact, ctx)
             runner = TimedRunner(runner) if config.latency else runner
-            parity = state.check(runner, precision or ir.precision)
-            parity = _genai_check(state, artifact, parity, precision or ir.precision)
+            parity = state.check(runner, precision or graph.precision)
+            parity = _genai_check(state, artifact, parity, precision or graph.precision)
         except Exception as e:  # any failure fails this target only; the others still run
             if output_oserror(e) is not None:
                 raise  # a full disk or read-only output ends the run: nothing partial is committed
@@ -474,15 +549,17 @@ def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[
     opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
     plans = None
     if config.quantize == "int8-static":  # which int8 each runtime was planned and given (precision.plan)
+        from forgeml.manifest import QuantPlanRecord
         from forgeml.passes.precision.plan import plans_for
 
-        plans = plans_for(config.targets)
+        plans = [QuantPlanRecord.from_json(p.to_json()) for p in plans_for(config.targets)]
     return Manifest(
         forgeml_version=_forgeml_version(), ok=ok, source=SourceRecord.from_json(ir.provenance.to_json()),
         signature=SignatureRecord.from_json(ir.signature.to_json()), opset=opsets.get("", None),
         opset_imports=opsets, precision=ir.precision, stages=stages, artifacts=files, tools=tool_versions(),
         machine=MachineRecord.from_json(detect_machine().to_json()),  # which CPU made the latency and int8 numbers
-        quantize=config.quantize or None, quantize_plans=plans, errors=dict(errors), command=config.command or None).keep_null("opset")
+        quantize=config.quantize or None, quantize_plans=plans, errors=dict(errors), fail_on=None if config.fail_on == "fail" else config.fail_on,
+        command=config.command or None).keep_null("opset")
 
 
 _TOOLS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "onnxsim", "torch", "safetensors", "numpy",

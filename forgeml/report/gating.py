@@ -7,7 +7,10 @@ Exit codes (the CLI's contract):
 
 A *warning* is something that passed but that a reviewer should see before shipping: a metric within
 less than half of its budget's headroom, a precision pass whose budget failed on held-out inputs, top-1 disagreement the fp32 profile reports but does not
-judge, or an import that had to fall back to another exporter.
+judge, an import that had to fall back to another exporter, and every warning the run recorded (a pass's,
+a parity row's). ``warnings()`` is the one list: what the CLI and both reports print is what ``--fail-on
+warn`` counts. The gate a run was converted under (``Manifest.fail_on``) is the default of every function
+here, so report.md, report.html, the summary and the exit code give the same verdict.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ FAIL_ON = ("fail", "warn")
 
 
 def warnings(manifest: Manifest | dict) -> list[str]:
+    """Every warning of a run, recorded or derived from its numbers, each once."""
     m = Manifest.coerce(manifest)
-    out = []
+    out = list(m.warnings)
     source = m.source
     if source.fallback:
         out.append(f"import fell back to {(source.route or '').split(' ')[0]}: {source.fallback}")
@@ -44,16 +48,21 @@ def warnings(manifest: Manifest | dict) -> list[str]:
                 out.append(f"{where}: cosine {cos:.6f} is within 2x of the limit {min_cos:g}")
             if row.top1 is not None and tol.min_top1 is None and row.top1 < 1.0:
                 out.append(f"{where}: top-1 agreement {row.top1:.4f} (reported, not judged by {par.profile})")
-    return out
+    return list(dict.fromkeys(out))
 
 
-def exit_code(manifest: Manifest | dict, fail_on: str = "fail") -> int:
+def gate(manifest: Manifest, fail_on: str | None) -> str:
+    """The gate to judge by: the one given, else the one the run was converted under, else ``fail``."""
+    return fail_on or manifest.fail_on or "fail"
+
+
+def exit_code(manifest: Manifest | dict, fail_on: str | None = None) -> int:
     m = Manifest.coerce(manifest)
     if m.errors:
         return 2
     if not m.ok:
         return 1
-    if fail_on == "warn" and warnings(m):
+    if gate(m, fail_on) == "warn" and warnings(m):
         return 1
     return 0
 
@@ -67,15 +76,18 @@ def shown(value: float, places: int) -> str:
     return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR))
 
 
-def verdict(manifest: Manifest | dict, fail_on: str = "fail") -> str:
+def verdict(manifest: Manifest | dict, fail_on: str | None = None) -> str:
     """PASS or FAIL, computed from the same facts as the exit code (so the word printed and the exit agree)."""
     return "PASS" if exit_code(manifest, fail_on) == 0 else "FAIL"
 
 
-def verdict_reason(manifest: Manifest | dict, fail_on: str = "fail") -> str:
-    """Why a run whose parity passed still fails: the gate, in words; empty when there is nothing to add."""
+def verdict_reason(manifest: Manifest | dict, fail_on: str | None = None) -> str:
+    """Why a run fails beyond a parity row's FAIL (a target not built, the warn gate), in words; empty when
+    there is nothing to add."""
     m = Manifest.coerce(manifest)
-    if m.ok and not m.errors and fail_on == "warn":
+    if m.errors:  # exit 2 whatever the parity: say which artifacts are missing
+        return f"target(s) not built: {', '.join(m.errors)}"
+    if m.ok and gate(m, fail_on) == "warn":
         n = len(warnings(m))
         if n:
             return f"--fail-on warn: {n} warning(s)"
@@ -85,7 +97,13 @@ def verdict_reason(manifest: Manifest | dict, fail_on: str = "fail") -> str:
 _DIVERGENCE_KEYS = ("found", "node", "op", "module", "module_class", "note")
 
 
-def summary(manifest: Manifest | dict, *, out_dir: str | None = None, fail_on: str = "fail") -> dict:
+def headline(manifest: Manifest | dict, fail_on: str | None = None) -> str:
+    """``PASS`` or ``FAIL (why)``: the verdict the reports print, the same as the exit code's."""
+    reason = verdict_reason(manifest, fail_on)
+    return verdict(manifest, fail_on) + (f" ({reason})" if reason else "")
+
+
+def summary(manifest: Manifest | dict, *, out_dir: str | None = None, fail_on: str | None = None) -> dict:
     """The JSON a CI step parses: verdict, exit code, per-stage verdicts, artifacts, what failed and where."""
     m = Manifest.coerce(manifest)
     stages = []
@@ -109,6 +127,6 @@ def summary(manifest: Manifest | dict, *, out_dir: str | None = None, fail_on: s
         stages.append(entry)
     code = exit_code(m, fail_on)
     return {"ok": m.ok, "exit_code": code, "verdict": verdict(m, fail_on),
-            "fail_on": fail_on, "out_dir": out_dir, "first_failure": first_failure, "stages": stages,
+            "fail_on": gate(m, fail_on), "out_dir": out_dir, "first_failure": first_failure, "stages": stages,
             "artifacts": {k: {"path": a.path, "bytes": a.bytes, "sha256": a.sha256} for k, a in m.artifacts.items()},
             "errors": dict(m.errors), "warnings": warnings(m)}

@@ -91,8 +91,11 @@ def _verdict(m: Manifest) -> str:
            else "no stage was checked")
     if failed:
         sub += " — failing: " + ", ".join(_e(f) for f in failed)
-    return (f'<div class="verdict {"pass" if m.ok else "fail"}" id="verdict"><div class="big">'
-            f'{"PASS" if m.ok else "FAIL"}</div><div class="sub">{_e(m.source.ref or "")} · {sub}</div></div>')
+    from forgeml.report.gating import headline, verdict
+
+    word = verdict(m)  # the exit code's verdict, under the gate the run was converted with
+    return (f'<div class="verdict {"pass" if word == "PASS" else "fail"}" id="verdict"><div class="big">'
+            f'{_e(headline(m))}</div><div class="sub">{_e(m.source.ref or "")} · {sub}</div></div>')
 
 
 def _divergence(m: Manifest) -> str:
@@ -224,6 +227,14 @@ def _plots(m: Manifest) -> str:
             "elements; on the diagonal means equal.</p><div class=grid>" + "".join(blocks) + "</div>")
 
 
+def _plans(m: Manifest) -> str:
+    """int8-static: which int8 each runtime's targets get, made by which stage, judged on what."""
+    from forgeml.report.precision import PLAN_HEADERS, plan_rows
+
+    rows = [("", [_e(c) for c in r]) for r in plan_rows(m)]
+    return '<h2>int8 per runtime</h2><div id="plans">' + _table(PLAN_HEADERS, rows, verdict=False) + "</div>" if rows else ""
+
+
 def _passes(m: Manifest) -> str:
     rows = []
     for st in m.of_kind("pass"):
@@ -264,9 +275,10 @@ def _tolerances(m: Manifest) -> str:
     profiles = {st.parity.profile: st.parity.tolerance for st in checked}
     if not profiles:
         return ""
+    from forgeml.report.markdown import inputs_text
+
     items = [f"<dt>{_e(name)}</dt><dd>{_e(tol.describe(name))}</dd>" for name, tol in profiles.items()]
-    items.append(f"<dt>inputs</dt><dd>{checked[0].parity.batches} batch(es): the example inputs plus seeded random "
-                 "batches" + (" and the user's" if m.user_inputs else "") + "</dd>")
+    items.append(f"<dt>inputs</dt><dd>{_e(inputs_text(m))}</dd>")
     return "<h2>Tolerance profiles</h2><dl>" + "".join(items) + "</dl>"
 
 
@@ -297,7 +309,7 @@ def _provenance(m: Manifest) -> str:
             items.append((label, f"{h.batches} batch(es), sha256 <code>{_e(h.sha256)}</code>"))
     if m.parity_data:
         for label, h in (("example", m.parity_data.example), ("generated", m.parity_data.generated),
-                         ("user", m.parity_data.user)):
+                         ("user", m.parity_data.user), ("held-out", m.parity_data.held_out)):
             if h:
                 items.append((f"parity inputs ({label})", f"{h.batches} batch(es), sha256 <code>{_e(h.sha256)}</code>"))
     tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in m.tools.items())
@@ -310,11 +322,13 @@ def _provenance(m: Manifest) -> str:
 def render(manifest: Manifest | dict) -> str:
     """The whole report.html from a manifest."""
     m = Manifest.coerce(manifest)
-    title = f"forgeml parity report — {'PASS' if m.ok else 'FAIL'} — {m.source.ref or ''}"
+    from forgeml.report.gating import verdict
     from forgeml.report.precision import pass_details_html, warnings_html
 
+    title = f"forgeml parity report — {verdict(m)} — {m.source.ref or ''}"
+
     body = [f"<h1>{_e(title)}</h1>", _verdict(m), warnings_html(m, _e), _divergence(m), _stage_table(m), _variants(m),
-            _signature(m), _plots(m), _passes(m), pass_details_html(m.stages, _e, _table), _artifacts(m),
+            _signature(m), _plots(m), _passes(m), _plans(m), pass_details_html(m.stages, _e, _table), _artifacts(m),
             _tolerances(m), _provenance(m)]
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -327,7 +341,9 @@ def notebook(manifest: Manifest | dict, out_dir: str) -> str:
     CSS of its own (the notebook's styles apply); every value escaped."""
     m = Manifest.coerce(manifest)
     failed = ", ".join(_e(k) for k in m.errors)
-    head = (f"<p><b>forgeml: {'PASS' if m.ok else 'FAIL'}</b> — {_e(m.source.ref or '')} → "
+    from forgeml.report.gating import headline
+
+    head = (f"<p><b>forgeml: {_e(headline(m))}</b> — {_e(m.source.ref or '')} → "
             f"<code>{_e(out_dir)}</code>{' · targets failed: ' + failed if failed else ''}</p>")
     where = machine_text(m.machine)
     foot = f'<p style="font-size:smaller">measured on {_e(where)}; result.report() opens report.html</p>' if where else ""

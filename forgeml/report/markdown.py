@@ -9,9 +9,11 @@ from forgeml.parity.table import COLUMNS, cell, fmt, header, parity_table, row  
 def render(manifest: Manifest | dict) -> str:
     """The whole report.md from a manifest (so the report never says what the manifest does not)."""
 
+    from forgeml.report.gating import headline, warnings
+
     m = Manifest.coerce(manifest)
     src = m.source
-    out = [f"# forgeml parity report — {'PASS' if m.ok else 'FAIL'}", ""]
+    out = [f"# forgeml parity report — {headline(m)}", ""]
     out.append(f"- source: `{src.ref}` ({src.kind}, {src.framework or ''}"
                + (f", route: {src.route}" if src.route else "") + ")")
     out.append(f"- source sha256: `{src.sha256}`")
@@ -25,7 +27,7 @@ def render(manifest: Manifest | dict) -> str:
         out.append(f"- stage plan: {m.plan.reason}; skipped: {', '.join(m.plan.skipped) or 'none'}")
     if m.error:
         out.append(f"- error: {m.error}")
-    for warning in m.warnings:
+    for warning in warnings(m):  # every warning the gate counts, as the CLI prints them
         out.append(f"- **WARNING: {warning}**")
     for st in m.stages:
         d = st.divergence
@@ -52,6 +54,14 @@ def render(manifest: Manifest | dict) -> str:
             out.append(f"| {st.name} | {st.kind} | – |" + " – |" * len(COLUMNS) + f" {msg} |")
             continue
         out += [row([f"{st.name} ({par.profile})", st.kind], r) for r in par.rows]
+    notes = [(st.name, n) for st in m.stages for n in st.notes]
+    if notes:
+        out += [""] + [f"- {name}: {cell(n)}" for name, n in notes]
+    if m.quantize_plans:
+        from forgeml.report.precision import PLAN_HEADERS, plan_rows
+
+        out += ["", "## int8 per runtime", "", "| " + " | ".join(PLAN_HEADERS) + " |", "|" + "---|" * len(PLAN_HEADERS)]
+        out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in plan_rows(m)]
     checked = m.checked()
     gen = [(st.name, r) for st in checked for r in st.parity.rows if r.tokens_matched is not None]
     if gen:  # generation parity of a KV-cache decoder: where the greedy tokens first part
@@ -64,8 +74,7 @@ def render(manifest: Manifest | dict) -> str:
         out += ["", "## Tolerance profiles", ""]
         for name, tol in profiles.items():
             out.append(f"- **{name}**: {cell(tol.describe(name))}")
-        out.append(f"- measured on {checked[0].parity.batches} input batches (the example inputs plus seeded random "
-                   "batches)")
+        out.append(f"- measured on {inputs_text(m)}")
     passes = m.of_kind("pass")
     if passes:
         out += ["", "## Passes", "", "| pass | config | nodes | bytes | seconds |", "|---|---|---|---|---|"]
@@ -90,6 +99,21 @@ def render(manifest: Manifest | dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def inputs_text(m: Manifest) -> str:
+    """What the stages were measured on: batches per profile, and which of them were held out."""
+    per: dict[str, int] = {}
+    for st in m.checked():
+        per.setdefault(st.parity.profile, st.parity.batches or 0)
+    held = m.parity_data.held_out if m.parity_data else None
+    counts = ", ".join(f"{name}: {n}" for name, n in per.items())
+    text = (f"input batches per profile ({counts}): the example inputs plus seeded random batches"
+            + (" and the user's" if m.user_inputs else ""))
+    if held:
+        text += (f"; fp16/int8/int4 stages also on {held.batches} held-out batches (seeds no precision pass "
+                 "draws from), the statistics they are judged by need that many samples")
+    return text
+
+
 def _hash(h: DataHash) -> str:
     return f"{h.batches} batch(es), sha256 `{h.sha256}`"
 
@@ -106,7 +130,7 @@ def provenance_lines(m: Manifest) -> list[tuple[str, str]]:
         out.append(("user inputs", _hash(m.user_inputs)))
     if m.parity_data:
         for label, h in (("example", m.parity_data.example), ("generated", m.parity_data.generated),
-                         ("user", m.parity_data.user)):
+                         ("user", m.parity_data.user), ("held-out", m.parity_data.held_out)):
             if h:
                 out.append((f"parity inputs ({label})", _hash(h)))
     return out

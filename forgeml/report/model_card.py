@@ -11,11 +11,13 @@ from forgeml.parity.table import fmt
 
 def render_card(manifest: Manifest | dict, signature: SignatureRecord | dict) -> str:
     """``signature``: the signature.json record (``report.signature.signature_record``)."""
+    from forgeml.report.gating import headline
+
     m = Manifest.coerce(manifest)
     src = m.source
     out = [f"# Model card: `{src.ref}`", "",
            f"Converted by forgeml {m.forgeml_version}; overall parity verdict: "
-           f"**{'PASS' if m.ok else 'FAIL'}**.", ""]
+           f"**{headline(m)}**.", ""]
     targets = m.of_kind("target")
     out += ["## Intended runtimes", ""]
     for s in targets:

@@ -14,7 +14,7 @@ from tests.passes.conftest import bound_inputs, cosine, mlp_proto, run_proto
 from forgeml.passes import from_proto, to_proto
 from forgeml.passes.modes import quantize_pipeline
 from forgeml.passes.precision.cpu_features import int8_settings
-from forgeml.passes.precision.plan import int8_static_plan, runtime_for
+from forgeml.passes.precision.plan import int8_static_plan, runtime_for, variant_runtimes
 from forgeml.passes.precision.quantize import Int8StaticPass
 from forgeml.targets.tensorrt.readiness import check_model
 
@@ -26,12 +26,15 @@ def _zero_points(proto) -> list[np.ndarray]:
 
 
 def test_runtime_follows_the_targets():
-    assert runtime_for(("onnx", "tensorrt")) == "tensorrt"
-    assert runtime_for(("onnx", "safetensors")) == "onnxruntime-cpu"
+    """The IR's int8-static serves onnxruntime when a target runs it there; TensorRT then gets a variant."""
+    assert runtime_for(("onnx", "tensorrt")) == "onnxruntime-cpu" and variant_runtimes(("onnx", "tensorrt")) == ["tensorrt"]
+    assert runtime_for(("tensorrt",)) == "tensorrt" and variant_runtimes(("tensorrt",)) == []
+    assert runtime_for(("onnx", "safetensors")) == "onnxruntime-cpu" and variant_runtimes(("onnx", "triton")) == []
+    assert variant_runtimes(("onnx", "tflite")) == []  # the tflite target quantizes by itself
     [p] = quantize_pipeline("int8-static", calib_synthetic=True, targets=("onnx", "tensorrt"))
-    assert p.config.runtime == "tensorrt"
-    [p] = quantize_pipeline("int8-static", calib_synthetic=True, targets=("onnx",))
     assert p.config.runtime == "onnxruntime-cpu"
+    [p] = quantize_pipeline("int8-static", calib_synthetic=True, targets=("tensorrt",))
+    assert p.config.runtime == "tensorrt"
 
 
 def test_tensorrt_plan_is_symmetric_signed_whatever_the_cpu():
@@ -69,36 +72,43 @@ def test_cpu_plan_keeps_the_cpu_choice(x_batch):
 
 @pytest.mark.slow
 def test_cli_cnn_int8_static_for_tensorrt_passes_check_trt(tmp_path, capsys):
+    """onnx and tensorrt each get their own int8: model.onnx the CPU plan, the engine the symmetric s8 variant,
+    which the tensorrt stage's readiness check (check-trt's) accepts before any engine is built."""
     from forgeml.cli.app import main
 
     out = tmp_path / "out"
     rc = main(["convert", "zoo:cnn", "--to", "onnx,tensorrt", "--quantize", "int8-static", "--calib-synthetic",
                "-o", str(out)])
+    printed = capsys.readouterr().out.replace("\n", " ")
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert stages["int8-static"]["details"]["settings"]["plan"]["runtime"] == "onnxruntime-cpu"
+    trt_plan = stages["int8-static[tensorrt]"]["details"]["settings"]["plan"]
+    assert trt_plan["runtime"] == "tensorrt" and trt_plan["activation_type"] == "int8"
+    assert "parity" in stages["int8-static[tensorrt]"]
     if importlib.util.find_spec("tensorrt") is None:
         assert rc == 2  # only the engine build fails: no TensorRT here
-        assert "TensorRT is not installed" in capsys.readouterr().out.replace("\n", " ")
-    capsys.readouterr()
-    assert main(["check-trt", str(out / "model.onnx")]) == 0
-    assert "ready for TensorRT" in capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
-    plans = [s["details"]["settings"]["plan"] for s in manifest["stages"]
-             if isinstance(s.get("details"), dict) and "plan" in s["details"].get("settings", {})]
-    assert plans and plans[0]["runtime"] == "tensorrt" and plans[0]["activation_type"] == "int8"
+        assert "TensorRT is not installed" in printed
+        assert "the static readiness check passed: ready for TensorRT" in stages["tensorrt"]["error"]
+    assert [(p["runtime"], p["stage"]) for p in manifest["quantize_plans"]] == [
+        ("onnxruntime-cpu", "int8-static"), ("tensorrt", "int8-static[tensorrt]")]
+    ready = main(["check-trt", str(out / "model.onnx")])
+    if int8_settings().activation_type == "uint8":  # the CPU's own int8, which TensorRT would refuse
+        assert ready != 0
 
 
 def test_plans_per_runtime_say_which_int8_each_target_gets():
     from forgeml.passes.precision.plan import plans_for
 
     only_cpu = plans_for(("onnx", "triton", "safetensors"))
-    assert [p["runtime"] for p in only_cpu] == ["onnxruntime-cpu"]
-    assert only_cpu[0]["targets"] == ["onnx", "triton"] and only_cpu[0]["own_plan"]
-    mixed = {p["runtime"]: p for p in plans_for(("onnx", "tensorrt", "tflite"))}
+    assert [p.runtime for p in only_cpu] == ["onnxruntime-cpu"]
+    assert only_cpu[0].targets == ("onnx", "triton") and only_cpu[0].own_plan and only_cpu[0].stage == "int8-static"
+    mixed = {p.runtime: p for p in plans_for(("onnx", "tensorrt", "tflite"))}
     assert set(mixed) == {"onnxruntime-cpu", "tensorrt", "tflite"}
-    assert mixed["tensorrt"]["own_plan"] and mixed["tensorrt"]["plan"]["activation_symmetric"]
-    assert mixed["tflite"]["own_plan"] and mixed["tflite"]["made_by"].startswith("the tflite target")
-    # The CPU's own plan is recorded beside the one it is served, and own_plan says whether they agree:
-    # on every CPU the onnxruntime plan wants uint8 asymmetric activations, which TensorRT's plan is not.
-    cpu = mixed["onnxruntime-cpu"]
-    assert cpu["planned_for"] == "tensorrt"
-    assert cpu["own_plan"] == (cpu["plan"]["activation_type"] == "int8" and cpu["plan"]["activation_symmetric"]
-                               and not cpu["plan"]["reduce_range"])
+    assert all(p.own_plan and p.planned_for == p.runtime for p in mixed.values())
+    assert mixed["tensorrt"].plan.activation_symmetric and mixed["tensorrt"].stage == "int8-static[tensorrt]"
+    assert "proxy for TensorRT" in mixed["tensorrt"].judged_on
+    assert mixed["tflite"].made_by.startswith("the tflite target") and mixed["tflite"].stage == "tflite"
+    assert mixed["onnxruntime-cpu"].stage == "int8-static"
+    alone = plans_for(("tensorrt",))
+    assert [(p.runtime, p.stage, p.own_plan) for p in alone] == [("tensorrt", "int8-static", True)]

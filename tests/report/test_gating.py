@@ -36,3 +36,29 @@ def test_verdict_follows_the_exit_code_under_fail_on_warn():
     assert verdict(clear, "warn") == "PASS" and exit_code(clear, "warn") == 0
     failed = _manifest(0.98)
     assert verdict(failed, "fail") == "FAIL" and verdict_reason(failed, "warn") == ""
+
+
+def test_recorded_warnings_count_and_the_recorded_gate_is_every_reports_default():
+    """What the CLI and the reports print as warnings is what --fail-on warn counts, and a run converted
+    under --fail-on warn reads FAIL in report.md, report.html and model_card.md as its exit code does."""
+    from forgeml.report import html, markdown
+    from forgeml.report.gating import headline, warnings
+    from forgeml.report.model_card import render_card
+
+    m = _manifest(0.9999)  # no derived warning
+    m["warnings"] = ["int8-static: calibrated on synthetic inputs"]
+    assert warnings(m) == m["warnings"] and exit_code(m, "warn") == 1 and exit_code(m) == 0
+    assert headline(m) == "PASS"
+    m["fail_on"] = "warn"
+    assert exit_code(m) == 1 and headline(m) == "FAIL (--fail-on warn: 1 warning(s))"
+    assert summary(m)["fail_on"] == "warn" and summary(m)["verdict"] == "FAIL"
+    assert markdown.render(m).startswith("# forgeml parity report — FAIL (--fail-on warn: 1 warning(s))")
+    assert "FAIL (--fail-on warn: 1 warning(s))" in html.render(m)
+    assert "**FAIL (--fail-on warn: 1 warning(s))**" in render_card(m, {"inputs": [], "outputs": []})
+    assert exit_code(m, "fail") == 0  # an explicit gate still wins
+
+
+def test_a_target_not_built_is_named_in_the_verdict():
+    m = _manifest(0.9999)
+    m["errors"] = {"tensorrt": "tensorrt: TensorRT is not installed"}
+    assert exit_code(m) == 2 and verdict_reason(m) == "target(s) not built: tensorrt"

@@ -4,7 +4,9 @@ One QDQ file cannot suit every runtime: onnxruntime's CPU kernels are fastest on
 activations (and, without VNNI, 7-bit weights so u8×s8 pairs do not saturate 16 bits), while TensorRT
 imports Q/DQ only as *symmetric signed* int8 (zero points 0, INT8 type) and has no int32 bias
 dequantization. The plan is recorded in the pass details so the manifest says which runtime a
-quantized model was made for.
+quantized model was made for. A run with several targets plans the IR's pass for one runtime
+(``runtime_for``) and gives each other runtime whose needs differ a variant stage of its own
+(``variant_runtimes``, made by the pipeline); ``plans_for`` says which int8 each target gets from where.
 """
 
 from __future__ import annotations
@@ -31,10 +33,38 @@ class QuantPlan:
         return asdict(self)
 
 
+# Which runtime runs each target's int8 (targets that do not run an int8 ONNX graph are absent).
+TARGET_RUNTIMES = {"onnx": "onnxruntime-cpu", "triton": "onnxruntime-cpu", "tensorrt": "tensorrt", "tflite": "tflite"}
+QUANTIZES_ITSELF = ("tflite",)  # runtimes whose target makes its own int8 from the float IR (its converter's)
+
+
 def runtime_for(targets) -> str:
-    """The runtime a run's int8-static ONNX is made for: TensorRT when it is among the targets (its
-    needs are strict; onnxruntime runs a symmetric s8 QDQ model too), else onnxruntime on this CPU."""
-    return "tensorrt" if "tensorrt" in tuple(targets or ()) else "onnxruntime-cpu"
+    """The runtime the IR's int8-static pass is planned for: onnxruntime on this CPU when a target runs the
+    IR there (onnx, triton) or none names a runtime, else TensorRT when it is among the targets. A runtime
+    whose needs differ gets its own variant stage (``variant_runtimes``)."""
+    runtimes = [TARGET_RUNTIMES[t] for t in tuple(targets or ()) if t in TARGET_RUNTIMES]
+    if "onnxruntime-cpu" in runtimes or "tensorrt" not in runtimes:
+        return "onnxruntime-cpu"
+    return "tensorrt"
+
+
+def variant_runtimes(targets) -> list[str]:
+    """Runtimes among ``targets`` that need an int8-static graph of their own beside the IR's: they run a QDQ
+    ONNX graph (not one their target quantizes itself) and their plan differs from the IR's."""
+    chosen = int8_static_plan(runtime_for(targets))
+    out = []
+    for t in tuple(targets or ()):
+        rt = TARGET_RUNTIMES.get(t)
+        if rt is None or rt in QUANTIZES_ITSELF or rt == chosen.runtime or rt in out:
+            continue
+        if _kernel_choice(int8_static_plan(rt)) != _kernel_choice(chosen):
+            out.append(rt)
+    return out
+
+
+def variant_stage(runtime: str) -> str:
+    """The stage name of a runtime's own int8-static variant (one line in every table)."""
+    return f"int8-static[{runtime}]"
 
 
 def int8_static_plan(runtime: str = "onnxruntime-cpu", *, per_channel: bool | None = None,
@@ -56,10 +86,6 @@ def int8_static_plan(runtime: str = "onnxruntime-cpu", *, per_channel: bool | No
                      s.reduce_range if reduce_range is None else reduce_range, True, s.isa, s.why)
 
 
-# Which runtime runs each target's int8 (targets that do not run an int8 ONNX graph are absent).
-TARGET_RUNTIMES = {"onnx": "onnxruntime-cpu", "triton": "onnxruntime-cpu", "tensorrt": "tensorrt", "tflite": "tflite"}
-
-
 def tflite_plan() -> QuantPlan:
     """What TFLite's converter writes for full-integer int8 (the tflite target quantizes by itself)."""
     from forgeml.passes.precision.cpu_features import int8_settings
@@ -73,22 +99,50 @@ def _kernel_choice(p: QuantPlan) -> tuple:
             p.reduce_range, p.quantize_bias)
 
 
-def plans_for(targets) -> list[dict]:
-    """One entry per runtime among ``targets``: its plan, the targets it serves, who makes that int8, and
-    whether it is the int8 those targets actually get (the IR's int8-static pass is planned for one runtime,
-    ``runtime_for``; a runtime whose needs differ and that does not quantize by itself is served that plan).
-    The manifest records this as ``quantize_plans`` so a reader sees which int8 each target runs."""
+@dataclass(frozen=True)
+class RuntimePlan:
+    """One runtime's int8 in a run (the manifest's ``quantize_plans`` entry): its plan, the targets it
+    serves, who makes that int8 and in which stage, the plan those targets actually get, and whether that
+    is their own (always, since each runtime whose needs differ gets its own variant stage)."""
+
+    runtime: str
+    targets: tuple[str, ...]
+    plan: QuantPlan
+    made_by: str
+    stage: str  # the stage whose graph the targets build from (a pass, or the target itself)
+    judged_on: str  # the runtime the stage's parity ran on
+    planned_for: str
+    own_plan: bool
+
+    def to_json(self) -> dict:
+        return {"runtime": self.runtime, "targets": list(self.targets), "plan": self.plan.to_json(),
+                "made_by": self.made_by, "stage": self.stage, "judged_on": self.judged_on,
+                "planned_for": self.planned_for, "own_plan": self.own_plan}
+
+
+def plans_for(targets) -> list[RuntimePlan]:
+    """One entry per runtime among ``targets``: the IR's int8-static pass serves the runtime it is planned for
+    (``runtime_for``), each runtime in ``variant_runtimes`` gets its own int8-static stage from the float IR,
+    and TFLite's target quantizes by itself with its converter."""
     chosen = runtime_for(targets)
+    variants = variant_runtimes(targets)
     by_runtime: dict[str, list[str]] = {}
     for t in tuple(targets or ()):
         if t in TARGET_RUNTIMES:
             by_runtime.setdefault(TARGET_RUNTIMES[t], []).append(t)
-    ir_plan = int8_static_plan(chosen)
     out = []
     for runtime, served in by_runtime.items():
-        plan = tflite_plan() if runtime == "tflite" else int8_static_plan(runtime)
-        made_by = "the tflite target (TFLite's converter, from the float IR)" if runtime == "tflite" else "the int8-static pass"
-        gets = plan if runtime == "tflite" else ir_plan
-        out.append({"runtime": runtime, "targets": served, "plan": plan.to_json(), "made_by": made_by,
-                    "planned_for": gets.runtime, "own_plan": _kernel_choice(gets) == _kernel_choice(plan)})
+        if runtime == "tflite":
+            plan = gets = tflite_plan()
+            made_by, stage, judged = "the tflite target (TFLite's converter, from the float IR)", "tflite", "tflite"
+        else:
+            plan = int8_static_plan(runtime)
+            own = runtime in variants
+            gets = plan if own else int8_static_plan(chosen)
+            stage = variant_stage(runtime) if own else "int8-static"
+            made_by = ("its own int8-static stage, from the float IR" if own else "the int8-static pass")
+            judged = ("onnxruntime (CPU), a proxy for TensorRT; the tensorrt stage runs the engine where "
+                      "TensorRT and a GPU are present") if runtime == "tensorrt" else "onnxruntime (CPU)"
+        out.append(RuntimePlan(runtime, tuple(served), plan, made_by, stage, judged, gets.runtime,
+                               _kernel_choice(gets) == _kernel_choice(plan)))
     return out

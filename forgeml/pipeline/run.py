@@ -372,8 +372,13 @@ def _run_pass(state: _RunState, p, ir: IRModel, ran: list[str], *, name: str | N
     """One pass as one stage (``name`` when it is a runtime's own variant): run, measure, record."""
     name = name or p.name
     runtime = getattr(p.config, "runtime", None)  # int8-static: the runtime its Q/DQ is planned for
+    from forgeml.passes.precision.plan import judged_exactly
+
+    exact = judged_exactly(runtime)
     notes = ([f"int8 planned for {runtime}, made from the float IR; judged on onnxruntime (CPU) as a proxy for "
-              "TensorRT (the tensorrt stage runs the engine where TensorRT and a GPU are present)"]
+              "TensorRT with its graph rewrites off, so Q/DQ is computed exactly as written (TensorRT accumulates "
+              "int8 products in int32; onnxruntime's fused CPU kernels would judge this CPU's saturation instead); "
+              "the tensorrt stage runs the engine where TensorRT and a GPU are present"]
              if runtime == "tensorrt" else [])
     p = p.bind(_pass_inputs(state, ir))
     state.start(name, "pass")
@@ -389,7 +394,7 @@ def _run_pass(state: _RunState, p, ir: IRModel, ran: list[str], *, name: str | N
     ir = ir.replace(model=result.model, precision=p.output_precision(ir.precision))
     after = ir.stats()
     release_mappings(ir.model)  # pages of mapped weights the pass read leave the RSS before a session maps them
-    parity = state.check(ort_runner_for_ir(ir.model), ir.precision)
+    parity = state.check(ort_runner_for_ir(ir.model, optimize=not exact), ir.precision)
     seconds = time.perf_counter() - t0
     entry = StageRecord(name, "pass", config=p.config_json(), seconds=round(seconds, 3),
                         changes=PassChanges(result.modified, before["nodes"], after["nodes"], before["bytes"],

@@ -111,13 +111,14 @@ def _plain_dtype(tensor) -> bool:
     return dt.isbuiltin == 1 and dt.kind in "biuf"
 
 
-def ort_runner_for_ir(model) -> OrtRunner:
+def ort_runner_for_ir(model, *, optimize: bool = True) -> OrtRunner:
     """onnxruntime over an ``onnx_ir.Model``. A small model goes over as one serialized protobuf. A large
     one (``forgeml.ir.is_large``), or one whose weights are still in their external-data files, goes over
     as its graph without weight data, so the 2 GB protobuf limit never applies: weights still in the
     source's data files stay external references that onnxruntime maps from that directory itself (no
     copy: measured 1x the weights, file-backed, where arrays handed over were copied, 2x); weights in
-    memory are handed over as arrays (``SessionOptions.add_external_initializers``)."""
+    memory are handed over as arrays (``SessionOptions.add_external_initializers``). ``optimize``: as
+    ``ort_runner``'s."""
     import onnx_ir
     import onnxruntime as ort
 
@@ -126,7 +127,7 @@ def ort_runner_for_ir(model) -> OrtRunner:
     mapped = [v.const_value for v in model.graph.initializers.values()
               if isinstance(v.const_value, onnx_ir.ExternalTensor)]
     if not mapped and not is_large(model):
-        return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
+        return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString(), optimize=optimize)
     dirs = {str(t.base_dir) for t in mapped}
     folder = dirs.pop() if len(dirs) == 1 else None
     if folder is not None:  # weights still in the source's data files: onnxruntime maps them itself
@@ -137,4 +138,4 @@ def ort_runner_for_ir(model) -> OrtRunner:
     proto, held = hold_out(model, as_inputs=False, only=only)
     values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(t.numpy())) for name, t in held.items()}
     return ort_runner(proto.SerializeToString(), external_initializers=values, low_memory=is_large(model),
-                      external_data_dir=folder)
+                      external_data_dir=folder, optimize=optimize)

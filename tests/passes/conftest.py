@@ -44,11 +44,14 @@ def mlp_proto(*, outlier: float = 1.0, gemm: bool = False, seed: int = 0, featur
     return model
 
 
-def run_proto(proto, feeds: dict) -> np.ndarray:
+def run_proto(proto, feeds: dict, *, exact: bool = False) -> np.ndarray:
+    """``exact``: onnxruntime's graph rewrites off, so Q/DQ is computed as written (no fused int8 kernels)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if exact:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     s = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return s.run(None, feeds)[0]
 

@@ -143,7 +143,8 @@ class PrecisionPass(ForgePass):
             res = fallback.search(lambda exclude: self.build(proto, exclude, Path(tmp)), proto, candidates,
                                   inputs, budget, what=self.name, max_steps=self.config.budget.max_fallback_steps,
                                   enabled=self.config.budget.fallback,
-                                  progress=None if self._inputs is None else self._inputs.progress)
+                                  progress=None if self._inputs is None else self._inputs.progress,
+                                  exact=self.judged_exactly())
             held = self._judge_held_out(proto, res, budget)
         details = {"settings": self.settings(), "candidates": len(candidates), "kept_in_float": res.kept,
                    "budget": budget.to_json(), "budget_batches": len(inputs), "steps": res.steps}
@@ -158,6 +159,10 @@ class PrecisionPass(ForgePass):
         return DetailedPassResult(out, True, details)
 
 
+    def judged_exactly(self) -> bool:
+        """Whether this pass's result is judged with Q/DQ computed in float (``plan.judged_exactly``)."""
+        return False
+
     def _judge_held_out(self, proto, res, budget: Tolerance) -> dict | None:
         from forgeml.passes.precision import fallback
 
@@ -167,7 +172,7 @@ class PrecisionPass(ForgePass):
             held = self.held_out_inputs(proto)
         except PassError as e:  # inputs that cannot be made up outside the pipeline: say so, judge nothing
             return {"skipped": str(e)}
-        parity = fallback.judge_held_out(proto, res.proto, held, budget)
+        parity = fallback.judge_held_out(proto, res.proto, held, budget, exact=self.judged_exactly())
         out = {"batches": len(held), **fallback.summarize(parity)}
         if not parity.passed:
             log.warning("%s: budget met on its selection inputs but not on %d held-out batches: %s", self.name,

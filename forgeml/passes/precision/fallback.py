@@ -44,10 +44,11 @@ class FallbackResult:
     ranking: list[dict] = field(default_factory=list)  # the costliest nodes and the error each adds
 
 
-def _session_runner(proto):
+def _session_runner(proto, exact: bool = False):
+    """``exact``: Q/DQ computed in float as written (``plan.judged_exactly``), not by fused int8 kernels."""
     from forgeml.runtime.ort import ort_runner
 
-    return ort_runner(proto.SerializeToString())
+    return ort_runner(proto.SerializeToString(), optimize=not exact)
 
 
 def summarize(parity: StageParity) -> dict:
@@ -63,11 +64,12 @@ def summarize(parity: StageParity) -> dict:
     return out
 
 
-def judge_held_out(float_proto, low_proto, inputs: Sequence[InputSet], budget: Tolerance) -> StageParity:
+def judge_held_out(float_proto, low_proto, inputs: Sequence[InputSet], budget: Tolerance, *,
+                   exact: bool = False) -> StageParity:
     """The chosen model against the float one on inputs the search never saw (no node was picked on them)."""
     output_names = [o.name for o in float_proto.graph.output]
     f_run = _session_runner(float_proto)
-    return measure([f_run(b) for b in inputs], _session_runner(low_proto), inputs, budget,
+    return measure([f_run(b) for b in inputs], _session_runner(low_proto, exact), inputs, budget,
                    reference="float model (held-out inputs)", output_names=output_names)
 
 
@@ -80,13 +82,13 @@ def keep_schedule(n: int, max_steps: int) -> list[int]:
     return counts
 
 
-def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inputs: Sequence[InputSet]
-                ) -> list[dict]:
+def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inputs: Sequence[InputSet],
+                *, exact: bool = False) -> list[dict]:
     from forgeml.passes.graph_tools import with_probes
 
     names = sorted({t for n in candidates for group in io[n] for t in group})
     f_run = _session_runner(with_probes(float_proto, names))
-    q_run = _session_runner(with_probes(low_proto, names))
+    q_run = _session_runner(with_probes(low_proto, names), exact)
     diff_sq: dict[str, float] = {}
     ref_sq: dict[str, float] = {}
     for batch in inputs:
@@ -125,7 +127,7 @@ def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inp
 
 def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Sequence[InputSet],
            budget: Tolerance, *, what: str, max_steps: int = 10, enabled: bool = True,
-           progress: Callable[[int, int], None] | None = None) -> FallbackResult:
+           progress: Callable[[int, int], None] | None = None, exact: bool = False) -> FallbackResult:
     """Build the low-precision model and, if it misses ``budget``, keep costly nodes in float;
     ``progress`` hears (steps tried, steps planned) as the search goes."""
     from forgeml.passes.graph_tools import node_io
@@ -135,7 +137,7 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
     reference = [f_run(b) for b in inputs]
 
     def judge(proto) -> StageParity:
-        return measure(reference, _session_runner(proto), inputs, budget, reference="float model",
+        return measure(reference, _session_runner(proto, exact), inputs, budget, reference="float model",
                        output_names=output_names)
 
     proto = build(frozenset())
@@ -145,7 +147,7 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
     if parity.passed or not enabled:
         return result
     io = node_io(float_proto)
-    ranking = _rel_errors(float_proto, proto, [c for c in candidates if c in io], io, inputs)
+    ranking = _rel_errors(float_proto, proto, [c for c in candidates if c in io], io, inputs, exact=exact)
     result.ranking = ranking[:20]
     order = [r["node"] for r in ranking]
     order += [c for c in candidates if c not in order]  # nodes whose error could not be measured go last

@@ -62,6 +62,16 @@ def variant_runtimes(targets) -> list[str]:
     return out
 
 
+def judged_exactly(runtime: str | None) -> bool:
+    """Whether int8 planned for ``runtime`` is judged here with its Q/DQ computed in float (onnxruntime's graph
+    rewrites off), not by onnxruntime's fused CPU int8 kernels. TensorRT multiplies int8 and accumulates in
+    int32, exactly; onnxruntime's CPU kernels on AVX2 (no VNNI) form u8/s8 pair sums in 16 bits that saturate
+    on symmetric s8 activations (tests/passes' MLP under an emulated AVX2 Zen 3: cosine 0.9937 and a failed
+    budget with the fused kernels, > 0.999 computed exactly), so the fused kernels would judge this CPU, not
+    the plan."""
+    return runtime == "tensorrt"
+
+
 def variant_stage(runtime: str) -> str:
     """The stage name of a runtime's own int8-static variant (one line in every table)."""
     return f"int8-static[{runtime}]"

@@ -149,6 +149,11 @@ class Int8StaticPass(_Int8Pass):
     Config = Int8StaticConfig
     precision = "int8"
 
+    def judged_exactly(self) -> bool:
+        from forgeml.passes.precision.plan import judged_exactly
+
+        return judged_exactly(self.config.runtime)
+
     def calibration_batches(self) -> list:
         from forgeml.passes.precision.base import example_like
 

@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     import coverage_seq2seq
 
     if args.only == "seq2seq" or (args.only is None and (args.fresh or not coverage_seq2seq.RESULTS.exists())):
-        coverage_seq2seq.sweep()
+        coverage_seq2seq.sweep(args.match)
     out = ROOT / "docs" / "coverage.md"
     _write(out, render(load()))
     print(f"wrote {out.relative_to(ROOT)}")

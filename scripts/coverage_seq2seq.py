@@ -27,6 +27,9 @@ with tempfile.TemporaryDirectory() as tmp:
     run = forgeml.convert(MODELS[name](), targets=["onnx"], out_dir=Path(tmp) / "out", quantize=q,
                           parity=ParityOptions(batches=1))
     row = {"ok": run.ok, "errors": run.errors, "seconds": round(time.time() - t), "stages": {}}
+    row["order"] = [st["name"] for st in run.manifest["stages"]]
+    row["failed"] = [f"{st['name']}: {r['output']}: {r.get('problem')}" for st in run.manifest["stages"]
+                     for r in st.get("parity", {}).get("rows", []) if r.get("passed") is False]
     for st in run.manifest["stages"]:
         for r in st.get("parity", {}).get("rows", []):
             if r["output"].startswith("generation"):
@@ -36,11 +39,16 @@ print("RESULT " + json.dumps(row))
 """
 
 
-def sweep() -> dict:
-    out = {}
+def sweep(match: str = "") -> dict:
+    """Run every conversion (or those whose "model precision" key contains one of ``match``'s
+    comma-separated words) and merge the rows into the results file."""
+    out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    words = [w for w in match.split(",") if w]
     for name, q in RUNS:
         key = f"{name} {q or 'fp32'}"
+        if words and not any(w in key for w in words):
+            continue
         p = subprocess.run([sys.executable, "-c", _WORKER, name, q or ""], capture_output=True, text=True, env=env,
                            cwd=ROOT, timeout=1800)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -65,18 +73,20 @@ def render() -> list[str]:
         "largest per-step logit difference up to the first divergence, for the IR (both graphs in one) after",
         "the last pass and for the two written files.",
         "",
-        "| model | precision | last pass: tokens | onnx files: tokens | max logit diff | verdict |",
+        "| model | precision | IR stages: fewest tokens | onnx files: tokens | max logit diff | verdict |",
         "|---|---|---|---|---|---|",
     ]
-    for key, row in rows.items():
+    for key, row in sorted(rows.items()):
         name, prec = key.split(" ", 1)
         stages = row.get("stages", {})
         files = stages.get("onnx", {})
-        last = [v for k, v in stages.items() if k != "onnx"]
-        last_tokens = last[-1].get("tokens_matched") if last else "–"
+        ir = sorted((int(v["tokens_matched"].split("/")[0]), k, v["tokens_matched"]) for k, v in stages.items()
+                    if k != "onnx" and v.get("tokens_matched"))
+        fewest = f"{ir[0][2]} ({ir[0][1]})" if ir else "–"
         diff = files.get("max_abs")
         errors = "; ".join(f"{k}: {v}" for k, v in (row.get("errors") or {}).items())
-        verdict = "✅ pass" if row.get("ok") else "❌ " + (errors or files.get("problem") or "a stage failed")
-        lines.append(f"| {name} | {prec} | {last_tokens} | {files.get('tokens_matched', '–')} | "
+        failed = "; ".join(row.get("failed") or [])
+        verdict = "✅ pass" if row.get("ok") else "❌ " + (errors or failed or "a stage failed")
+        lines.append(f"| {name} | {prec} | {fewest} | {files.get('tokens_matched', '–')} | "
                      f"{'–' if diff is None else f'{diff:.2g}'} | {verdict} |")
     return lines + [""]

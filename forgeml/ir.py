@@ -352,6 +352,81 @@ class DecoderSpec:
         return ["logits"] + [self.present_name(i, k) for i in range(self.layers) for k in ("key", "value")]
 
 
+@dataclass(frozen=True, eq=False)
+class Seq2SeqPrompt:
+    """One input of an encoder-decoder's generation check: the encoder's inputs (batch 1) and the
+    decoder ids decoding starts from (the decoder start token). ``len`` is the decoder prefix's."""
+
+    encoder: dict[str, np.ndarray]
+    start: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+@dataclass(frozen=True)
+class Seq2SeqSpec:
+    """An encoder-decoder exported as encoder + decoder-with-past (Optimum's ORT seq2seq names).
+
+    The IR is both graphs side by side in one model (``input_names``/``output_names``), so every
+    pass and parity check sees both; the onnx target writes them as two files. The encoder takes
+    ``input_ids``/``attention_mask`` (text) or ``input_features`` (audio) and gives
+    ``last_hidden_state`` plus each decoder layer's cross-attention ``present.{i}.encoder.key/value``
+    (batch, heads, encoder_sequence_length, head_dim): computed once per input, so the decoder never
+    needs Optimum's third, no-past decoder file. The decoder takes ``decoder_input_ids`` (``input_ids``
+    in its file), ``encoder_attention_mask`` (text), ``encoder_hidden_states`` and
+    ``past_key_values.{i}.decoder/encoder.key/value`` and gives ``logits`` and
+    ``present.{i}.decoder.key/value``; its first step has a self-attention past of length 0.
+    ``generate(prompt, n)`` is the source framework's own greedy decode (tokens, per-step logits).
+    """
+
+    model_type: str
+    layers: int  # decoder layers
+    heads: int  # decoder attention heads (self and cross)
+    head_dim: int
+    hidden: int  # d_model: encoder_hidden_states' last dim
+    vocab: int
+    encoder_inputs: tuple[str, ...]  # ("input_ids", "attention_mask") or ("input_features",)
+    decoder_start_token_id: int
+    eos_token_id: int | list[int] | None
+    pad_token_id: int | None
+    generate: Callable
+    prompts: tuple[Seq2SeqPrompt, ...] = ()
+
+    ENCODER_FILE = "encoder_model.onnx"
+    DECODER_FILE = "decoder_with_past_model.onnx"
+    DECODER_RENAMES = (("decoder_input_ids", "input_ids"),)  # union name -> the decoder file's name
+
+    @property
+    def masked(self) -> bool:
+        """Whether the decoder takes ``encoder_attention_mask`` (text encoders; Whisper has none)."""
+        return "attention_mask" in self.encoder_inputs
+
+    def past_name(self, layer: int, kind: str, side: str = "decoder") -> str:
+        return f"past_key_values.{layer}.{side}.{kind}"
+
+    def present_name(self, layer: int, kind: str, side: str = "decoder") -> str:
+        return f"present.{layer}.{side}.{kind}"
+
+    def encoder_outputs(self) -> list[str]:
+        return ["last_hidden_state"] + [self.present_name(i, k, "encoder")
+                                        for i in range(self.layers) for k in ("key", "value")]
+
+    def decoder_inputs(self) -> list[str]:
+        names = ["decoder_input_ids"] + (["encoder_attention_mask"] if self.masked else []) + ["encoder_hidden_states"]
+        return names + [self.past_name(i, k, side) for i in range(self.layers)
+                        for side in ("decoder", "encoder") for k in ("key", "value")]
+
+    def decoder_outputs(self) -> list[str]:
+        return ["logits"] + [self.present_name(i, k) for i in range(self.layers) for k in ("key", "value")]
+
+    def input_names(self) -> list[str]:
+        return list(self.encoder_inputs) + self.decoder_inputs()
+
+    def output_names(self) -> list[str]:
+        return self.encoder_outputs() + self.decoder_outputs()
+
+
 @dataclass
 class ConvertResult:
     ir: IRModel
@@ -362,3 +437,4 @@ class ConvertResult:
     source_model: object | None = None  # the original in-memory model (torch module, …), when there is one
     checkpoint: Path | None = None  # the source checkpoint on disk (hf dirs), for targets that stream from it
     decoder: DecoderSpec | None = None  # a KV-cache causal LM: generation parity and genai_config.json
+    seq2seq: Seq2SeqSpec | None = None  # an encoder-decoder: two files from one IR, generation parity

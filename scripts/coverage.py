@@ -1,6 +1,6 @@
 """Regenerate ``docs/coverage.md``: what forgeml does with models nobody on the project wrote.
 
-    PYTHONPATH=. python scripts/coverage.py [--extra DIR] [--only models|nodes] [--routes onnx,tflite]
+    PYTHONPATH=. python scripts/coverage.py [--extra DIR] [--only models|nodes|seq2seq] [--routes onnx,tflite]
                                             [--match TEXT] [--fresh] [--jobs 2]
 
 Two sweeps, both offline:
@@ -9,7 +9,8 @@ Two sweeps, both offline:
   wheels, each through ``--to onnx`` (fp32), int8 and tflite (``scripts/coverage_models.py``, one
   process per architecture and route, with a time limit);
 - **ONNX's node conformance cases** (``scripts/coverage_nodes.py``), counted as converted / refused
-  with a reason / wrong numbers / crashed.
+  with a reason / wrong numbers / crashed;
+- **encoder-decoders** (``scripts/coverage_seq2seq.py``): T5, BART, Whisper judged by generation parity.
 
 Results are kept in ``docs/coverage.json``; a rerun redoes only what is missing (``--fresh`` redoes
 everything, ``--match`` only the architectures whose name contains TEXT) and rewrites the page from
@@ -235,6 +236,9 @@ def render(results: dict) -> str:
         f"{k}: {counts[(k, 'pass')]} pass, {counts[(k, 'fail')]} fail, {counts[(k, 'not run')]} not run"
         for k in ("onnx", "int8", "tflite")) + ".", ""]
     lines += _render_nodes(results.get("nodes"))
+    import coverage_seq2seq
+
+    lines += coverage_seq2seq.render()
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +294,7 @@ def _reason_key(reason: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--extra", type=Path, default=Path(os.environ.get("FORGEML_COVERAGE_EXTRA", "/work/cov-extra")))
-    ap.add_argument("--only", choices=("models", "nodes", "render"))
+    ap.add_argument("--only", choices=("models", "nodes", "seq2seq", "render"))
     ap.add_argument("--routes", default="onnx,tflite")
     ap.add_argument("--match", default="", help="only architectures whose name contains one of these (comma-separated)")
     ap.add_argument("--fresh", action="store_true")
@@ -302,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                      args.jobs)
     if args.only in (None, "nodes") and (args.fresh or args.only == "nodes" or "nodes" not in results):
         sweep_nodes(results, args.jobs, args.match if args.only == "nodes" else "")
+    import coverage_seq2seq
+
+    if args.only == "seq2seq" or (args.only is None and (args.fresh or not coverage_seq2seq.RESULTS.exists())):
+        coverage_seq2seq.sweep(args.match)
     out = ROOT / "docs" / "coverage.md"
     _write(out, render(load()))
     print(f"wrote {out.relative_to(ROOT)}")

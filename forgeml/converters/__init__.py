@@ -13,12 +13,14 @@ from forgeml.ir import ConvertResult, SourceWeights  # noqa: F401  (the converte
 def _table() -> dict[str, Converter]:
     from forgeml.converters.onnx import OnnxConverter
     from forgeml.converters.hf import HFConverter
+    from forgeml.converters.hf_seq2seq import HFSeq2SeqConverter
     from forgeml.converters.sklearn import SklearnConverter
     from forgeml.converters.tensorflow import TensorflowConverter
     from forgeml.converters.torch import TorchConverter
 
-    # hf before torch: a transformers causal LM is also a torch module, and in-memory models go to the first taker.
-    return {c.name: c for c in (HFConverter(), TorchConverter(), OnnxConverter(), TensorflowConverter(),
+    # hf and hf-seq2seq before torch: a transformers model is also a torch module, and in-memory models go to
+    # the first taker.
+    return {c.name: c for c in (HFConverter(), HFSeq2SeqConverter(), TorchConverter(), OnnxConverter(), TensorflowConverter(),
                                 SklearnConverter())}
 
 

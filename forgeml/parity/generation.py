@@ -10,6 +10,11 @@ belong to different prefixes and are not compared.
 
 fp32 stages must give the same tokens; lower precisions are judged on their logits and their token
 agreement is reported (a quantized model may take another branch at a near-tie and still be sound).
+
+An encoder-decoder (``Seq2SeqSpec``) decodes the same way from each prompt's encoder inputs: the
+encoder once, then the decoder-with-past from the decoder start token, one token a step
+(``seq2seq_decode``). A runner of the two files (``RunsParts``) runs each file once per call; a runner
+of the one IR graph that holds both also recomputes the encoder each step (its outputs unused there).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from forgeml.ir import DecoderSpec
+from forgeml.ir import DecoderSpec, Seq2SeqPrompt, Seq2SeqSpec
 from forgeml.parity.measure import ParityRow
 from forgeml.parity.metrics import OutputAccumulator
 from forgeml.parity.tolerances import Tolerance
@@ -29,7 +34,7 @@ DEFAULT_TOKENS = 32
 DEFAULT_PROMPTS = 4
 
 Decode = Callable[[list[int], int], tuple[list[int], np.ndarray]]
-"""(prompt ids, new tokens) -> (generated ids, logits per step (steps, vocab) float32)."""
+"""(prompt ids — or a ``Seq2SeqPrompt`` —, new tokens) -> (generated ids, logits per step (steps, vocab) float32)."""
 
 
 @runtime_checkable
@@ -38,6 +43,15 @@ class OwnsCache(Protocol):
     is judged on those, and decodes greedily by its own loop rather than through ``present``/``past``."""
 
     def greedy_decode(self, eos) -> Decode: ...
+
+
+@runtime_checkable
+class RunsParts(Protocol):
+    """A runner of an encoder-decoder's two files: each takes and gives the IR's (union) names."""
+
+    def encode(self, inputs: dict) -> dict: ...
+
+    def decode_step(self, inputs: dict) -> dict: ...
 
 
 @dataclass
@@ -99,10 +113,59 @@ def runner_decode(runner: Runner, spec: DecoderSpec, kv_dtype: str = "float32") 
     return decode
 
 
-def generate(decode: Decode, prompts: Sequence[Sequence[int]], n: int) -> Generated:
+def seq2seq_decode(runner: Runner, spec: Seq2SeqSpec, kv_dtype: str = "float32") -> Decode:
+    """Greedy decoding of an encoder-decoder: encoder outputs (``last_hidden_state``, each layer's cross
+    keys/values) once, then the decoder from the start token with a self-attention past of length 0,
+    feeding ``present.{i}.decoder.*`` back as past; stops after ``n`` tokens or at end-of-sequence."""
+    dtype = np.dtype(kv_dtype)
+    layers = range(spec.layers)
+    parts = runner if isinstance(runner, RunsParts) else None
+
+    def placeholder() -> dict:  # a decoder side of length 1 for a union call that only wants the encoder
+        d = {"decoder_input_ids": np.full((1, 1), spec.decoder_start_token_id, np.int64),
+             "encoder_hidden_states": np.zeros((1, 1, spec.hidden), dtype)}
+        if spec.masked:
+            d["encoder_attention_mask"] = np.ones((1, 1), np.int64)
+        for i in layers:
+            for k in ("key", "value"):
+                d[spec.past_name(i, k, "decoder")] = np.zeros((1, spec.heads, 0, spec.head_dim), dtype)
+                d[spec.past_name(i, k, "encoder")] = np.zeros((1, spec.heads, 1, spec.head_dim), dtype)
+        return d
+
+    def decode(prompt: Seq2SeqPrompt, n: int) -> tuple[list[int], np.ndarray]:
+        enc_in = dict(prompt.encoder)
+        enc = parts.encode(enc_in) if parts is not None else runner({**enc_in, **placeholder()})
+        hidden = np.asarray(enc["last_hidden_state"])
+        step = {"encoder_hidden_states": hidden}
+        if spec.masked:
+            step["encoder_attention_mask"] = np.asarray(enc_in["attention_mask"], np.int64)
+        for i in layers:
+            for k in ("key", "value"):
+                step[spec.past_name(i, k, "encoder")] = enc[spec.present_name(i, k, "encoder")]
+                step[spec.past_name(i, k, "decoder")] = np.zeros((1, spec.heads, 0, spec.head_dim), dtype)
+        feed, tokens, steps = list(prompt.start), [], []
+        for _ in range(n):
+            step["decoder_input_ids"] = np.asarray([feed], np.int64)
+            out = parts.decode_step(step) if parts is not None else runner({**enc_in, **step})
+            last = np.asarray(out["logits"])[0, -1].astype(np.float32)
+            steps.append(last)
+            token = int(last.argmax())
+            tokens.append(token)
+            for i in layers:
+                for k in ("key", "value"):
+                    step[spec.past_name(i, k, "decoder")] = out[spec.present_name(i, k, "decoder")]
+            feed = [token]
+            if is_eos(token, spec.eos_token_id):
+                break
+        return tokens, np.stack(steps) if steps else np.zeros((0, spec.vocab), np.float32)
+
+    return decode
+
+
+def generate(decode: Decode, prompts: Sequence, n: int) -> Generated:
     tokens, logits = [], []
     for p in prompts:
-        t, lg = decode(list(p), n)
+        t, lg = decode(p if isinstance(p, Seq2SeqPrompt) else list(p), n)
         tokens.append(list(t))
         logits.append(np.asarray(lg, np.float32))
     return Generated(tokens, logits)
@@ -167,14 +230,14 @@ def compare(reference: Generated, candidate: Generated, prompts: Sequence[Sequen
 class GenerationCheck:
     """The source's greedy continuations, computed once per run; ``judge`` adds a stage's row."""
 
-    spec: DecoderSpec
-    prompts: tuple[tuple[int, ...], ...]
+    spec: DecoderSpec | Seq2SeqSpec
+    prompts: tuple
     n: int
     reference: Generated
     kv_dtype: str = "float32"
 
     @classmethod
-    def start(cls, spec: DecoderSpec, n: int, kv_dtype: str = "float32") -> GenerationCheck:
+    def start(cls, spec: DecoderSpec | Seq2SeqSpec, n: int, kv_dtype: str = "float32") -> GenerationCheck:
         prompts = spec.prompts
         return cls(spec, prompts, n, generate(spec.generate, prompts, n), kv_dtype)
 
@@ -193,7 +256,11 @@ class GenerationCheck:
         """``parity`` (a ``StageParity``) with the generation row of ``runner`` added to its rows."""
         import dataclasses
 
-        decode = (runner.greedy_decode(self.spec.eos_token_id) if isinstance(runner, OwnsCache)
-                  else runner_decode(runner, self.spec, self.kv_dtype))
+        if isinstance(self.spec, Seq2SeqSpec):
+            decode = seq2seq_decode(runner, self.spec, self.kv_dtype)
+        elif isinstance(runner, OwnsCache):
+            decode = runner.greedy_decode(self.spec.eos_token_id)
+        else:
+            decode = runner_decode(runner, self.spec, self.kv_dtype)
         row = self.row(decode, tol, runtime)
         return dataclasses.replace(parity, rows=[*parity.rows, row], passed=parity.passed and bool(row.passed))

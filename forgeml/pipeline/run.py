@@ -291,9 +291,10 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         release()
     state = _RunState(config, on_event, converted, input_sets, reference_outputs, tuple(calibration),
                       stage=(stage_name, "converter"), held_out_sets=held_out, held_out_outputs=held_out_outputs)
-    if converted.decoder is not None and plan.build_ir and config.generate_tokens > 0:
-        kv = {t.name: t.dtype for t in ir.signature.inputs}.get(converted.decoder.past_name(0, "key"), "float32")
-        state.generation = GenerationCheck.start(converted.decoder, config.generate_tokens, kv)
+    spec = converted.decoder or converted.seq2seq  # a decoder or an encoder-decoder: judged on generation too
+    if spec is not None and plan.build_ir and config.generate_tokens > 0:
+        kv = {t.name: t.dtype for t in ir.signature.inputs}.get(spec.past_name(0, "key"), "float32")
+        state.generation = GenerationCheck.start(spec, config.generate_tokens, kv)
     entry = StageRecord(stage_name, "converter", route=ir.provenance.route)
     if plan.build_ir:
         parity = state.check(ort_runner_for_ir(ir.model), ir.precision)

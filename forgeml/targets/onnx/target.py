@@ -1,6 +1,6 @@
 """onnx: the IR as one .onnx file, with its weights in ``model.onnx.data`` beside it once the model
-passes protobuf's 2 GB limit (or always/never, as configured). A KV-cache decoder also gets
-onnxruntime-genai's ``genai_config.json`` and its tokenizer files beside it (``genai.py``)."""
+passes protobuf's 2 GB limit (or always/never, as configured). An encoder-decoder is written as two
+files (``seq2seq.py``). A KV-cache decoder also gets onnxruntime-genai's ``genai_config.json`` and its tokenizer files beside it (``genai.py``)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ class OnnxTarget:
         model.metadata_props.update({
             "forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
             "forgeml.source_sha256": ir.provenance.sha256, "forgeml.precision": ir.precision})
+        spec = getattr(ctx.converted, "seq2seq", None)
+        if spec is not None:
+            return self._seq2seq(model, spec, out_dir, too_big or external)
         path = out_dir / self.filename
         if not external:
             from onnx_ir.external_data import load_to_model
@@ -67,6 +70,22 @@ class OnnxTarget:
         return self._with_genai(Artifact(self.name, path, [path, data], runtime=_ort_version(),
                                          metadata={"external_data": data.name}), ctx)
 
+    def _seq2seq(self, model, spec, out_dir: Path, external: bool) -> Artifact:
+        """An encoder-decoder: ``encoder_model.onnx`` and ``decoder_with_past_model.onnx`` (``seq2seq.py``);
+        the artifact's path is the decoder (the file of the loop), its files both."""
+        import onnx_ir
+        from onnx_ir.external_data import load_to_model
+
+        from forgeml.targets.onnx.seq2seq import write_parts
+
+        if external:
+            raise TargetError("onnx: an encoder-decoder is written as two files without external data; this one is "
+                              "past protobuf's 2 GB limit or asks for external_data")
+        load_to_model(model)
+        enc, dec = write_parts(onnx_ir.serde.serialize_model(model), spec, out_dir)
+        return Artifact(self.name, dec, [dec, enc], runtime=_ort_version(),
+                        metadata={"parts": {"encoder": enc.name, "decoder_with_past": dec.name}})
+
     def _with_genai(self, artifact: Artifact, ctx: TargetContext) -> Artifact:
         """A KV-cache decoder: onnxruntime-genai's config and the tokenizer beside the model."""
         decoder = getattr(ctx.converted, "decoder", None)
@@ -83,6 +102,14 @@ class OnnxTarget:
         from forgeml.runtime.ort import ort_runner
 
         large = sum(f.stat().st_size for f in artifact.files) >= forgeml.ir.LARGE_MODEL_BYTES
+        parts = (artifact.metadata or {}).get("parts")
+        spec = getattr(ctx.converted, "seq2seq", None)
+        if parts and spec is not None:  # signature.json holds the IR's union of both: no per-file check
+            from forgeml.targets.onnx.seq2seq import Seq2SeqRunner
+
+            folder = artifact.path.parent
+            return Seq2SeqRunner(ort_runner(folder / parts["encoder"]), ort_runner(folder / parts["decoder_with_past"]),
+                                 spec), None
         return checked(ort_runner(artifact.path, low_memory=large), artifact.path), None
 
 

@@ -143,7 +143,7 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
 
     names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     outputs = [o.name for o in proto.graph.output]
-    kept = set(names) if keep_layout else state_inputs(proto)
+    kept = set(names) if keep_layout else set()
     with quiet("onnx2tf", "tensorflow", "absl"), native_quiet(), \
             _hermetic(_sample_images(samples, names, keep_layout)):
         import onnx2tf
@@ -168,20 +168,6 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
     ins = _input_maps(proto, names, model, kept)
     outs, mismatch = _output_maps(proto, outputs, model, ins, samples[0])
     return Lowered(model, ins, outs, version("onnx2tf"), mismatch)
-
-
-def state_inputs(proto) -> set[str]:
-    """Graph inputs that feed a recurrent op's initial state (LSTM/GRU/RNN ``initial_h``, LSTM
-    ``initial_c``). They are ``[directions, batch, hidden]``, not channel-first activations: onnx2tf
-    would make them "channel-last" and then fail on its own state shapes, so they keep their shape."""
-    graph_inputs = {i.name for i in proto.graph.input}
-    slots = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
-    out = set()
-    for node in proto.graph.node:
-        for k in slots.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ():
-            if k < len(node.input) and node.input[k] in graph_inputs:
-                out.add(node.input[k])
-    return out
 
 
 def _failure(proto, e: Exception, layers: dict[str, str] | None) -> str:

@@ -12,6 +12,7 @@ Each rewrite changes the proto in place and returns how many nodes it rewrote.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,7 +115,46 @@ def equal_broadcast_ranks(proto) -> int:
     return changed
 
 
-REWRITES = (Rewrite("equal-broadcast-ranks", equal_broadcast_ranks),)
+def symbolic_negative_dims(proto) -> int:
+    """A ``-1`` dim_value (paddle2onnx and older exporters write it for "unknown") → a named dim.
+    onnx2tf copies it into a TensorFlow shape, which refuses it ("Dimension -1 must be >= 0");
+    a named dim is what the exporter meant. Counts the tensors changed."""
+    changed = 0
+    for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        touched = False
+        for k, d in enumerate(v.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
+                d.dim_param = f"{v.name}_dim{k}"
+                touched = True
+        changed += touched
+    return changed
+
+
+_SCOPE_BAD = re.compile(r"[^A-Za-z0-9_.\\/>-]")
+
+
+def scope_safe_node_names(proto) -> int:
+    """Node names TensorFlow accepts as name scopes (``Softmax@0`` → ``Softmax_0``): onnx2tf opens a
+    scope per node and fails on any other character. Only names change; tensors keep theirs."""
+    names = {n.name for n in proto.graph.node}
+    changed = 0
+    for node in proto.graph.node:
+        if node.name and _SCOPE_BAD.search(node.name):
+            new = _SCOPE_BAD.sub("_", node.name)
+            base, i = new, 1
+            while new in names:
+                i += 1
+                new = f"{base}_{i}"
+            names.add(new)
+            node.name = new
+            changed += 1
+    return changed
+
+
+REWRITES = (Rewrite("symbolic-negative-dims", symbolic_negative_dims),  # first: shape inference needs it
+            Rewrite("scope-safe-node-names", scope_safe_node_names),
+            Rewrite("equal-broadcast-ranks", equal_broadcast_ranks))
 
 
 def rewrite(proto) -> tuple[object, dict[str, int]]:

@@ -92,3 +92,23 @@ def test_layouts_lists_every_permutation_that_fits():
     cube = _layouts((4, 4, 4), (4, 4, 4))
     assert cube[:2] == [None, (0, 2, 1)] and len(cube) == 6
     assert _layouts((2, 3), (3, 3)) == []
+
+
+def test_negative_dims_become_named_and_node_names_scope_safe():
+    """paddle2onnx writes ``-1`` for unknown dims and names nodes ``Softmax@0``: both made acceptable
+    to TensorFlow, numbers and tensor names unchanged."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="Relu@0"),
+             helper.make_node("Softmax", ["r"], ["y"], name="Softmax@0", axis=-1),
+             helper.make_node("Neg", ["y"], ["z"], name="Softmax_0")]  # the sanitized name is taken
+    m = _model(nodes, [("x", [2, 5])], ["z"])
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    out, done = rewrite(m)
+    assert done == {"symbolic-negative-dims": 1, "scope-safe-node-names": 2}
+    dim = out.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not dim.HasField("dim_value") and dim.dim_param == "x_dim0"
+    assert [n.name for n in out.graph.node] == ["Relu_0", "Softmax_0_2", "Softmax_0"]
+    assert [list(n.output) for n in out.graph.node] == [["r"], ["y"], ["z"]]
+    feeds = {"x": RNG.normal(size=(3, 5)).astype(np.float32)}  # any batch: the dim is free
+    got = ort_runner(out.SerializeToString())(feeds)["z"]
+    e = np.exp(np.maximum(feeds["x"], 0))
+    assert np.allclose(got, -e / e.sum(-1, keepdims=True), atol=1e-6)

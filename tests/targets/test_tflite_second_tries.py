@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 class GroupedConvs(nn.Module):
-    """Grouped and depthwise Conv: onnx2tf builds them with variables its Keras model does not track,
-    which used to cost the .tflite its serving signature (ConvNeXt, MobileNet, EfficientNet)."""
+    """Grouped Conv and a ConvNeXt-style 7x7 depthwise Conv: onnx2tf builds them with kernels its Keras
+    model does not track, which used to cost the .tflite its serving signature."""
 
     def __init__(self):
         super().__init__()

@@ -135,10 +135,11 @@ def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant:
 
 def _tracking_root(tf, model, fn):
     """The object TensorFlow's converter saves with the serving function: the model plus every variable
-    the function captures. onnx2tf builds some layers (grouped and depthwise Conv among them) with
-    ``tf.Variable``s the Keras model does not track; the converter's SavedModel export then fails
-    *silently* and it falls back to a frozen graph with no signature at all, so the .tflite has no
-    ``serving_default``. Tracking the captured variables here keeps the SavedModel route."""
+    the function captures. onnx2tf lowers grouped Conv (and depthwise ones it does not map to
+    ``tf.nn.depthwise_conv2d``, ConvNeXt's) with ``Conv2D(groups=…)`` kernels its Keras model does
+    not track; the converter's SavedModel export then fails *silently* and it falls back to a frozen
+    graph with no signature at all, so the .tflite has no ``serving_default``. Tracking the captured
+    variables here keeps the SavedModel route."""
     root = tf.Module()
     root.model = model
     root.captured = list(fn.graph.variables)

@@ -38,6 +38,8 @@ class Arch:
 
 
 def _import_torchvision():
+    """torchvision with the meta-kernel registration stubbed out (see the module docstring); timm imports
+    torchvision too when it is on the path, so its rows come through here first."""
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     import torchvision
 
@@ -64,6 +66,7 @@ def _tv(fn: str, side: int = SIDE, **kw):
 
 def _timm(fn: str, side: int = SIDE, **kw):
     def build():
+        _import_torchvision()
         import timm
         import torch
 
@@ -81,6 +84,7 @@ def _timm_cls(path: str, side: int = SIDE, **kw):
 
         import torch
 
+        _import_torchvision()
         mod, cls = path.rsplit(".", 1)
         torch.manual_seed(0)
         return getattr(importlib.import_module(mod), cls)(**kw).eval(), (torch.from_numpy(_image(side)),)

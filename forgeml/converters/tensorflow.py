@@ -380,7 +380,12 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
     require("tf2onnx", "tensorflow")
     from tf2onnx import convert, tf_loader
 
-    input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
+    # The function's own arguments only: ``concrete.inputs`` also lists its captures after them, and a
+    # captured constant (Keras 3's Normalization keeps its mean/variance as plain tensors, as in
+    # EfficientNetV2) is not a resource, so filtering by dtype would make it a graph input. Freezing
+    # turns every capture into a constant.
+    n_args = len(tf.nest.flatten(concrete.structured_input_signature, expand_composites=True))
+    input_names = [t.name for t in concrete.inputs[:n_args] if t.dtype != tf.resource]
     output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
     rename = convert.tensor_names_from_structed(concrete, input_names, output_names)
     structured = concrete.structured_outputs

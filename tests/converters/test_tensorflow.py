@@ -164,3 +164,17 @@ def test_file_that_is_not_a_model(keras, tmp_path):
     with pytest.raises(InputError, match="not a loadable Keras model"):
         forgeml.convert(str(renamed), out_dir=tmp_path / "out2")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_captured_constants_are_not_graph_inputs(keras, tmp_path):
+    """Keras 3's Normalization keeps a given mean/variance as plain tensors the traced function captures
+    (keras.applications.EfficientNetV2 does this): they are frozen into the graph, never extra inputs."""
+    x = keras.Input((6, 6, 3), name="image")
+    h = keras.layers.Normalization(mean=[0.5, 0.1, -0.2], variance=[0.25, 4.0, 1.5])(x)
+    h = keras.layers.Conv2D(4, 3)(h)
+    model = keras.Model(x, keras.layers.GlobalAveragePooling2D(name="pooled")(h))
+    example = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
+    result = forgeml.convert(model, example, passes=[], out_dir=tmp_path / "out")
+    _check_rows(result)
+    sig = result.manifest["signature"]
+    assert [i["name"] for i in sig["inputs"]] == ["image"] and [o["name"] for o in sig["outputs"]] == ["pooled"]

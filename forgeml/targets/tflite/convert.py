@@ -93,9 +93,10 @@ def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant:
 
         with quiet("tensorflow", "absl"), native_quiet():
             fn = serve.get_concrete_function()
+        root = _tracking_root(tf, model, fn)
 
         def converter():
-            c = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+            c = tf.lite.TFLiteConverter.from_concrete_functions([fn], root)
             c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             return c
 
@@ -123,12 +124,42 @@ def convert(model, ins: Sequence[TensorMap], outs: Sequence[TensorMap], variant:
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         data = _run(c, variant)
         notes["float_fallback"] = True
+    _require_signature(data, variant)
     if variant == "int8":
         notes["float_ops"] = float_ops(data)
     if int8_io and variant == "int8":
         ins = [replace(m, tflite_dtype="int8") if m.tflite_dtype.startswith("float") else m for m in ins]
         outs = [replace(m, tflite_dtype="int8") if m.tflite_dtype.startswith("float") else m for m in outs]
     return Built(bytes(data), ins, outs, notes, renames)
+
+
+def _tracking_root(tf, model, fn):
+    """The object TensorFlow's converter saves with the serving function: the model plus every variable
+    the function captures. onnx2tf lowers grouped Conv (and depthwise ones it does not map to
+    ``tf.nn.depthwise_conv2d``, ConvNeXt's) with ``Conv2D(groups=…)`` kernels its Keras model does
+    not track; the converter's SavedModel export then fails *silently* and it falls back to a frozen
+    graph with no signature at all, so the .tflite has no ``serving_default``. Tracking the captured
+    variables here keeps the SavedModel route."""
+    root = tf.Module()
+    root.model = model
+    root.captured = list(fn.graph.variables)
+    return root
+
+
+def _require_signature(data: bytes, variant: str) -> None:
+    """One line now, rather than "no signature" from the runner later: every route here must give
+    the ``serving_default`` signature the io map and the runner are keyed by."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    from forgeml.formats.tflite import SIGNATURE_KEY
+
+    m = fb.Model.GetRootAs(data, 0)
+    keys = [m.SignatureDefs(i).SignatureKey() for i in range(m.SignatureDefsLength())]
+    keys = [k.decode() if isinstance(k, bytes) else k for k in keys]
+    if SIGNATURE_KEY not in keys:
+        raise TargetError(f"tflite: TensorFlow's converter wrote the {variant} variant without a "
+                          f"{SIGNATURE_KEY!r} signature (it has {keys}): it could not export the model as a "
+                          "SavedModel (TensorFlow does not say why) and fell back to a frozen graph")
 
 
 def _full_integer(c, ins: Sequence[TensorMap], model, calibration: Sequence[InputSet], int8_io: bool):

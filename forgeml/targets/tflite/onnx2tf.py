@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -107,13 +108,26 @@ def _as_list(text: str | None) -> list[str]:
     return [str(x) for x in v] if isinstance(v, (list, tuple)) else []
 
 
+@dataclass
+class Lowered:
+    """What one onnx2tf run made: the Keras model, the source↔Keras maps, and how far the Keras model's
+    outputs (mapped back) are from onnxruntime's on the first sample (``mismatch``: the worst output's
+    max abs error over its max abs value; 0 is exact)."""
+
+    model: object
+    inputs: list[TensorMap]
+    outputs: list[TensorMap]
+    version: str
+    mismatch: float
+
+
 def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: bool,
-             layers: dict[str, str] | None = None):
-    """Convert with onnx2tf; returns ``(keras_model, input_maps, output_maps, onnx2tf_version)``.
+             layers: dict[str, str] | None = None) -> Lowered:
+    """Convert with onnx2tf.
 
     ``samples`` are source-layout input sets (at least one); they replace onnx2tf's downloaded
-    sample images and prove the layout map. ``layers`` (node name → source layer) names the
-    source layer in errors.
+    sample images, prove the layout map and measure ``Lowered.mismatch``. ``layers`` (node name →
+    source layer) names the source layer in errors.
     """
     if importlib.util.find_spec("onnx2tf") is None:
         require("onnx2tf", "tflite")
@@ -129,6 +143,7 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
 
     names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     outputs = [o.name for o in proto.graph.output]
+    kept = set(names) if keep_layout else set()
     with quiet("onnx2tf", "tensorflow", "absl"), native_quiet(), \
             _hermetic(_sample_images(samples, names, keep_layout)):
         import onnx2tf
@@ -139,7 +154,7 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
                 output_folder_path=str(scratch),
                 not_use_onnxsim=True,
                 disable_model_save=True,
-                keep_shape_absolutely_input_names=list(names) if keep_layout else None,
+                keep_shape_absolutely_input_names=[n for n in names if n in kept] or None,
                 non_verbose=True,
                 verbosity="error",
             )
@@ -150,9 +165,9 @@ def to_keras(proto, samples: Sequence[InputSet], scratch: Path, *, keep_layout: 
             raise TargetError(_failure(proto, e, layers)) from e
     if model is None:
         raise TargetError("tflite: onnx2tf returned no model; run with --debug to see its log")
-    ins = _input_maps(proto, names, model, keep_layout)
-    outs = _output_maps(proto, outputs, model, ins, samples[0])
-    return model, ins, outs, version("onnx2tf")
+    ins = _input_maps(proto, names, model, kept)
+    outs, mismatch = _output_maps(proto, outputs, model, ins, samples[0])
+    return Lowered(model, ins, outs, version("onnx2tf"), mismatch)
 
 
 def _failure(proto, e: Exception, layers: dict[str, str] | None) -> str:
@@ -237,7 +252,7 @@ def _keras_shape(t) -> tuple:
     return tuple(None if d is None else int(d) for d in t.shape)
 
 
-def _input_maps(proto, names, model, keep_layout) -> list[TensorMap]:
+def _input_maps(proto, names, model, kept: set[str]) -> list[TensorMap]:
     by_name = {i.name: i for i in proto.graph.input}
     if len(model.inputs) != len(names):
         raise TargetError(f"tflite: onnx2tf made a model with {len(model.inputs)} inputs from {len(names)}")
@@ -245,7 +260,7 @@ def _input_maps(proto, names, model, keep_layout) -> list[TensorMap]:
     for name, k in zip(names, model.inputs):
         src, dst = _onnx_shape(by_name[name]), _keras_shape(k)
         perm = None
-        if not keep_layout and len(src) in (3, 4, 5) and _fits([src[i] for i in channels_last(len(src))], dst):
+        if name not in kept and len(src) in (3, 4, 5) and _fits([src[i] for i in channels_last(len(src))], dst):
             perm = channels_last(len(src))
         elif not _fits(src, dst):
             raise TargetError(f"tflite: cannot tell how onnx2tf laid out input {name!r}: ONNX shape {list(src)}, "
@@ -254,45 +269,59 @@ def _input_maps(proto, names, model, keep_layout) -> list[TensorMap]:
     return maps
 
 
-def _output_maps(proto, outputs, model, ins: list[TensorMap], sample: InputSet) -> list[TensorMap]:
-    """Which layout each Keras output is in, decided by shape and, where shapes can't tell, by numbers."""
+def _layouts(src: tuple, dst: tuple) -> list[tuple[int, ...] | None]:
+    """Every ``perm`` with ``src.transpose(perm)`` shaped like ``dst``: same layout first, channel-last
+    next, then the rest (onnx2tf sometimes leaves an output in another order, e.g. after a reduction
+    that dropped the channel axis)."""
+    import itertools
+
+    out: list = [None] if _fits(src, dst) else []
+    if len(src) in (3, 4, 5) and _fits([src[i] for i in channels_last(len(src))], dst):
+        out.append(channels_last(len(src)))
+    if 2 <= len(src) <= 5:
+        for p in itertools.permutations(range(len(src))):
+            if list(p) != sorted(p) and p != channels_last(len(src)) and _fits([src[i] for i in p], dst):
+                out.append(p)
+    return out
+
+
+def _output_maps(proto, outputs, model, ins: list[TensorMap], sample: InputSet) -> tuple[list[TensorMap], float]:
+    """Which layout each Keras output is in (decided by shape and, where shapes can't tell, by numbers),
+    and how far the Keras model is from onnxruntime on ``sample`` (see ``Lowered.mismatch``)."""
     from forgeml.runtime.ort import ort_runner
 
     keras_outs = list(model.outputs)
     if len(keras_outs) != len(outputs):
         raise TargetError(f"tflite: onnx2tf made a model with {len(keras_outs)} outputs from {len(outputs)}")
     by_name = {o.name: o for o in proto.graph.output}
-    candidates = []
-    for name, k in zip(outputs, keras_outs):
-        src, dst = _onnx_shape(by_name[name]), _keras_shape(k)
-        c = [None] if _fits(src, dst) else []
-        if len(src) in (3, 4, 5) and _fits([src[i] for i in channels_last(len(src))], dst):
-            c.append(channels_last(len(src)))
-        candidates.append(c)
-    got = None
-    if any(len(c) != 1 for c in candidates):
-        feeds = [np.asarray(m.to_tflite(sample[m.source])).astype(m.tflite_dtype) for m in ins]
-        try:
-            with quiet("tensorflow"), native_quiet():
-                got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
-        except Exception as e:
-            raise TargetError(f"tflite: the model onnx2tf made fails on the example inputs: {type(e).__name__}: "
-                              f"{first_line(e)}") from e
-        got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
-        ref = ort_runner(proto.SerializeToString())(sample)
-    maps = []
+    feeds = [np.asarray(m.to_tflite(sample[m.source])).astype(m.tflite_dtype) for m in ins]
+    try:
+        with quiet("tensorflow"), native_quiet():
+            got = model(feeds if len(feeds) > 1 else feeds[0], training=False)
+    except Exception as e:
+        raise TargetError(f"tflite: the model onnx2tf made fails on the example inputs: {type(e).__name__}: "
+                          f"{first_line(e)}") from e
+    got = [np.asarray(g) for g in (got if isinstance(got, (list, tuple)) else [got])]
+    ref = ort_runner(proto.SerializeToString())(sample)
+    maps, worst = [], 0.0
     for i, (name, k) in enumerate(zip(outputs, keras_outs)):
-        c = candidates[i]
+        src, dst = _onnx_shape(by_name[name]), _keras_shape(k)
+        c = _layouts(src, dst)
         if not c:
-            raise TargetError(f"tflite: onnx2tf output {name!r} has TensorFlow shape {list(_keras_shape(k))}, "
-                              f"which is no layout of the ONNX shape {list(_onnx_shape(by_name[name]))}")
-        perm = c[0]
-        if len(c) > 1:
-            def err(p):
-                back = got[i] if p is None else got[i].transpose(np.argsort(p))
-                return float(np.abs(back.astype(np.float64) - ref[name]).max()) if back.shape == ref[name].shape \
-                    else float("inf")
-            perm = min(c, key=err)
-        maps.append(TensorMap(name, name, perm, _onnx_shape(by_name[name]), _keras_shape(k),
-                              _onnx_dtype(by_name[name]), k.dtype.name))
-    return maps
+            raise TargetError(f"tflite: onnx2tf output {name!r} has TensorFlow shape {list(dst)}, "
+                              f"which is no layout of the ONNX shape {list(src)}")
+
+        def err(p, g=got[i], r=np.asarray(ref[name])):
+            back = g if p is None else g.transpose(np.argsort(p))
+            if back.shape != r.shape:
+                return float("inf")
+            if r.dtype == bool or back.dtype == bool:
+                return float(np.count_nonzero(back != r))
+            return float(np.abs(back.astype(np.float64) - r).max()) if r.size else 0.0
+
+        perm = min(c, key=err) if len(c) > 1 else c[0]
+        r = np.asarray(ref[name])
+        scale = float(np.abs(r.astype(np.float64)).max()) if r.size and r.dtype != bool else 1.0
+        worst = max(worst, err(perm) / max(scale, 1e-12))
+        maps.append(TensorMap(name, name, perm, src, dst, _onnx_dtype(by_name[name]), k.dtype.name))
+    return maps, worst

@@ -111,6 +111,7 @@ class TFLiteTarget:
         from forgeml.targets.tflite import keras as tflite_keras
 
         from forgeml.targets.tflite import onnx2tf as tflite_onnx2tf
+        from forgeml.targets.tflite.lowering import lower
         from forgeml.formats.tflite import embed
 
         config = ctx.config if isinstance(ctx.config, TFLiteConfig) else TFLiteConfig()
@@ -133,22 +134,34 @@ class TFLiteTarget:
                 if config.route == "keras":
                     raise
                 keras_model, skipped = None, str(e)  # auto: the onnx2tf route from the IR still applies
+        built = None
         if keras_model is not None:
             keras3 = tflite_keras.is_keras3(keras_model)
-            built = tflite_convert.convert(keras_model, ins, outs, variant, calibration=ctx.calibration,
-                                           int8_io=config.int8_io, float_fallback=config.float_fallback,
-                                           keras3=keras3)
+            try:
+                built = tflite_convert.convert(keras_model, ins, outs, variant, calibration=ctx.calibration,
+                                               int8_io=config.int8_io, float_fallback=config.float_fallback,
+                                               keras3=keras3)
+            except TargetError as e:
+                if config.route == "keras":
+                    raise
+                skipped = str(e)  # auto: TensorFlow's converter failed on the Keras model; try the IR
             route = (f"Keras source → TFLiteConverter.{'from_keras_model' if keras3 else 'from_concrete_functions'} "
                      f"({'keras ' + version('keras') if keras3 else 'tf-keras ' + version('tf-keras')}, "
                      f"tensorflow {version('tensorflow')})")
-        else:
+        rewrites: dict[str, int] = {}
+        if built is None:
             with tempfile.TemporaryDirectory(prefix="forgeml-onnx2tf-") as scratch:
                 layers = tflite_onnx2tf.node_layers(ctx.converted.ir.model) if ctx.converted is not None else {}
-                model, ins, outs, o2t_version = tflite_onnx2tf.to_keras(
-                    source.to_proto(), samples, Path(scratch), keep_layout=config.keep_layout, layers=layers)
-                built = tflite_convert.convert(model, ins, outs, variant, calibration=ctx.calibration,
-                                               int8_io=config.int8_io, float_fallback=config.float_fallback)
-            route = f"onnx2tf {o2t_version} → tf_keras → TFLiteConverter (tensorflow {version('tensorflow')})"
+                lowering = lower(source.to_proto(), samples, Path(scratch), keep_layout=config.keep_layout,
+                                 layers=layers)
+                lowered = lowering.lowered
+                built = tflite_convert.convert(lowered.model, lowered.inputs, lowered.outputs, variant,
+                                               calibration=ctx.calibration, int8_io=config.int8_io,
+                                               float_fallback=config.float_fallback)
+            route = f"onnx2tf {lowered.version} → tf_keras → TFLiteConverter (tensorflow {version('tensorflow')})"
+            if lowering.how:
+                route = f"{lowering.how} → {route}"
+            rewrites = lowering.rewrites
         info = {"variant": variant, "why": why, "route": route, "source": source.provenance.ref,
                 "source_sha256": source.provenance.sha256, "producer": f"forgeml {ctx.forgeml_version}"}
         iomap = IOMap(tuple(built.inputs), tuple(built.outputs), info=info)
@@ -162,6 +175,8 @@ class TFLiteTarget:
                     **built.notes}
         if skipped:
             metadata["keras_route_skipped"] = skipped
+        if rewrites:
+            metadata["rewrites"] = rewrites
         if config != TFLiteConfig():
             metadata["config"] = asdict(config)
         return Artifact(self.name, path, [path], runtime=_litert_version(), metadata=metadata)

@@ -143,6 +143,20 @@ def forgeml_variant(fp32: Path, example: dict, out: Path, *, mode: str, passes=N
     return Path(result.artifacts["onnx"].path), note
 
 
+def matmul_nbits_int8(fp32: Path, out: Path, block: int = 32) -> Path:
+    """Not a forgeml mode: onnxruntime's MatMulNBits with 8-bit weights and accuracy_level 4, whose MLAS
+    kernels quantize the activations to int8 per block of ``block`` along K (not per tensor) — measured
+    here as the accuracy lever it is (and for what it costs at M = seq rows)."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8, block_size=block, is_symmetric=True, accuracy_level=4,
+                             op_types_to_quantize=("MatMul",))
+    q.process()
+    onnx.save_model(q.model.model, str(out))
+    return out
+
+
 OPT = ["check", "cleanup", "optimize"]
 FORGEML_VARIANTS = {
     # name: (convert keyword arguments, whether it needs calibration)
@@ -315,6 +329,8 @@ def main(argv=None) -> int:
         print(f"# built {name} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     add("plain quantize_dynamic", lambda: plain_quantize_dynamic(fp32, work / "qd.onnx"))
+    add("onnxruntime MatMulNBits 8-bit, acc 4 (per-block int8 activations, block 32)",
+        lambda: matmul_nbits_int8(fp32, work / "nbits8.onnx"))
     for i, (name, (kw, needs_calib)) in enumerate(FORGEML_VARIANTS.items()):
         add(name, lambda kw=kw, needs_calib=needs_calib, i=i: forgeml_variant(
             fp32, example, work / f"forgeml-{i}", calibration=calibration if needs_calib else (), **kw))

@@ -152,6 +152,8 @@ class PrecisionPass(ForgePass):
             details["held_out"] = held
         if res.ranking:
             details["sensitivity"] = res.ranking[:10]
+        if res.roles:
+            details["role_sensitivity"] = res.roles
         if self.warnings():
             details["warnings"] = self.warnings()
         out = from_proto(res.proto)

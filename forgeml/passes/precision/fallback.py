@@ -10,7 +10,13 @@ The search works for any precision pass that can rebuild its model with some nod
    relative to the input-dependent part of each tensor (minus its batch mean), so a node whose output
    is mostly a constant offset is not ranked harmless while its error drowns what varies;
 3. keep the top-ranked nodes in float — 1, 2, 3, 4, 6, 8, 12, … of them — rebuilding and judging after
-   each step, until the budget holds. Every step is recorded (kept nodes, metrics, what it bought).
+   each step, until the budget holds. Every step is recorded (kept nodes, metrics, what it bought);
+4. if that runs out of steps, fall back by *role*: nodes of one op type and weight shape (the same
+   layer in every repeated block: a transformer's FFN up-projections, say). When the error is spread
+   thinly over many layers — quantization noise on well-behaved activations, no outlier to blame —
+   no single node stands out and the per-node ranking keeps the wrong ones. Each role is measured by
+   quantizing it alone (everything else float) and judging the end result; roles are kept in float
+   from the most harmful on, until the budget holds (recorded as ``roles`` and ``phase: roles`` steps).
 
 When the budget holds only with every candidate kept (nothing quantized: nothing gained) or the step
 limit is reached, the search raises ``PassError``: a stage that cannot keep its promise fails.
@@ -42,6 +48,7 @@ class FallbackResult:
     steps: list[dict] = field(default_factory=list)
     parity: StageParity | None = None
     ranking: list[dict] = field(default_factory=list)  # the costliest nodes and the error each adds
+    roles: list[dict] = field(default_factory=list)  # per role: the budget's margin with only it quantized
 
 
 def _session_runner(proto, exact: bool = False):
@@ -125,6 +132,51 @@ def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inp
     return ranking
 
 
+def roles_of(float_proto, candidates: Sequence[str]) -> dict[str, list[str]]:
+    """Candidates grouped by role: op type and the shape of the constant weight (graph order kept)."""
+    inits = {t.name: tuple(t.dims) for t in float_proto.graph.initializer}
+    wanted = set(candidates)
+    out: dict[str, list[str]] = {}
+    for n in float_proto.graph.node:
+        if n.name not in wanted:
+            continue
+        shape = next((inits[i] for i in n.input if i in inits and len(inits[i]) >= 2), None)
+        key = f"{n.op_type}{list(shape) if shape is not None else ''}"
+        out.setdefault(key, []).append(n.name)
+    return out
+
+
+def margin(summary: dict, budget: Tolerance) -> float:
+    """How far a judged model is above the budget (negative: below), on the worst of its metrics."""
+    pairs = (("cosine", budget.min_cosine), ("centered_cosine", budget.min_centered_cosine), ("top1", budget.min_top1))
+    gaps = [summary[k] - t for k, t in pairs if t is not None and k in summary]
+    return round(float(min(gaps)), 6) if gaps else 0.0
+
+
+def _by_role(build: Builder, judge, float_proto, candidates: Sequence[str], budget: Tolerance, steps: list,
+             max_steps: int) -> FallbackResult | None:
+    """Phase 4 of the module doc: whole roles kept in float, most harmful first; None if that fails too."""
+    groups = roles_of(float_proto, candidates)
+    if len(groups) < 2:
+        return None
+    everyone = frozenset(candidates)
+    measured = []
+    for key, nodes in groups.items():
+        alone = summarize(judge(build(everyone - frozenset(nodes))))
+        measured.append({"role": key, "nodes": len(nodes), "margin": margin(alone, budget),
+                         **{k: v for k, v in alone.items() if k != "problem"}})
+    measured.sort(key=lambda r: r["margin"])
+    kept: list[str] = []
+    for r in measured[:-1][:max_steps]:  # keeping every role would quantize nothing
+        kept += groups[r["role"]]
+        proto = build(frozenset(kept))
+        parity = judge(proto)
+        steps.append({"kept": len(kept), "phase": "roles", "added_role": r["role"], **summarize(parity)})
+        if parity.passed:
+            return FallbackResult(proto, kept, steps, parity, roles=measured)
+    return None
+
+
 def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Sequence[InputSet],
            budget: Tolerance, *, what: str, max_steps: int = 10, enabled: bool = True,
            progress: Callable[[int, int], None] | None = None, exact: bool = False) -> FallbackResult:
@@ -167,9 +219,13 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
         steps.append(step)
         if parity.passed:
             return FallbackResult(proto, kept, steps, parity, result.ranking)
+    by_role = _by_role(build, judge, float_proto, order, budget, steps, max_steps)
+    if by_role is not None:
+        by_role.ranking = result.ranking
+        return by_role
     best = max(steps, key=lambda s: (s.get("cosine", 0.0), s.get("top1", 0.0)))
     raise PassError(
         f"{what}: the accuracy budget ({budget.describe()}, against the float model) is not met even with "
-        f"{steps[-1]['kept']} of {len(order)} quantizable nodes kept in float (best: cosine "
+        f"{max(s['kept'] for s in steps)} of {len(order)} quantizable nodes kept in float (best: cosine "
         f"{best.get('cosine')}, top-1 {best.get('top1')} with {best['kept']} kept); loosen it with "
         f"`quantize.max_cosine_drop`/`quantize.min_top1`, give representative `quantize.calibration` data, or choose a wider precision")

@@ -288,7 +288,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=12, help="encoder layers (12 = bert-base)")
     ap.add_argument("--optimum", choices=("auto", "make", "off"), default="auto",
                     help="auto: use the Optimum venv when it exists; make: create it first (bench/optimum-venv.sh)")
-    ap.add_argument("--variants", default="", help="comma-separated name prefixes to run (default: all)")
+    ap.add_argument("--variants", default="",
+                    help="comma-separated name prefixes to run, a trailing $ for an exact name (default: all)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temp dir)")
     ap.add_argument("--lock", type=Path, default=Path("/work/tools/big.lock"),
                     help="flock this file while timing (skipped when it does not exist)")
@@ -299,7 +300,8 @@ def main(argv=None) -> int:
     wanted = [w.strip() for w in args.variants.split(",") if w.strip()]
 
     def want(name: str) -> bool:
-        return name in ("torch eager", "onnxruntime fp32") or not wanted or any(name.startswith(w) for w in wanted)
+        return name in ("torch eager", "onnxruntime fp32") or not wanted or any(
+            name == w[:-1] if w.endswith("$") else name.startswith(w) for w in wanted)
 
     tmp = tempfile.TemporaryDirectory(prefix="forgeml-bench-bert-")
     work = args.workdir or Path(tmp.name)

@@ -36,7 +36,11 @@ class ParityOptions:
     """How every stage is checked: ``batches`` seeded random batches besides the example inputs, the
     caller's own ``inputs``, tolerance overrides, when to ``localize`` a failing stage's first
     diverging node (auto: graphs of moderate size | always | never), and ``generate_tokens``: how many
-    greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none)."""
+    greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none).
+    ``outputs``: run each artifact in its runtime and compare its outputs with the source framework's;
+    off (only for targets written from the source: gguf, safetensors) no reference is built and the
+    source framework is never imported, so only the artifact's own checks run (GGUF: every tensor
+    dequantized and compared with the source's), for conversions where time and memory matter more."""
 
     batches: int = 3
     inputs: tuple[InputSet, ...] = ()
@@ -44,6 +48,7 @@ class ParityOptions:
     rtol: float | None = None
     localize: str = "auto"
     generate_tokens: int = 32
+    outputs: bool = True
 
 
 @dataclass(frozen=True)

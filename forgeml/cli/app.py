@@ -69,6 +69,9 @@ def convert(
                                      "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
     parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    no_output_parity: bool = typer.Option(False, "--no-output-parity", help="targets written from the source "
+                                          "(gguf, safetensors): skip comparing the artifact's outputs with the "
+                                          "source framework (not even loaded); the artifact's own checks still run"),
     gen_tokens: int = typer.Option(32, "--gen-tokens", min=0, help="KV-cache decoders: greedy tokens per prompt "
                                    "in generation parity (0: none)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
@@ -155,7 +158,8 @@ def convert(
             synthetic_calibration=calib_synthetic, max_cosine_drop=max_cosine_drop, min_top1=min_top1,
             min_centered_cosine=min_centered_cosine, calibrate_method=calib_method),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
-                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens),
+                             rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens,
+                             outputs=not no_output_parity),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
                                      input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
                                      opset=opset, trust_pickle=trust_pickle, signature=signature,
@@ -337,6 +341,16 @@ def _max_abs(row) -> str:
     return f"{row.max_abs:.2e}" if row.max_abs is not None else "–"
 
 
+def _own_check(stage) -> str:
+    """A target's own check, in a few words, for a run that compared no outputs."""
+    wc = (stage.metadata or {}).get("weight_check") or {}
+    if wc.get("passed"):
+        worst = wc.get("worst") or {}
+        return (f"{wc.get('tensors')} tensors checked against the source, worst relative RMS "
+                f"{worst.get('rel_rmse', 0):.2g} ({worst.get('tensor', '')})")
+    return "no check of its own" if not stage.error else "failed"
+
+
 def _print_summary(result, fail_on: str = "fail") -> None:
     from rich.table import Table
 
@@ -352,7 +366,11 @@ def _print_summary(result, fail_on: str = "fail") -> None:
             table.add_row(f"{stage} ({parity.profile.name})", row.output, _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
                           "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
-    out.print(table)
+    if result.parity.stages:
+        out.print(table)
+    else:  # `parity.outputs` off: say what was checked instead of an empty table
+        out.print(f"[yellow]outputs not compared[/] ({in_flags('`parity.outputs`')} off); "
+                  + "; ".join(f"{st.name}: {_escape(_own_check(st))}" for st in m.stages if st.kind == "target"))
     if m.plan and m.plan.skipped:
         out.print(f"[dim]plan: {_escape(m.plan.reason)}; skipped: {_escape(', '.join(m.plan.skipped))}[/]")
     for warning in m.warnings:
@@ -654,7 +672,7 @@ FLAGS = {
     "`quantize.min_top1`": "--min-top1", "`quantize.min_centered_cosine`": "--min-centered-cosine",
     "`quantize.calibrate_method`": "--calib-method", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
-    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
+    "`parity.batches`": "--parity-batches", "`parity.outputs`": "--no-output-parity", "`parity.localize`": "--localize",
     "`parity.generate_tokens`": "--gen-tokens", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",
     "`TensorRTConfig.workspace_mib`": "--trt-workspace", "`TensorRTConfig.plugins`": "--trt-plugin",

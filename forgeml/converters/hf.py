@@ -196,6 +196,31 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
 
+    def source_only(self, source, example_inputs: InputSet | None, ref: str) -> ConvertResult:
+        """A checkpoint dir described without loading it (`parity.outputs` off): its signature from
+        config.json, its digest from the safetensors files, no reference and no torch/transformers import."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from forgeml.ir import Signature, TensorSpec, sha256_file
+
+        if not isinstance(source, Path):
+            raise InputError(f"{ref}: `parity.outputs` off needs a checkpoint directory; an in-memory model is "
+                             "already loaded, so its outputs are compared")
+        cfg = check_checkpoint(source)
+        vocab = int(cfg.get("vocab_size") or 0)
+        sig = Signature((TensorSpec("input_ids", ("batch", "tokens"), "int64"),),
+                        (TensorSpec("logits", ("batch", "tokens", vocab or "vocab"), "float32"),))
+        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
+                                for f in safetensors_files(source)})
+        try:
+            framework = f"transformers {version('transformers')} (not loaded)"
+        except PackageNotFoundError:
+            framework = "transformers (not installed, not needed)"
+        ir = IRModel(None, sig, Provenance("hf", ref, digest, framework, "not exported, not loaded (outputs not "
+                                                                          "compared)"))
+        return ConvertResult(ir=ir, reference=None, reference_name="", example_inputs={}, checkpoint=source)
+
+
 @dataclass
 class LoadedSource:
     """A checked, loaded decoder and its fixed inputs: everything but the ONNX export."""

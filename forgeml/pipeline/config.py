@@ -48,6 +48,7 @@ class PipelineConfig:
     command: str = ""
     localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
     generate_tokens: int = 32  # greedy tokens per prompt for a KV-cache decoder's generation parity
+    output_parity: bool = True  # `parity.outputs`: off, no reference is built (source-written targets only)
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
     mlflow: MlflowOptions | None = None  # log the committed package to MLflow (``forgeml.publish``)
 
@@ -94,7 +95,7 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_centered_cosine=None if q is None else q.min_centered_cosine)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration or ()),
         target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
-        generate_tokens=parity.generate_tokens, mlflow=mlflow)
+        generate_tokens=parity.generate_tokens, output_parity=parity.outputs, mlflow=mlflow)
     check_config(config)
     if mlflow is not None:  # options and the extra checked now, not after the conversion's minutes
         from forgeml.publish.mlflow import check_options

@@ -224,6 +224,8 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     """The converter stage: import, check the user's inputs, compute the reference outputs once.
     Without ``plan.build_ir`` the converter only loads its reference (no export, no IR parity)."""
     conv = resolved.converter
+    if plan.reference_dtype == "none":
+        return _describe_only(resolved, config, on_event, plan)
     stage_name = f"{conv.name}->onnx" if plan.build_ir else f"{conv.name} (reference only)"
     on_event(StageEvent(stage_name, "converter", "start"))
     t0 = time.perf_counter()
@@ -290,6 +292,23 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
         if release is not None:
             release()
     on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None if parity is None else parity.passed))
+    return state
+
+
+def _describe_only(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
+    """`parity.outputs` off: the source described, not loaded (no reference, no inputs, nothing to compare)."""
+    conv = resolved.converter
+    stage_name = f"{conv.name} (not loaded)"
+    on_event(StageEvent(stage_name, "converter", "start"))
+    t0 = time.perf_counter()
+    if config.user_inputs:
+        raise InputError("`parity.inputs` are compared on outputs, which `parity.outputs` off does not compare")
+    converted = conv.source_only(resolved.model, resolved.example_inputs, resolved.ref)
+    state = _RunState(config, on_event, converted, [], [], (), stage=(stage_name, "converter"))
+    entry = StageRecord(stage_name, "converter", route=converted.ir.provenance.route,
+                        seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
+    state.stages.append(entry)
+    on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None))
     return state
 
 
@@ -377,10 +396,13 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             artifact = target.build(ir, out, ctx)
             if ir.model is not None:
                 release_mappings(ir.model)  # what the build read of mapped weights, before the artifact's session
-            runner, precision = target.runner(artifact, ctx)
-            runner = TimedRunner(runner) if config.latency else runner
-            parity = state.check(runner, precision or ir.precision)
-            parity = _genai_check(state, artifact, parity, precision or ir.precision)
+            if not config.output_parity:  # the target's own checks ran inside build(); nothing to compare with
+                parity = None
+            else:
+                runner, precision = target.runner(artifact, ctx)
+                runner = TimedRunner(runner) if config.latency else runner
+                parity = state.check(runner, precision or ir.precision)
+                parity = _genai_check(state, artifact, parity, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run
             if output_oserror(e) is not None:
                 raise  # a full disk or read-only output ends the run: nothing partial is committed
@@ -399,6 +421,11 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
         entry.artifact, entry.runtime = artifact.path.relative_to(out).as_posix(), artifact.runtime
         entry.seconds = round(seconds, 3)
         entry.metadata = artifact.metadata or None
+        if parity is None:
+            entry.note = "outputs not compared (`parity.outputs` off): only the target's own checks ran"
+            state.stages.append(entry)
+            state.on_event(StageEvent(name, "target", "done", seconds, None))
+            continue
         if config.latency:
             from forgeml.runtime.latency import artifact_latency
 

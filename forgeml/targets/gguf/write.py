@@ -161,6 +161,22 @@ class Piece:
     max_abs: float = 0.0
     read_s: float = 0.0
     convert_s: float = 0.0
+    lossless: bool = False  # the source's own bits, copied: nothing rounded, nothing to compare
+
+
+# Transforms that move values without changing them, and the stored dtype each GGML type holds bit for bit.
+LAYOUT_ONLY = ("permute_qk", "transpose")
+SAME_BITS = {"F16": "F16", "F32": "F32"}
+
+
+def lossless(t, qtype, source: TensorSource) -> bool:
+    """The file keeps the source's own values: same type, a transform that only moves them. Such a
+    slice is copied as stored (no float32 round trip) and has nothing to compare: its error is zero
+    by construction, and the check counts it as ``lossless``."""
+    stored = getattr(source, "stored_dtype", None)
+    if stored is None or len(t.shape) == 0 or SAME_BITS.get(stored(t.source)) != qtype.name:
+        return False
+    return t.transform is None or t.transform_name.startswith(LAYOUT_ONLY)
 
 
 def _convert(t, qtype, rows, source: TensorSource, check: bool) -> Piece:
@@ -169,13 +185,24 @@ def _convert(t, qtype, rows, source: TensorSource, check: bool) -> Piece:
     import gguf
 
     t1 = time.perf_counter()
-    a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
+    keep = lossless(t, qtype, source)
+    if keep:
+        a = source.get_rows_stored(t.source, *(rows or (None, None)))
+    else:
+        a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
     t2 = time.perf_counter()
-    a = np.ascontiguousarray(t.apply(a), dtype=np.float32)
+    a = np.ascontiguousarray(t.apply(a), dtype=None if keep else np.float32)
     want = t.shape if rows is None else (rows[1] - rows[0], *t.shape[1:])
     if a.shape != want:
         raise TargetError(f"gguf: tensor {t.source} has shape {a.shape} after "
                           f"{t.transform_name or 'reading'}, expected {want}")
+    if keep:
+        return Piece(a, read_s=t2 - t1, convert_s=time.perf_counter() - t2, lossless=True)
+    if qtype == gguf.GGMLQuantizationType.Q8_0:  # quantize and compare in one cache-sized pass
+        from forgeml.targets.gguf.kernels import q8_0_checked
+
+        data, err_sq, src_sq, max_abs = q8_0_checked(a)
+        return Piece(data, err_sq, src_sq, max_abs, read_s=t2 - t1, convert_s=time.perf_counter() - t2)
     data = gguf.quants.quantize(a, qtype)
     piece = Piece(data, read_s=t2 - t1)
     if check:

@@ -196,9 +196,11 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
 
-    def source_only(self, source, example_inputs: InputSet | None, ref: str) -> ConvertResult:
-        """A checkpoint dir described without loading it (`parity.outputs` off): its signature from
-        config.json, its digest from the safetensors files, no reference and no torch/transformers import."""
+    def source_only(self, source, example_inputs: InputSet | None, ref: str, *,
+                    route: str = "not exported, not loaded (outputs not compared)") -> ConvertResult:
+        """A checkpoint dir described without loading it: its signature from config.json, its digest from
+        the safetensors files, no reference and no torch/transformers import in this process (for
+        `parity.outputs` off, or when the reference runs in a child process: ``hf_child``)."""
         from importlib.metadata import PackageNotFoundError, version
 
         from forgeml.ir import Signature, TensorSpec, sha256_file
@@ -213,11 +215,10 @@ class HFConverter:
         digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
                                 for f in safetensors_files(source)})
         try:
-            framework = f"transformers {version('transformers')} (not loaded)"
+            framework = f"transformers {version('transformers')}, torch {version('torch').split('+')[0]}"
         except PackageNotFoundError:
-            framework = "transformers (not installed, not needed)"
-        ir = IRModel(None, sig, Provenance("hf", ref, digest, framework, "not exported, not loaded (outputs not "
-                                                                          "compared)"))
+            framework = "transformers (not installed)"
+        ir = IRModel(None, sig, Provenance("hf", ref, digest, framework, route))
         return ConvertResult(ir=ir, reference=None, reference_name="", example_inputs={}, checkpoint=source)
 
 

@@ -113,14 +113,17 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     from forgeml.pipeline.plan import plan_stages
 
     plan = plan_stages(config, resolved.converter)
-    staged = None
+    staged = state = None
     try:
         state = _import(resolved, config, on_event, plan)
         if not plan.build_ir and _releasable(state):
             _release_reference(state)
         ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
         staged = StagedDir(out_dir)
-        artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
+        try:
+            artifacts, errors = _emit_targets(state, ir, float_ir, staged.path)
+        finally:
+            state.cancel_reference()  # every target failed before needing it, or the run is ending
         ok = state.report.passed and not errors
         _localize_first_failure(state)
         manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
@@ -134,6 +137,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         _write_reports(staged.path, manifest)  # manifest.json last: its presence says the rest is there
         final = staged.commit()  # the commit point: out_dir is absent, the old output, or all of this one
     except BaseException as e:
+        if state is not None:
+            state.cancel_reference()
         done = staged is not None and staged.committed
         if staged is not None:
             staged.discard()
@@ -187,6 +192,26 @@ class _RunState:
     first_failure: tuple[int, object] | None = None  # (stage index, ONNX model or file) to localize
     generation: GenerationCheck | None = None  # a KV-cache decoder: the source's greedy tokens
     stage: tuple[str, str] = ("", "")  # (name, kind) of the stage running now: what progress belongs to
+    reference_job: object | None = None  # hf_child.ReferenceJob: reference outputs still being computed
+
+    def await_reference(self) -> None:
+        """The child's input sets and reference outputs, once a stage needs them (no-op without a child)."""
+        job, self.reference_job = self.reference_job, None
+        if job is None:
+            return
+        got = job.result()
+        self.input_sets, self.reference_outputs = got.input_sets, got.outputs
+        self.converted = replace(self.converted, reference_name=got.reference_name, example_inputs=got.input_sets[0])
+        self.stages[0].notes.append(f"reference outputs: {got.seconds:.1f} s in a child process (peak RSS "
+                                    f"{got.peak_rss_mib:.0f} MiB), overlapping the targets' writes")
+        if self.config.latency:
+            self.stages[0].reference_latency = LatencyRecord.from_json(
+                {"note": "the reference streams its weights from disk in a child process: no latency measured"})
+
+    def cancel_reference(self) -> None:
+        job, self.reference_job = self.reference_job, None
+        if job is not None:
+            job.cancel()
 
     def start(self, name: str, kind: str) -> None:
         self.stage = (name, kind)
@@ -226,6 +251,8 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     conv = resolved.converter
     if plan.reference_dtype == "none":
         return _describe_only(resolved, config, on_event, plan)
+    if plan.reference_dtype == "streamed" and isinstance(resolved.model, Path) and hasattr(conv, "source_only"):
+        return _reference_in_child(resolved, config, on_event, plan)
     stage_name = f"{conv.name}->onnx" if plan.build_ir else f"{conv.name} (reference only)"
     on_event(StageEvent(stage_name, "converter", "start"))
     t0 = time.perf_counter()
@@ -307,6 +334,31 @@ def _describe_only(resolved, config: PipelineConfig, on_event, plan) -> _RunStat
     state = _RunState(config, on_event, converted, [], [], (), stage=(stage_name, "converter"))
     entry = StageRecord(stage_name, "converter", route=converted.ir.provenance.route,
                         seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
+    state.stages.append(entry)
+    on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None))
+    return state
+
+
+def _reference_in_child(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
+    """The checkpoint described here (no torch); its reference outputs computed by a child process
+    (``converters.hf_child``) while the targets write. ``_RunState.await_reference`` collects them."""
+    from forgeml.converters.hf_child import start_reference
+
+    conv = resolved.converter
+    stage_name = f"{conv.name} (reference in a child process)"
+    on_event(StageEvent(stage_name, "converter", "start"))
+    t0 = time.perf_counter()
+    converted = conv.source_only(resolved.model, resolved.example_inputs, resolved.ref,
+                                 route="not exported (reference only, streamed, in a child process)")
+    for user in config.user_inputs:
+        check_inputs(user, converted.ir.signature, "`parity.inputs`")
+    job = start_reference(resolved.model, batches=config.parity_batches, seed=config.seed,
+                          dynamic_batch=config.import_options.dynamic_batch, user_inputs=config.user_inputs)
+    state = _RunState(config, on_event, converted, [], [], (), stage=(stage_name, "converter"), reference_job=job)
+    entry = StageRecord(stage_name, "converter", route=converted.ir.provenance.route,
+                        seconds=round(time.perf_counter() - t0, 3), reference_released=True,
+                        note=f"{plan.reason}; the reference runs in a child process while the targets write, so "
+                             "its memory is returned before an artifact's runtime loads")
     state.stages.append(entry)
     on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None))
     return state
@@ -399,6 +451,8 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
             if not config.output_parity:  # the target's own checks ran inside build(); nothing to compare with
                 parity = None
             else:
+                state.await_reference()
+                ctx = replace(ctx, input_sets=tuple(state.input_sets))
                 runner, precision = target.runner(artifact, ctx)
                 runner = TimedRunner(runner) if config.latency else runner
                 parity = state.check(runner, precision or ir.precision)

@@ -137,3 +137,17 @@ def test_same_type_tensors_are_copied_bit_exact(llama_ckpt, tmp_path, monkeypatc
 def test_unchecked_write_says_so(llama_ckpt, tmp_path):
     meta = write_checkpoint(llama_ckpt, tmp_path / "m.gguf", "q8_0", check_weights=False, workers=2)
     assert meta["weight_check"] == {"skipped": True}
+
+
+def test_tensor_table_reads_what_gguf_py_reads(llama_ckpt, tmp_path):
+    """The header walk the layout check uses gives gguf-py's reader's names, types, shapes and offsets."""
+    import gguf
+
+    from forgeml.formats.gguf import tensor_table
+
+    write_checkpoint(llama_ckpt, tmp_path / "m.gguf", "q8_0", workers=2)
+    base, table = tensor_table(tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    assert base == reader.data_offset
+    assert table == {t.name: (int(t.tensor_type), tuple(int(d) for d in reversed(t.shape)), int(t.data_offset))
+                     for t in reader.tensors}

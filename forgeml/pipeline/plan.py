@@ -46,7 +46,7 @@ def plan_stages(config, converter) -> StagePlan:
     """The stages ``config`` needs with ``converter``; refuses explicit passes that nothing would use."""
     ir_targets = tuple(t for t in config.targets if reads_ir(t))
     source_targets = tuple(t for t in config.targets if not reads_ir(t))
-    pass_names = [p.name for p in config.passes]
+    pass_names = [p.name for p in config.passes] or list(config.deferred_passes)
     if not config.output_parity:
         return _without_outputs(config, converter, ir_targets, source_targets, pass_names)
     if ir_targets:

@@ -21,7 +21,6 @@ from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous, rel
 from forgeml.manifest import (ArtifactRecord, DivergenceRecord, FileRecord, LatencyRecord, MachineRecord, Manifest,
                               ParityRecord, PassChanges, PassDetails, SignatureRecord, SourceRecord, StagePlanRecord,
                               StageRecord)
-from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
 from forgeml.targets import TARGETS
 from forgeml.targets.base import Artifact, TargetContext
@@ -113,6 +112,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     from forgeml.pipeline.plan import plan_stages
 
     plan = plan_stages(config, resolved.converter)
+    if plan.run_passes:
+        config = config.with_passes()
     staged = state = None
     try:
         state = _import(resolved, config, on_event, plan)
@@ -390,6 +391,8 @@ def _release_reference(state: _RunState) -> None:
 
 def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
     """Each pass in order, parity after each; returns the final IR and the last fp32 one."""
+    from forgeml.passes import PassInputs
+
     ran: list[str] = []
     float_ir = ir
     pass_inputs = PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed,
@@ -435,7 +438,8 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
     config = state.config
     base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
                              quantize=config.quantize, calibration=state.calibration,
-                             input_sets=tuple(state.input_sets), progress=state.tick)
+                             input_sets=tuple(state.input_sets), progress=state.tick,
+                             outputs_compared=config.output_parity)
     artifacts: dict[str, Artifact] = {}
     errors: dict[str, str] = {}
     for name in config.targets:

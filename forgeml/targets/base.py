@@ -41,6 +41,8 @@ class TargetContext:
     input_sets: tuple[InputSet, ...] = ()  # the parity inputs (example + seeded random + user's)
     config: object | None = None
     progress: Callable[[int, int], None] | None = None  # (done, total) from long loops (GGUF tensors)
+    # False with `parity.outputs` off: the artifact's runtime will not run, so a target need not load it
+    outputs_compared: bool = True
 
     @property
     def weights(self) -> SourceWeights | None:

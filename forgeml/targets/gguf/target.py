@@ -20,7 +20,7 @@ from pathlib import Path
 
 from forgeml.errors import InputError, TargetError, require
 from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
-from forgeml.targets.gguf.write import GGUF_TYPES
+from forgeml.targets.gguf.write import GGUF_TYPES, KQUANT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,13 @@ class GgufTarget:
         return cfg.type == "f32"
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
+        cfg = self._config(ctx)
         try:  # both before any work: the file is only worth writing if llama.cpp can prove it
             require("gguf", "gguf")
-            require("llama_cpp", "gguf")
+            if ctx.outputs_compared or cfg.type in KQUANT_TYPES:  # (K-quants: llama.cpp's quantizer makes them)
+                require("llama_cpp", "gguf")
         except InputError as e:
             raise TargetError(f"gguf: {e}") from e
-        cfg = self._config(ctx)
         src = hf_source(ctx, ir.provenance.kind)
         extra = {"forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
                  "forgeml.source_sha256": ir.provenance.sha256}
@@ -202,9 +203,11 @@ def write_checkpoint(checkpoint: str | Path, out: str | Path, gguf_type: str = "
 
 
 def _runtime() -> str:
-    try:
-        from forgeml.targets.gguf.runner import llama_cpp_version
+    """The runtime that loads the file, named from the installed distribution (not imported: a run that
+    compares no outputs never loads it)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return f"llama.cpp ({llama_cpp_version()})"
-    except InputError:
+    try:
+        return f"llama.cpp (llama-cpp-python {version('llama_cpp_python')})"
+    except PackageNotFoundError:
         return "llama.cpp (llama-cpp-python not installed)"

@@ -365,6 +365,7 @@ def _print_summary(result, fail_on: str = "fail") -> None:
         for row in parity.rows:
             table.add_row(f"{stage} ({parity.profile.name})", row.output, _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
+                          "[yellow]undecided[/]" if row.verdict == "undecided" else
                           "[green]pass[/]" if row.passed else f"[red]FAIL[/] {row.problem or ''}")
     if result.parity.stages:
         out.print(table)

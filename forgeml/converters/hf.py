@@ -167,7 +167,7 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
     def reference_only(self, source, example_inputs: InputSet | None, ref: str, *,
-                       dtype: str = "float32", kv_cache: bool = False) -> ConvertResult:
+                       dtype: str = "float32", kv_cache: bool = False, weight_fn=None) -> ConvertResult:
         """The transformers model as a runner, without the ONNX export (``forgeml parity`` needs no graph).
 
         ``dtype="checkpoint"`` loads a checkpoint dir in the dtype it is stored in (float16/bfloat16 stay
@@ -178,7 +178,7 @@ class HFConverter:
         """
         from forgeml.ir import Signature, TensorSpec
 
-        src = load_source(source, example_inputs, dtype=dtype)
+        src = load_source(source, example_inputs, dtype=dtype, weight_fn=weight_fn)
         if kv_cache:
             example, spec, wrapper = _kv_source(src)
             ir = IRModel(None, kv_signature(spec), Provenance("hf", ref, src.digest, src.version,
@@ -235,7 +235,8 @@ class LoadedSource:
     version: str
 
 
-def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32") -> LoadedSource:
+def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32",
+                weight_fn=None) -> LoadedSource:
     """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids.
     ``dtype``: float32, "checkpoint" for the dtype config.json records (16-bit stays 16-bit), or
     "streamed" (float32 arithmetic, weights read from disk module by module: ``hf_stream``)."""
@@ -250,7 +251,7 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
         if dtype == "streamed":  # weights stay on disk; each module reads its own around its forward
             from forgeml.converters.hf_stream import streamed_model
 
-            model = streamed_model(source)
+            model = streamed_model(source, weight_fn)
         else:
             model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
         digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)

@@ -74,13 +74,18 @@ class ReferenceJob:
         self.work.cleanup()
 
 
-def start_reference(checkpoint: Path, *, batches: int, seed: int, dynamic_batch: bool,
-                    user_inputs: tuple[InputSet, ...] = ()) -> ReferenceJob:
+def start_reference(checkpoint: Path, *, batches: int = 0, seed: int = 0, dynamic_batch: bool = False,
+                    user_inputs: tuple[InputSet, ...] = (), only: bool = False,
+                    rounding: dict[str, tuple[str, bool]] | None = None) -> ReferenceJob:
     """Start the child for ``checkpoint``'s parity sets (the example, ``batches`` seeded batches, the
-    user's own sets) and their reference outputs; returns at once."""
+    user's own sets) and their reference outputs; returns at once. ``only``: the user's sets alone (the
+    example and seeded batches are not made). ``rounding``: {source tensor: (GGML type, transposed)}:
+    each weight is first rounded as a file of those types stores it (quantized and dequantized by
+    gguf-py; ``transposed``: in the file's transposed layout), which gives the noise the weight type
+    alone causes in the source framework (``forgeml.parity.floor``)."""
     work = tempfile.TemporaryDirectory(prefix="forgeml-reference-")
     spec = {"checkpoint": str(checkpoint), "batches": batches, "seed": seed, "dynamic_batch": dynamic_batch,
-            "user_inputs": [sorted(s) for s in user_inputs]}
+            "user_inputs": [sorted(s) for s in user_inputs], "only": only, "rounding": rounding}
     if user_inputs:
         np.savez(Path(work.name) / "user.npz", **{f"{i}/{k}": v for i, s in enumerate(user_inputs)
                                                  for k, v in s.items()})
@@ -103,9 +108,14 @@ def _child(work: Path) -> None:
         with np.load(work / "user.npz") as z:
             user = [{k: z[f"{i}/{k}"] for k in names} for i, names in enumerate(spec["user_inputs"])]
     ckpt = Path(spec["checkpoint"])
-    converted = HFConverter().reference_only(ckpt, None, str(ckpt), dtype="streamed")
-    sets = parity_inputs(converted.example_inputs, converted.ir.signature, batches=spec["batches"],
-                         seed=spec["seed"], dynamic_batch=spec["dynamic_batch"], user=user)
+    rounding = spec.get("rounding")
+    converted = HFConverter().reference_only(ckpt, None, str(ckpt), dtype="streamed",
+                                             weight_fn=_rounder(rounding) if rounding else None)
+    if spec.get("only"):
+        sets = user
+    else:
+        sets = parity_inputs(converted.example_inputs, converted.ir.signature, batches=spec["batches"],
+                             seed=spec["seed"], dynamic_batch=spec["dynamic_batch"], user=user)
     outs = run_reference(converted.reference, sets, "the source model")
     arrays = {f"in{i}/{k}": v for i, s in enumerate(sets) for k, v in s.items()}
     arrays.update({f"out{i}/{k}": np.asarray(v) for i, o in enumerate(outs) for k, v in o.items()})
@@ -114,6 +124,22 @@ def _child(work: Path) -> None:
     (work / "result.json").write_text(json.dumps({"sets": [list(s) for s in sets], "outputs": [list(o) for o in outs],
                                                   "reference_name": converted.reference_name,
                                                   "peak_rss_mib": round(rss, 1)}))
+
+
+def _rounder(rounding: dict):
+    """weight_fn for ``streamed_model``: each tensor as the file's type stores it, back in float32."""
+    import gguf
+
+    def fn(name: str, a: np.ndarray) -> np.ndarray:
+        qname, transposed = rounding.get(name, ("F32", False))
+        qtype = gguf.GGMLQuantizationType[qname]
+        if qtype == gguf.GGMLQuantizationType.F32 or a.ndim == 0:
+            return a
+        b = np.ascontiguousarray(a.T if transposed else a, dtype=np.float32)
+        r = gguf.quants.dequantize(gguf.quants.quantize(b, qtype), qtype).reshape(b.shape).astype(np.float32)
+        return np.ascontiguousarray(r.T) if transposed else r
+
+    return fn
 
 
 if __name__ == "__main__":

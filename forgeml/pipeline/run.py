@@ -460,6 +460,7 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                 runner, precision = target.runner(artifact, ctx)
                 runner = TimedRunner(runner) if config.latency else runner
                 parity = state.check(runner, precision or ir.precision)
+                parity = _noise_floor(state, target, artifact, ctx, parity)
                 parity = _genai_check(state, artifact, parity, precision or ir.precision)
         except Exception as e:  # any failure fails this target only; the others still run
             if output_oserror(e) is not None:
@@ -492,6 +493,28 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel,
                      onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
         state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
     return artifacts, errors
+
+
+def _noise_floor(state: _RunState, target, artifact: Artifact, ctx: TargetContext, parity):
+    """A quantized file that fails on cosine alone with top-1 undecided: run the source once more on the
+    file's rounded weights and re-judge against that floor (``forgeml.parity.floor``)."""
+    from forgeml.parity.floor import judge_with_floor, needs_floor
+
+    checkpoint = state.converted.checkpoint
+    if not needs_floor(parity) or checkpoint is None or getattr(target, "rounding", None) is None:
+        return parity
+    rounding = target.rounding(artifact, ctx)
+    if not rounding:
+        return parity
+    from forgeml.converters.hf_child import start_reference
+
+    state.start("noise floor", "parity")
+    t0 = time.perf_counter()
+    with heartbeat(state.tick):
+        floor = start_reference(checkpoint, user_inputs=tuple(state.input_sets), only=True,
+                                rounding=rounding).result()
+    state.on_event(StageEvent("noise floor", "parity", "done", time.perf_counter() - t0))
+    return judge_with_floor(parity, state.reference_outputs, floor.outputs)
 
 
 def _genai_check(state: _RunState, artifact: Artifact, parity, precision: str):

@@ -133,6 +133,23 @@ class GgufTarget:
         meta = write_file(src, path, cfg, extra, progress=ctx.progress)
         return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta)
 
+    def rounding(self, artifact: Artifact, ctx: TargetContext) -> dict[str, tuple[str, bool]] | None:
+        """{source tensor: (GGML type, stored transposed)} of the written file, for the noise-floor
+        reference (``forgeml.parity.floor``); None for K-quants, whose types llama.cpp's quantizer picks."""
+        from forgeml.formats.hf_checkpoint import safetensors_files
+        from forgeml.targets.gguf import arch as gguf_arch
+        from forgeml.targets.gguf.tensors import SafetensorsSource
+        from forgeml.targets.gguf.write import tensor_type
+
+        cfg = self._config(ctx)
+        src = hf_source(ctx, "hf")
+        if cfg.type in KQUANT_TYPES or src.checkpoint is None:
+            return None
+        tensors = SafetensorsSource(safetensors_files(src.checkpoint))
+        plan = gguf_arch.plan(src.config, tensors.names(), tensors.shape, src.name)
+        return {t.source: (tensor_type(cfg.type, t.shape).name, t.transform_name == "transpose")
+                for t in plan.tensors}
+
     def runner(self, artifact: Artifact, ctx: TargetContext):
         from forgeml.targets.gguf.runner import llama_runner
 

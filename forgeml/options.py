@@ -42,7 +42,7 @@ class ParityOptions:
     source framework is never imported, so only the artifact's own checks run (GGUF: every tensor
     dequantized and compared with the source's), for conversions where time and memory matter more."""
 
-    batches: int = 3
+    batches: int | None = None  # None: 3, or 0 when no requested target reads the IR (pipeline/plan.py)
     inputs: tuple[InputSet, ...] = ()
     atol: float | None = None
     rtol: float | None = None

@@ -68,7 +68,10 @@ def convert(
     no_kv_cache: bool = typer.Option(False, "--no-kv-cache", help="causal LMs: export input_ids -> logits "
                                      "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
-    parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    parity_batches: Optional[int] = typer.Option(None, "--parity-batches", min=0, help="seeded random batches "
+                                                 "besides the example (default 3; 0 when no target reads the ONNX "
+                                                 "IR, e.g. --to gguf: each position is a forward of the whole LLM "
+                                                 "in both runtimes)"),
     no_output_parity: bool = typer.Option(False, "--no-output-parity", help="targets written from the source "
                                           "(gguf, safetensors): skip comparing the artifact's outputs with the "
                                           "source framework (not even loaded); the artifact's own checks still run"),

@@ -44,7 +44,7 @@ class PipelineConfig:
     passes: tuple[ForgePass, ...]
     passes_given: bool = False  # the caller named `passes` (not the defaults): refused when no target reads the IR
     import_options: ImportOptions = ImportOptions()
-    parity_batches: int = 3  # seeded random batches besides the example inputs
+    parity_batches: int | None = None  # seeded random batches besides the example (None: the plan's default)
     seed: int = 0
     user_inputs: tuple[InputSet, ...] = ()
     tolerance: ToleranceOverrides = ToleranceOverrides()
@@ -77,7 +77,7 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
     builds from its flags) into a ``PipelineConfig``: pass names into passes, ``quantize`` into its passes,
     budgets into tolerance overrides, with the checks both front ends need. Messages name options by
     their API path (`quantize.calibration`); the CLI shows its flags instead."""
-    if parity.batches < 0:
+    if parity.batches is not None and parity.batches < 0:
         raise InputError(f"`parity.batches` {parity.batches}: must be 0 or more")
     if parity.generate_tokens < 0:
         raise InputError(f"`parity.generate_tokens` {parity.generate_tokens}: must be 0 or more")

@@ -30,11 +30,17 @@ class StagePlan:
     # "none": `parity.outputs` is off, the converter gives the source's signature and provenance only
     # (``source_only``): no reference, no source framework imported.
     reference_dtype: str = "float32"  # float32 | checkpoint | streamed | none
+    # Seeded random batches besides the example when the caller gave no `parity.batches`: 3, but 0 when
+    # no target reads the IR (an LLM checkpoint written as GGUF: every parity position costs a forward of
+    # the whole model in the source framework and again in llama.cpp, and the example's 64 fixed positions
+    # of text decide the verdict, top-1 on the decided ones).
+    parity_batches: int = 3
 
     def to_json(self) -> dict:
         return {"build_ir": self.build_ir, "run_passes": self.run_passes, "reason": self.reason,
                 "ir_targets": list(self.ir_targets), "source_targets": list(self.source_targets),
-                "skipped": list(self.skipped), "reference_dtype": self.reference_dtype}
+                "skipped": list(self.skipped), "reference_dtype": self.reference_dtype,
+                "parity_batches": self.parity_batches}
 
 
 def reads_ir(target_name: str) -> bool:
@@ -44,6 +50,16 @@ def reads_ir(target_name: str) -> bool:
 
 def plan_stages(config, converter) -> StagePlan:
     """The stages ``config`` needs with ``converter``; refuses explicit passes that nothing would use."""
+    import dataclasses
+
+    plan = _plan(config, converter)
+    batches = config.parity_batches
+    if batches is None:
+        batches = 3 if plan.build_ir else 0
+    return dataclasses.replace(plan, parity_batches=batches)
+
+
+def _plan(config, converter) -> StagePlan:
     ir_targets = tuple(t for t in config.targets if reads_ir(t))
     source_targets = tuple(t for t in config.targets if not reads_ir(t))
     pass_names = [p.name for p in config.passes] or list(config.deferred_passes)

@@ -114,6 +114,7 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     plan = plan_stages(config, resolved.converter)
     if plan.run_passes:
         config = config.with_passes()
+    config = replace(config, parity_batches=plan.parity_batches)  # the default resolved: what ran is recorded
     staged = state = None
     try:
         state = _import(resolved, config, on_event, plan)
@@ -349,12 +350,17 @@ def _reference_in_child(resolved, config: PipelineConfig, on_event, plan) -> _Ru
     stage_name = f"{conv.name} (reference in a child process)"
     on_event(StageEvent(stage_name, "converter", "start"))
     t0 = time.perf_counter()
-    converted = conv.source_only(resolved.model, resolved.example_inputs, resolved.ref,
-                                 route="not exported (reference only, streamed, in a child process)")
-    for user in config.user_inputs:
-        check_inputs(user, converted.ir.signature, "`parity.inputs`")
+    # started first: its imports and forward overlap this process's hashing and writing
     job = start_reference(resolved.model, batches=config.parity_batches, seed=config.seed,
                           dynamic_batch=config.import_options.dynamic_batch, user_inputs=config.user_inputs)
+    try:
+        converted = conv.source_only(resolved.model, resolved.example_inputs, resolved.ref,
+                                     route="not exported (reference only, streamed, in a child process)")
+        for user in config.user_inputs:
+            check_inputs(user, converted.ir.signature, "`parity.inputs`")
+    except BaseException:
+        job.cancel()
+        raise
     state = _RunState(config, on_event, converted, [], [], (), stage=(stage_name, "converter"), reference_job=job)
     entry = StageRecord(stage_name, "converter", route=converted.ir.provenance.route,
                         seconds=round(time.perf_counter() - t0, 3), reference_released=True,

@@ -138,3 +138,14 @@ def test_output_parity_off_is_refused_for_ir_targets():
 
     with pytest.raises(InputError, match="`parity.outputs` off applies to targets written from the source"):
         plan_stages(build_config(targets=["onnx", "gguf"], parity=forgeml.ParityOptions(outputs=False)), _hf())
+
+
+def test_parity_batches_default_follows_the_plan():
+    """No `parity.batches` given: 3 seeded batches when the IR is built, none when every target writes from
+    the source (each position is a whole-LLM forward in two runtimes); a given count is kept."""
+    import forgeml
+
+    assert plan_stages(build_config(targets=["gguf"]), _hf()).parity_batches == 0
+    assert plan_stages(build_config(targets=["onnx", "gguf"]), _hf()).parity_batches == 3
+    given = build_config(targets=["gguf"], parity=forgeml.ParityOptions(batches=2))
+    assert plan_stages(given, _hf()).parity_batches == 2 and plan_stages(given, _hf()).to_json()["parity_batches"] == 2

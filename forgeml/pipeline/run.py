@@ -578,12 +578,12 @@ def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[
     from forgeml.ir import sha256_file
     from forgeml.runtime.machine import detect as detect_machine
 
-    def file(f: Path, cls=FileRecord):
-        return cls(f.relative_to(root).as_posix(), sha256_file(f), f.stat().st_size)
+    def file(f: Path, cls=FileRecord, known: str | None = None):
+        return cls(f.relative_to(root).as_posix(), known or sha256_file(f), f.stat().st_size)
 
     files = {}
     for name, a in artifacts.items():
-        files[name] = file(a.path, ArtifactRecord)
+        files[name] = file(a.path, ArtifactRecord, a.sha256)
         files[name].extra_files = [file(f) for f in a.files if f != a.path] or None
     opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
     plans = None

@@ -22,6 +22,9 @@ class Artifact:
     # The IR the artifact was built from, in memory only (not in the manifest): for runners that check
     # the artifact against onnxruntime on that very graph (tensorrt). None when unknown.
     built_from: IRModel | None = field(default=None, repr=False, compare=False)
+    # The main file's sha256 when the target hashed the bytes as it wrote them (the manifest then does not
+    # read a file as large as the model a second time). None: the manifest hashes the file.
+    sha256: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

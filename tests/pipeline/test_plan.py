@@ -131,6 +131,10 @@ def test_a_gguf_conversion_without_output_parity_imports_no_framework(tmp_path):
     gguf = next(s for s in m["stages"] if s["name"] == "gguf")
     assert gguf.get("parity") is None and "not compared" in gguf["note"] and gguf["metadata"]["weight_check"]["passed"]
     assert m["plan"]["reference_dtype"] == "none" and m["ok"]
+    import hashlib  # the manifest's digest was hashed while writing: it is the file's
+
+    digest = hashlib.sha256((tmp_path / "o" / m["artifacts"]["gguf"]["path"]).read_bytes()).hexdigest()
+    assert m["artifacts"]["gguf"]["sha256"] == digest
 
 
 def test_output_parity_off_is_refused_for_ir_targets():

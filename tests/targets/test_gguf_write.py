@@ -151,3 +151,13 @@ def test_tensor_table_reads_what_gguf_py_reads(llama_ckpt, tmp_path):
     assert base == reader.data_offset
     assert table == {t.name: (int(t.tensor_type), tuple(int(d) for d in reversed(t.shape)), int(t.data_offset))
                      for t in reader.tensors}
+
+
+@pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
+def test_sha256_hashed_while_writing_is_the_files(llama_ckpt, tmp_path, gguf_type):
+    from forgeml.formats.hf_checkpoint import check_checkpoint
+    from forgeml.targets.gguf.target import Config, HFSource, write_file
+
+    src = HFSource(None, llama_ckpt, check_checkpoint(llama_ckpt), llama_ckpt, llama_ckpt.name)
+    meta = write_file(src, tmp_path / "m.gguf", Config(type=gguf_type), workers=2)
+    assert meta["write"]["sha256"] == _digest(tmp_path / "m.gguf")

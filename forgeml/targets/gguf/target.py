@@ -131,7 +131,8 @@ class GgufTarget:
                  "forgeml.source_sha256": ir.provenance.sha256}
         path = out_dir / self.filename
         meta = write_file(src, path, cfg, extra, progress=ctx.progress)
-        return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta)
+        return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta,
+                        sha256=meta["write"].pop("sha256", None))
 
     def rounding(self, artifact: Artifact, ctx: TargetContext) -> dict[str, tuple[str, bool]] | None:
         """{source tensor: (GGML type, stored transposed)} of the written file, for the noise-floor

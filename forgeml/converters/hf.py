@@ -167,7 +167,8 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
     def reference_only(self, source, example_inputs: InputSet | None, ref: str, *,
-                       dtype: str = "float32", kv_cache: bool = False, weight_fn=None) -> ConvertResult:
+                       dtype: str = "float32", kv_cache: bool = False, weight_fn=None,
+                       digest: bool = True) -> ConvertResult:
         """The transformers model as a runner, without the ONNX export (``forgeml parity`` needs no graph).
 
         ``dtype="checkpoint"`` loads a checkpoint dir in the dtype it is stored in (float16/bfloat16 stay
@@ -178,7 +179,7 @@ class HFConverter:
         """
         from forgeml.ir import Signature, TensorSpec
 
-        src = load_source(source, example_inputs, dtype=dtype, weight_fn=weight_fn)
+        src = load_source(source, example_inputs, dtype=dtype, weight_fn=weight_fn, digest=digest)
         if kv_cache:
             example, spec, wrapper = _kv_source(src)
             ir = IRModel(None, kv_signature(spec), Provenance("hf", ref, src.digest, src.version,
@@ -236,7 +237,7 @@ class LoadedSource:
 
 
 def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32",
-                weight_fn=None) -> LoadedSource:
+                weight_fn=None, digest: bool = True) -> LoadedSource:
     """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids.
     ``dtype``: float32, "checkpoint" for the dtype config.json records (16-bit stays 16-bit), or
     "streamed" (float32 arithmetic, weights read from disk module by module: ``hf_stream``)."""
@@ -255,7 +256,7 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
         else:
             model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
         digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
-                                for f in safetensors_files(source)})
+                                for f in safetensors_files(source)}) if digest else ""
     else:
         model = source
         digest = sha256_arrays({k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()})

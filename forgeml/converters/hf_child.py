@@ -109,7 +109,7 @@ def _child(work: Path) -> None:
             user = [{k: z[f"{i}/{k}"] for k in names} for i, names in enumerate(spec["user_inputs"])]
     ckpt = Path(spec["checkpoint"])
     rounding = spec.get("rounding")
-    converted = HFConverter().reference_only(ckpt, None, str(ckpt), dtype="streamed",
+    converted = HFConverter().reference_only(ckpt, None, str(ckpt), dtype="streamed", digest=False,  # the parent's
                                              weight_fn=_rounder(rounding) if rounding else None)
     if spec.get("only"):
         sets = user

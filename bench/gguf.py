@@ -6,7 +6,7 @@ spawn to exit, peak RSS from GNU ``/usr/bin/time -v`` ("Maximum resident set siz
 process of the tree; forgeml and llama.cpp's converter each run in one process) or, without it,
 ``os.wait4`` on the direct child. Nothing is measured in-process.
 
-Runs alternate per type (forgeml with logits parity, forgeml with ``--parity-batches 0``, llama.cpp's
+Runs alternate per type (forgeml with logits parity, forgeml with ``--no-output-parity``, llama.cpp's
 converter, an optional baseline tree) so that a shared machine's load spreads over all of them; each
 is repeated ``--repeat`` times and the table gives min–max with ratios of the medians to llama.cpp's
 converter and to the checkpoint's bytes.
@@ -18,7 +18,7 @@ gguf 0.19 from PyPI).
 
     PYTHONPATH=. python bench/gguf.py [--checkpoint DIR | --size 1g|440m] [--types f16,q8_0]
         [--repeat 1] [--baseline /work/main] [--llama-convert auto|PATH/convert_hf_to_gguf.py]
-        [--modes parity,no-parity]
+        [--modes parity,no-output] [--baseline-modes parity,no-parity]
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ SIZES = {  # BigSpec fields: ~1 GB (504 M parameters, 8 layers) and the ~440 MB 
     "440m": {},
 }
 LLAMA_CPP_PYTHON = "0.3.36"
-MODES = {"parity": [], "no-parity": ["--parity-batches", "0"]}  # forgeml's extra flags per mode
+# forgeml's extra flags per mode: logits parity on the default sets; on the example rows only; outputs not
+# compared at all (no reference, no llama.cpp: the per-tensor weight check alone)
+MODES = {"parity": [], "no-parity": ["--parity-batches", "0"], "no-output": ["--no-output-parity"]}
 
 
 def measure(cmd: list[str], env: dict) -> dict:
@@ -94,7 +96,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--baseline", help="another forgeml tree (its PYTHONPATH) to run beside this one")
     ap.add_argument("--llama-convert", help="llama.cpp's convert_hf_to_gguf.py, or 'auto' (the sdist's, cached)")
-    ap.add_argument("--modes", default="parity,no-parity", help=f"forgeml runs: {', '.join(MODES)}")
+    ap.add_argument("--modes", default="parity,no-output", help=f"forgeml runs: {', '.join(MODES)}")
+    ap.add_argument("--baseline-modes", default="parity,no-parity", help="the baseline tree's runs (an older "
+                    "tree may lack a mode's flag)")
     args = ap.parse_args()
     print_machine()  # first line: which CPU these numbers belong to
     here = str(Path(__file__).resolve().parents[1])
@@ -115,8 +119,8 @@ def main() -> int:
     runners = {}
     for mode in args.modes.split(","):
         runners[f"forgeml {mode}"] = lambda typ, out, mode=mode: forgeml(here, mode, typ, out)
-        if args.baseline:
-            runners[f"baseline {mode}"] = lambda typ, out, mode=mode: forgeml(args.baseline, mode, typ, out)
+    for mode in args.baseline_modes.split(",") if args.baseline else ():
+        runners[f"baseline {mode}"] = lambda typ, out, mode=mode: forgeml(args.baseline, mode, typ, out)
     if args.llama_convert:
         if args.llama_convert == "auto":
             script, gguf_py = llama_convert_script(Path.home() / ".cache" / "forgeml-bench")
@@ -141,8 +145,8 @@ def main() -> int:
     width = max(len(n) for n in runners)
     print(f"{'type':5} {'run':{width}} {'wall s (min–max)':>18} {'peak RSS MiB':>14} {'RSS/ckpt':>9} {'wall ratio':>11} "
           f"{'RSS ratio':>10}")
-    base_name = "llama.cpp" if args.llama_convert else (f"baseline {args.modes.split(',')[0]}" if args.baseline
-                                                         else None)
+    base_name = "llama.cpp" if args.llama_convert else (f"baseline {args.baseline_modes.split(',')[0]}"
+                                                         if args.baseline else None)
     for typ in args.types.split(","):
         base = results.get((typ, base_name)) if base_name else None
         for name in runners:

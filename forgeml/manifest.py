@@ -284,6 +284,7 @@ class StagePlanRecord(Record):
     source_targets: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     reference_dtype: str | None = None
+    parity_batches: int | None = None  # seeded batches besides the example: the caller's, or the plan's default
 
 
 @dataclass

@@ -39,9 +39,13 @@ class ParityOptions:
     greedy tokens a KV-cache decoder generates from each prompt in generation parity (0: none).
     ``held_out_samples``: with `quantize.mode`, fresh seeded samples every fp16/int8/int4 stage is also
     judged on (top-1 and centered cosine need tens of samples; no precision pass draws from their seeds).
-    ``fail_on``: the gate (fail | warn: warnings fail too), recorded so the reports' verdict is the exit code's."""
+    ``fail_on``: the gate (fail | warn: warnings fail too), recorded so the reports' verdict is the exit code's.
+    ``outputs``: run each artifact in its runtime and compare its outputs with the source framework's;
+    off (only for targets written from the source: gguf, safetensors) no reference is built and the
+    source framework is never imported, so only the artifact's own checks run (GGUF: every tensor
+    dequantized and compared with the source's), for conversions where time and memory matter more."""
 
-    batches: int = 3
+    batches: int | None = None  # None: 3, or 0 when no requested target reads the IR (pipeline/plan.py)
     inputs: tuple[InputSet, ...] = ()
     atol: float | None = None
     rtol: float | None = None
@@ -49,6 +53,7 @@ class ParityOptions:
     generate_tokens: int = 32
     held_out_samples: int = 64
     fail_on: str = "fail"
+    outputs: bool = True
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,15 @@ def convert(
     no_kv_cache: bool = typer.Option(False, "--no-kv-cache", help="causal LMs: export input_ids -> logits "
                                      "without the KV cache (the signature a gguf file is compared on)"),
     opset: Optional[int] = typer.Option(None, "--opset"),
-    parity_batches: int = typer.Option(3, "--parity-batches", min=0, help="seeded random batches besides the example"),
+    parity_batches: Optional[int] = typer.Option(None, "--parity-batches", min=0, help="seeded random batches "
+                                                 "besides the example (default 3; 0 when no target reads the ONNX "
+                                                 "IR, e.g. --to gguf: each position is a forward of the whole LLM "
+                                                 "in both runtimes)"),
     held_out_samples: int = typer.Option(64, "--held-out-samples", min=0, help="with --quantize: fresh samples every "
                                          "fp16/int8/int4 stage is also judged on (no pass saw them)"),
+    no_output_parity: bool = typer.Option(False, "--no-output-parity", help="targets written from the source "
+                                          "(gguf, safetensors): skip comparing the artifact's outputs with the "
+                                          "source framework (not even loaded); the artifact's own checks still run"),
     gen_tokens: int = typer.Option(32, "--gen-tokens", min=0, help="KV-cache decoders: greedy tokens per prompt "
                                    "in generation parity (0: none)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="override the profile's absolute tolerance"),
@@ -158,7 +164,7 @@ def convert(
             min_centered_cosine=min_centered_cosine, calibrate_method=calib_method),
         parity=ParityOptions(batches=parity_batches, inputs=tuple(read_npz(p) for p in inputs or []), atol=atol,
                              rtol=rtol, localize="always" if localize else "auto", generate_tokens=gen_tokens,
-                             held_out_samples=held_out_samples, fail_on=fail_on),
+                             held_out_samples=held_out_samples, fail_on=fail_on, outputs=not no_output_parity),
         import_options=ImportOptions(dynamic_batch=dynamic_batch,
                                      input_specs=tuple(parse_input_spec(s) for s in input_spec or []),
                                      opset=opset, trust_pickle=trust_pickle, signature=signature,
@@ -340,6 +346,16 @@ def _max_abs(row) -> str:
     return f"{row.max_abs:.2e}" if row.max_abs is not None else "–"
 
 
+def _own_check(stage) -> str:
+    """A target's own check, in a few words, for a run that compared no outputs."""
+    wc = (stage.metadata or {}).get("weight_check") or {}
+    if wc.get("passed"):
+        worst = wc.get("worst") or {}
+        return (f"{wc.get('tensors')} tensors checked against the source, worst relative RMS "
+                f"{worst.get('rel_rmse', 0):.2g} ({worst.get('tensor', '')})")
+    return "no check of its own" if not stage.error else "failed"
+
+
 def _print_summary(result, fail_on: str = "fail") -> None:
     from rich.table import Table
 
@@ -354,8 +370,13 @@ def _print_summary(result, fail_on: str = "fail") -> None:
         for row in parity.rows:
             table.add_row(_escape(f"{stage} ({parity.profile.name})"), _escape(row.output), _max_abs(row),
                           _cosine(row), _centered(row), _top1(row),
+                          "[yellow]undecided[/]" if row.verdict == "undecided" else
                           "[green]pass[/]" if row.passed else f"[red]FAIL[/] {_escape(row.problem or '')}")
-    out.print(table)
+    if result.parity.stages:
+        out.print(table)
+    else:  # `parity.outputs` off: say what was checked instead of an empty table
+        out.print(f"[yellow]outputs not compared[/] ({in_flags('`parity.outputs`')} off); "
+                  + "; ".join(f"{st.name}: {_escape(_own_check(st))}" for st in m.stages if st.kind == "target"))
     for st in m.stages:
         for note in st.notes:
             out.print(f"[dim]{_escape(st.name)}: {_escape(note)}[/]")
@@ -658,7 +679,7 @@ FLAGS = {
     "`quantize.min_top1`": "--min-top1", "`quantize.min_centered_cosine`": "--min-centered-cosine",
     "`quantize.calibrate_method`": "--calib-method", "`options.trust_pickle`": "--trust-pickle", "`options.input_specs`": "--input",
     "`options.opset`": "--opset", "`options.signature`": "--signature", "`parity.inputs`": "--inputs",
-    "`parity.batches`": "--parity-batches", "`parity.localize`": "--localize",
+    "`parity.batches`": "--parity-batches", "`parity.outputs`": "--no-output-parity", "`parity.localize`": "--localize",
     "`parity.generate_tokens`": "--gen-tokens", "`parity.held_out_samples`": "--held-out-samples",
     "`parity.fail_on`": "--fail-on", "`options.kv_cache`": "--no-kv-cache", "`force`": "--force",
     "`targets`": "--to", "`model`": "--model", "`TensorRTConfig.profiles`": "--trt-profile",

@@ -167,7 +167,8 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
     def reference_only(self, source, example_inputs: InputSet | None, ref: str, *,
-                       dtype: str = "float32", kv_cache: bool = False) -> ConvertResult:
+                       dtype: str = "float32", kv_cache: bool = False, weight_fn=None,
+                       digest: bool = True) -> ConvertResult:
         """The transformers model as a runner, without the ONNX export (``forgeml parity`` needs no graph).
 
         ``dtype="checkpoint"`` loads a checkpoint dir in the dtype it is stored in (float16/bfloat16 stay
@@ -178,7 +179,7 @@ class HFConverter:
         """
         from forgeml.ir import Signature, TensorSpec
 
-        src = load_source(source, example_inputs, dtype=dtype)
+        src = load_source(source, example_inputs, dtype=dtype, weight_fn=weight_fn, digest=digest)
         if kv_cache:
             example, spec, wrapper = _kv_source(src)
             ir = IRModel(None, kv_signature(spec), Provenance("hf", ref, src.digest, src.version,
@@ -196,6 +197,32 @@ class HFConverter:
                              checkpoint=src.checkpoint)
 
 
+    def source_only(self, source, example_inputs: InputSet | None, ref: str, *,
+                    route: str = "not exported, not loaded (outputs not compared)") -> ConvertResult:
+        """A checkpoint dir described without loading it: its signature from config.json, its digest from
+        the safetensors files, no reference and no torch/transformers import in this process (for
+        `parity.outputs` off, or when the reference runs in a child process: ``hf_child``)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from forgeml.ir import Signature, TensorSpec, sha256_file
+
+        if not isinstance(source, Path):
+            raise InputError(f"{ref}: `parity.outputs` off needs a checkpoint directory; an in-memory model is "
+                             "already loaded, so its outputs are compared")
+        cfg = check_checkpoint(source)
+        vocab = int(cfg.get("vocab_size") or 0)
+        sig = Signature((TensorSpec("input_ids", ("batch", "tokens"), "int64"),),
+                        (TensorSpec("logits", ("batch", "tokens", vocab or "vocab"), "float32"),))
+        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
+                                for f in safetensors_files(source)})
+        try:
+            framework = f"transformers {version('transformers')}, torch {version('torch').split('+')[0]}"
+        except PackageNotFoundError:
+            framework = "transformers (not installed)"
+        ir = IRModel(None, sig, Provenance("hf", ref, digest, framework, route))
+        return ConvertResult(ir=ir, reference=None, reference_name="", example_inputs={}, checkpoint=source)
+
+
 @dataclass
 class LoadedSource:
     """A checked, loaded decoder and its fixed inputs: everything but the ONNX export."""
@@ -209,7 +236,8 @@ class LoadedSource:
     version: str
 
 
-def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32") -> LoadedSource:
+def load_source(source, example_inputs: InputSet | None = None, dtype: str = "float32",
+                weight_fn=None, digest: bool = True) -> LoadedSource:
     """Check and load a checkpoint dir (or take an in-memory model) and fix its example token ids.
     ``dtype``: float32, "checkpoint" for the dtype config.json records (16-bit stays 16-bit), or
     "streamed" (float32 arithmetic, weights read from disk module by module: ``hf_stream``)."""
@@ -224,11 +252,11 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
         if dtype == "streamed":  # weights stay on disk; each module reads its own around its forward
             from forgeml.converters.hf_stream import streamed_model
 
-            model = streamed_model(source)
+            model = streamed_model(source, weight_fn)
         else:
             model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
         digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
-                                for f in safetensors_files(source)})
+                                for f in safetensors_files(source)}) if digest else ""
     else:
         model = source
         digest = sha256_arrays({k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()})

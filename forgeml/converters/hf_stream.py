@@ -20,8 +20,10 @@ from pathlib import Path
 from forgeml.errors import InputError
 
 
-def streamed_model(checkpoint: Path):
-    """The checkpoint's causal LM with meta parameters that load themselves around each module's forward."""
+def streamed_model(checkpoint: Path, weight_fn=None):
+    """The checkpoint's causal LM with meta parameters that load themselves around each module's forward.
+    ``weight_fn(name, float32 array) -> array``, when given, changes each tensor as it is read (the
+    noise-floor reference runs on the values a quantized file stores: ``hf_child``)."""
     import torch
     import transformers
 
@@ -57,7 +59,7 @@ def streamed_model(checkpoint: Path):
                 raise InputError(f"{checkpoint}: tensor {name} has shape {tuple(source.shape(name))}, config.json "
                                  f"says {tuple(p.shape)}")
         plans.append(plan)
-    reader = _Prefetch(source, [[name for _, name, _ in plan] for plan in plans])
+    reader = _Prefetch(source, [[name for _, name, _ in plan] for plan in plans], weight_fn)
     model.register_forward_pre_hook(lambda module, args: reader.begin())
     model.register_forward_hook(lambda module, args, output: reader.end())
     k = 0
@@ -72,10 +74,26 @@ def streamed_model(checkpoint: Path):
     return model
 
 
+def _as_float32(source, name: str):
+    """The tensor as a float32 torch tensor: 16-bit ones read as stored and widened by torch (vectorized;
+    numpy's float16 -> float32 cast took twice the forward's own matmul time on a 1 GB model)."""
+    import numpy as np
+    import torch
+
+    stored = source.stored_dtype(name)
+    if stored not in ("F16", "BF16") or not source.shape(name):
+        return torch.from_numpy(source.get(name))
+    raw = source.get_rows_stored(name)
+    if stored == "F16":
+        return torch.from_numpy(raw).float()
+    return torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16).float()
+
+
 def _loader(torch, reader, k: int, plan):
     def pre(module, args):
         for (pn, _, _), array in zip(plan, reader.take(k)):
-            module._parameters[pn] = torch.nn.Parameter(torch.from_numpy(array), requires_grad=False)
+            t = array if isinstance(array, torch.Tensor) else torch.from_numpy(array)
+            module._parameters[pn] = torch.nn.Parameter(t, requires_grad=False)
     return pre
 
 
@@ -88,10 +106,10 @@ class _Prefetch:
     for) any prefetch still pending, so a forward reads each tensor once, whatever the threads' timing,
     and nothing is held or read between calls."""
 
-    def __init__(self, source, names: list[list[str]]):
+    def __init__(self, source, names: list[list[str]], weight_fn=None):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.source, self.names = source, names
+        self.source, self.names, self.weight_fn = source, names, weight_fn
         self.next_of: dict[int, int] = {}
         self.last: int | None = None
         self.final: int | None = None  # the module that ran last in the previous forward
@@ -99,7 +117,9 @@ class _Prefetch:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeml-weights")
 
     def _read(self, k: int) -> list:
-        return [self.source.get(name) for name in self.names[k]]
+        if self.weight_fn is not None:
+            return [self.weight_fn(name, self.source.get(name)) for name in self.names[k]]
+        return [_as_float32(self.source, name) for name in self.names[k]]
 
     def begin(self) -> None:
         """A forward starts: no order link from the previous forward's last module to this one's first."""

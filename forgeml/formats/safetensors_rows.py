@@ -47,8 +47,21 @@ class SafetensorsSource:
         row_elems = int(np.prod(e.shape[1:])) if len(e.shape) > 1 else 1
         return self._read(e, start * row_elems, stop * row_elems).reshape((stop - start, *e.shape[1:]))
 
+    def stored_dtype(self, name: str) -> str:
+        """The safetensors dtype name the tensor is stored in (F16, BF16, F32 …)."""
+        return self._entries[name].dtype
+
+    def get_rows_stored(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
+        """Rows as stored (float16 stays float16; BF16 comes as its raw uint16 bits): for writers that keep
+        the source's own values and need no float32 copy."""
+        e = self._entries[name]
+        start, stop = (0, e.shape[0]) if start is None else (start, stop)
+        row_elems = int(np.prod(e.shape[1:])) if len(e.shape) > 1 else 1
+        raw = self._read(e, start * row_elems, stop * row_elems, widen=False)
+        return raw.reshape((stop - start, *e.shape[1:]))
+
     @staticmethod
-    def _read(e: TensorEntry, first: int, last: int) -> np.ndarray:
+    def _read(e: TensorEntry, first: int, last: int, widen: bool = True) -> np.ndarray:
         """Elements ``first:last`` of the flattened tensor, read with plain file I/O into a fresh array.
 
         Plain reads rather than a kept-open memory map: mapped pages that were touched stay resident
@@ -68,6 +81,8 @@ class SafetensorsSource:
                 got += n
         if got != (last - first) * item:
             raise InputError(f"{e.file}: ends inside a tensor's data (truncated file)")
+        if not widen:
+            return raw
         if e.dtype == "BF16":  # numpy has no bfloat16: widen the raw halves (bf16 is the top half of f32)
             return (raw.astype(np.uint32) << 16).view(np.float32)
         return raw.astype(np.float32)

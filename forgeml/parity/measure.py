@@ -38,6 +38,8 @@ class ParityRow(Record):
     tokens_matched: str | None = None  # generation rows (parity/generation.py): "matched/total" greedy tokens
     first_divergence: str | None = None
     generation: dict[str, Any] | None = None  # runtime, tokens, prompts, matched, total, divergences
+    verdict: str | None = None  # "undecided": a cosine failure the weight type's own noise explains (parity/floor.py)
+    noise_floor: float | None = None  # RMS logit error of the source framework on the file's rounded weights
 
     def metric(self, name: str) -> float | None:
         """A metric by its column name (``parity.table.COLUMNS``)."""

@@ -3,16 +3,22 @@ keywords or the CLI's flags, with the checks both need done once, before anythin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from forgeml.converters import ImportOptions
 from forgeml.errors import InputError
 from forgeml.options import MlflowOptions, ParityOptions, QuantizeOptions
 from forgeml.parity.tolerances import Tolerance
-from forgeml.passes import ForgePass
 from forgeml.runtime import InputSet
 from forgeml.targets import TARGETS
+
+if TYPE_CHECKING:
+    from forgeml.passes import ForgePass
+
+# forgeml.passes.DEFAULT_PASSES, named here so that a run whose targets never read the IR builds no pass
+# and never imports the passes (onnx_ir and sympy: over a second of a GGUF conversion's start-up).
+DEFAULT_PASS_NAMES: tuple[str, ...] = ("check", "simplify", "cleanup")
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class PipelineConfig:
     passes: tuple[ForgePass, ...]
     passes_given: bool = False  # the caller named `passes` (not the defaults): refused when no target reads the IR
     import_options: ImportOptions = ImportOptions()
-    parity_batches: int = 3  # seeded random batches besides the example inputs
+    parity_batches: int | None = None  # seeded random batches besides the example (None: the plan's default)
     # with `quantize.mode`: fresh seeded samples (beyond the parity inputs) every fp16/int8/int4 stage is judged
     # on too, so top-1 and centered cosine are estimated on enough samples no precision pass chose anything on
     held_out_samples: int = 64
@@ -51,9 +57,20 @@ class PipelineConfig:
     command: str = ""
     localize: str = "auto"  # first divergence on a failing stage: auto (small graphs) | always | never
     generate_tokens: int = 32  # greedy tokens per prompt for a KV-cache decoder's generation parity
+    output_parity: bool = True  # `parity.outputs`: off, no reference is built (source-written targets only)
     latency: bool = True  # time each artifact's runner (median of a few runs) for the variants table
     mlflow: MlflowOptions | None = None  # log the committed package to MLflow (``forgeml.publish``)
     fail_on: str = "fail"  # the gate, recorded in the manifest: the reports' verdict is the exit code's
+    # The default passes, not built: no requested target reads the IR. ``with_passes`` builds them
+    # should the plan export the IR after all (a converter with no reference of its own).
+    deferred_passes: tuple[str, ...] = ()
+
+    def with_passes(self) -> PipelineConfig:
+        from forgeml.passes import make_pass
+
+        if not self.deferred_passes:
+            return self
+        return replace(self, passes=tuple(make_pass(p) for p in self.deferred_passes), deferred_passes=())
 
 
 def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
@@ -64,9 +81,7 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
     builds from its flags) into a ``PipelineConfig``: pass names into passes, ``quantize`` into its passes,
     budgets into tolerance overrides, with the checks both front ends need. Messages name options by
     their API path (`quantize.calibration`); the CLI shows its flags instead."""
-    from forgeml.passes import DEFAULT_PASSES, make_pass
-
-    if parity.batches < 0:
+    if parity.batches is not None and parity.batches < 0:
         raise InputError(f"`parity.batches` {parity.batches}: must be 0 or more")
     if parity.held_out_samples < 0:
         raise InputError(f"`parity.held_out_samples` {parity.held_out_samples}: must be 0 or more")
@@ -74,8 +89,15 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
         raise InputError(f"`parity.fail_on` {parity.fail_on!r}: choose fail or warn")
     if parity.generate_tokens < 0:
         raise InputError(f"`parity.generate_tokens` {parity.generate_tokens}: must be 0 or more")
-    pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASSES if passes is None else passes))
     q = quantize
+    deferred = ()
+    if passes is None and q is None and targets and all(t in TARGETS and not getattr(TARGETS[t], "reads_ir", True)
+                                                        for t in targets):
+        pass_objs, deferred = (), DEFAULT_PASS_NAMES
+    else:
+        from forgeml.passes import make_pass
+
+        pass_objs = tuple(make_pass(p) for p in (DEFAULT_PASS_NAMES if passes is None else passes))
     if q is not None:
         from forgeml.passes.modes import quantize_pipeline
 
@@ -102,8 +124,8 @@ def build_config(*, targets: Sequence[str], passes: Sequence[str] | None = None,
             min_centered_cosine=None if q is None else q.min_centered_cosine)),
         quantize=None if q is None else q.mode, calibration=() if q is None else tuple(q.calibration or ()),
         target_configs=dict(target_configs or {}), command=command, localize=parity.localize,
-        generate_tokens=parity.generate_tokens, mlflow=mlflow, held_out_samples=parity.held_out_samples,
-        fail_on=parity.fail_on)
+        generate_tokens=parity.generate_tokens, output_parity=parity.outputs, mlflow=mlflow,
+        held_out_samples=parity.held_out_samples, fail_on=parity.fail_on, deferred_passes=deferred)
     check_config(config)
     if mlflow is not None:  # options and the extra checked now, not after the conversion's minutes
         from forgeml.publish.mlflow import check_options

@@ -27,12 +27,20 @@ class StagePlan:
     # target asks for float32 (a gguf f32 file is judged elementwise, which a 16-bit reference cannot meet);
     # when no target reads the loaded model's weights (gguf streams them from the checkpoint), the
     # reference is "streamed": float32 arithmetic with each module's weights read from disk as it runs.
-    reference_dtype: str = "float32"  # float32 | checkpoint | streamed
+    # "none": `parity.outputs` is off, the converter gives the source's signature and provenance only
+    # (``source_only``): no reference, no source framework imported.
+    reference_dtype: str = "float32"  # float32 | checkpoint | streamed | none
+    # Seeded random batches besides the example when the caller gave no `parity.batches`: 3, but 0 when
+    # no target reads the IR (an LLM checkpoint written as GGUF: every parity position costs a forward of
+    # the whole model in the source framework and again in llama.cpp, and the example's 64 fixed positions
+    # of text decide the verdict, top-1 on the decided ones).
+    parity_batches: int = 3
 
     def to_json(self) -> dict:
         return {"build_ir": self.build_ir, "run_passes": self.run_passes, "reason": self.reason,
                 "ir_targets": list(self.ir_targets), "source_targets": list(self.source_targets),
-                "skipped": list(self.skipped), "reference_dtype": self.reference_dtype}
+                "skipped": list(self.skipped), "reference_dtype": self.reference_dtype,
+                "parity_batches": self.parity_batches}
 
 
 def reads_ir(target_name: str) -> bool:
@@ -42,9 +50,21 @@ def reads_ir(target_name: str) -> bool:
 
 def plan_stages(config, converter) -> StagePlan:
     """The stages ``config`` needs with ``converter``; refuses explicit passes that nothing would use."""
+    import dataclasses
+
+    plan = _plan(config, converter)
+    batches = config.parity_batches
+    if batches is None:
+        batches = 3 if plan.build_ir else 0
+    return dataclasses.replace(plan, parity_batches=batches)
+
+
+def _plan(config, converter) -> StagePlan:
     ir_targets = tuple(t for t in config.targets if reads_ir(t))
     source_targets = tuple(t for t in config.targets if not reads_ir(t))
-    pass_names = [p.name for p in config.passes]
+    pass_names = [p.name for p in config.passes] or list(config.deferred_passes)
+    if not config.output_parity:
+        return _without_outputs(config, converter, ir_targets, source_targets, pass_names)
     if ir_targets:
         return StagePlan(True, True, f"target(s) {', '.join(ir_targets)} read the ONNX IR", ir_targets,
                          source_targets)
@@ -64,6 +84,22 @@ def plan_stages(config, converter) -> StagePlan:
     return StagePlan(False, False, f"no requested target ({', '.join(source_targets)}) reads the ONNX IR: "
                      "the export and its passes are skipped; parity compares each artifact in its own runtime "
                      "with the source framework", (), source_targets, skipped, dtype)
+
+
+def _without_outputs(config, converter, ir_targets, source_targets, pass_names) -> StagePlan:
+    """`parity.outputs` off: only targets written from the source, from a converter that can describe
+    the source without loading it."""
+    if ir_targets:
+        raise InputError(f"`parity.outputs` off applies to targets written from the source (gguf, safetensors); "
+                         f"{', '.join(ir_targets)} read the ONNX IR, whose every stage is checked on outputs")
+    if config.passes_given and pass_names:
+        raise InputError(f"`passes` {', '.join(pass_names)} change the ONNX IR, which no requested target reads")
+    if getattr(converter, "source_only", None) is None:
+        raise InputError(f"`parity.outputs` off: the {converter.name} converter cannot describe its source without "
+                         "loading it; only Hugging Face checkpoint directories convert without the reference")
+    return StagePlan(False, False, f"no requested target ({', '.join(source_targets)}) reads the ONNX IR and "
+                     "`parity.outputs` is off: no export, no reference; each target runs its own checks", (),
+                     source_targets, (f"{converter.name}->onnx", *pass_names), "none")
 
 
 def _wants_float32(target_name: str, config) -> bool:

@@ -21,7 +21,6 @@ from forgeml.ir import ConvertResult, IRModel, make_initializers_contiguous, rel
 from forgeml.manifest import (ArtifactRecord, DivergenceRecord, FileRecord, LatencyRecord, MachineRecord, Manifest,
                               ParityRecord, PassChanges, PassDetails, SignatureRecord, SourceRecord, StagePlanRecord,
                               StageRecord)
-from forgeml.passes import PassInputs
 from forgeml.pipeline.config import PipelineConfig, ToleranceOverrides, build_config, check_config  # noqa: F401  (re-exported)
 from forgeml.targets import TARGETS
 from forgeml.targets.base import Artifact, TargetContext
@@ -34,6 +33,7 @@ from forgeml.parity.tolerances import profile_for
 from forgeml.parity.generation import GenerationCheck, OwnsCache
 
 if TYPE_CHECKING:
+    from forgeml.passes import PassInputs
     from forgeml.publish.mlflow.log import Published
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,10 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
     from forgeml.pipeline.plan import plan_stages
 
     plan = plan_stages(config, resolved.converter)
-    staged = None
+    if plan.run_passes:
+        config = config.with_passes()
+    config = replace(config, parity_batches=plan.parity_batches)  # the default resolved: what ran is recorded
+    staged = state = None
     try:
         state = _import(resolved, config, on_event, plan)
         if not plan.build_ir and _releasable(state):
@@ -126,7 +129,10 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         ir, float_ir = _apply_passes(state, state.converted.ir) if plan.run_passes else (state.converted.ir,) * 2
         variants = _runtime_variants(state, float_ir) if plan.run_passes else {}
         staged = StagedDir(out_dir)
-        artifacts, errors = _emit_targets(state, ir, float_ir, staged.path, variants)
+        try:
+            artifacts, errors = _emit_targets(state, ir, float_ir, staged.path, variants)
+        finally:
+            state.cancel_reference()  # every target failed before needing it, or the run is ending
         ok = state.report.passed and not errors
         _localize_first_failure(state)
         manifest = _manifest(ok, ir, state.stages, artifacts, staged.path, config, errors)
@@ -140,6 +146,8 @@ def run(resolved, config: PipelineConfig, out_dir: Path, *, force: bool = False,
         _write_reports(staged.path, manifest)  # manifest.json last: its presence says the rest is there
         final = staged.commit()  # the commit point: out_dir is absent, the old output, or all of this one
     except BaseException as e:
+        if state is not None:
+            state.cancel_reference()
         done = staged is not None and staged.committed
         if staged is not None:
             staged.discard()
@@ -196,6 +204,26 @@ class _RunState:
     held_out_sets: list[InputSet] = field(default_factory=list)
     held_out_outputs: list[dict] = field(default_factory=list)
     stage: tuple[str, str] = ("", "")  # (name, kind) of the stage running now: what progress belongs to
+    reference_job: object | None = None  # hf_child.ReferenceJob: reference outputs still being computed
+
+    def await_reference(self) -> None:
+        """The child's input sets and reference outputs, once a stage needs them (no-op without a child)."""
+        job, self.reference_job = self.reference_job, None
+        if job is None:
+            return
+        got = job.result()
+        self.input_sets, self.reference_outputs = got.input_sets, got.outputs
+        self.converted = replace(self.converted, reference_name=got.reference_name, example_inputs=got.input_sets[0])
+        self.stages[0].notes.append(f"reference outputs: {got.seconds:.1f} s in a child process (peak RSS "
+                                    f"{got.peak_rss_mib:.0f} MiB), overlapping the targets' writes")
+        if self.config.latency:
+            self.stages[0].reference_latency = LatencyRecord.from_json(
+                {"note": "the reference streams its weights from disk in a child process: no latency measured"})
+
+    def cancel_reference(self) -> None:
+        job, self.reference_job = self.reference_job, None
+        if job is not None:
+            job.cancel()
 
     def start(self, name: str, kind: str) -> None:
         self.stage = (name, kind)
@@ -236,6 +264,10 @@ def _import(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
     """The converter stage: import, check the user's inputs, compute the reference outputs once.
     Without ``plan.build_ir`` the converter only loads its reference (no export, no IR parity)."""
     conv = resolved.converter
+    if plan.reference_dtype == "none":
+        return _describe_only(resolved, config, on_event, plan)
+    if plan.reference_dtype == "streamed" and isinstance(resolved.model, Path) and hasattr(conv, "source_only"):
+        return _reference_in_child(resolved, config, on_event, plan)
     stage_name = f"{conv.name}->onnx" if plan.build_ir else f"{conv.name} (reference only)"
     on_event(StageEvent(stage_name, "converter", "start"))
     t0 = time.perf_counter()
@@ -328,6 +360,53 @@ def _judged_statistically(config: PipelineConfig) -> bool:
     return False
 
 
+def _describe_only(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
+    """`parity.outputs` off: the source described, not loaded (no reference, no inputs, nothing to compare)."""
+    conv = resolved.converter
+    stage_name = f"{conv.name} (not loaded)"
+    on_event(StageEvent(stage_name, "converter", "start"))
+    t0 = time.perf_counter()
+    if config.user_inputs:
+        raise InputError("`parity.inputs` are compared on outputs, which `parity.outputs` off does not compare")
+    converted = conv.source_only(resolved.model, resolved.example_inputs, resolved.ref)
+    state = _RunState(config, on_event, converted, [], [], (), stage=(stage_name, "converter"))
+    entry = StageRecord(stage_name, "converter", route=converted.ir.provenance.route,
+                        seconds=round(time.perf_counter() - t0, 3), note=plan.reason)
+    state.stages.append(entry)
+    on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None))
+    return state
+
+
+def _reference_in_child(resolved, config: PipelineConfig, on_event, plan) -> _RunState:
+    """The checkpoint described here (no torch); its reference outputs computed by a child process
+    (``converters.hf_child``) while the targets write. ``_RunState.await_reference`` collects them."""
+    from forgeml.converters.hf_child import start_reference
+
+    conv = resolved.converter
+    stage_name = f"{conv.name} (reference in a child process)"
+    on_event(StageEvent(stage_name, "converter", "start"))
+    t0 = time.perf_counter()
+    # started first: its imports and forward overlap this process's hashing and writing
+    job = start_reference(resolved.model, batches=config.parity_batches, seed=config.seed,
+                          dynamic_batch=config.import_options.dynamic_batch, user_inputs=config.user_inputs)
+    try:
+        converted = conv.source_only(resolved.model, resolved.example_inputs, resolved.ref,
+                                     route="not exported (reference only, streamed, in a child process)")
+        for user in config.user_inputs:
+            check_inputs(user, converted.ir.signature, "`parity.inputs`")
+    except BaseException:
+        job.cancel()
+        raise
+    state = _RunState(config, on_event, converted, [], [], (), stage=(stage_name, "converter"), reference_job=job)
+    entry = StageRecord(stage_name, "converter", route=converted.ir.provenance.route,
+                        seconds=round(time.perf_counter() - t0, 3), reference_released=True,
+                        note=f"{plan.reason}; the reference runs in a child process while the targets write, so "
+                             "its memory is returned before an artifact's runtime loads")
+    state.stages.append(entry)
+    on_event(StageEvent(stage_name, "converter", "done", entry.seconds, None))
+    return state
+
+
 def _releasable(state: _RunState) -> bool:
     """The reference model can go once its outputs are computed: every target writes from the checkpoint
     on disk (``needs_source_model = False``) and nothing else (no IR, no localization) runs it again."""
@@ -365,6 +444,8 @@ def _apply_passes(state: _RunState, ir: IRModel) -> tuple[IRModel, IRModel]:
 
 
 def _pass_inputs(state: _RunState, ir: IRModel) -> PassInputs:
+    from forgeml.passes import PassInputs  # lazily: a run with no passes never imports them
+
     return PassInputs(state.converted.example_inputs, ir.signature, state.calibration, state.config.seed,
                       progress=state.tick)
 
@@ -434,14 +515,16 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel, out: Path,
     """Every target into ``out``, each from the IR, or from its runtime's own variant when it has one
     (``variants``: runtime → graph); a target that fails (TargetError or anything else) fails alone and
     is recorded, so the other artifacts and the reports are still written."""
-    from forgeml.passes.precision.plan import TARGET_RUNTIMES, variant_stage
-
     from forgeml.runtime.latency import TimedRunner
+
+    if variants:  # only then: importing forgeml.passes loads onnx_ir, which a source-written target never needs
+        from forgeml.passes.precision.plan import TARGET_RUNTIMES, variant_stage
 
     config = state.config
     base_ctx = TargetContext(converted=state.converted, float_ir=float_ir, forgeml_version=_forgeml_version(),
                              quantize=config.quantize, calibration=state.calibration,
-                             input_sets=tuple(state.input_sets), progress=state.tick)
+                             input_sets=tuple(state.input_sets), progress=state.tick,
+                             outputs_compared=config.output_parity)
     artifacts: dict[str, Artifact] = {}
     errors: dict[str, str] = {}
     for name in config.targets:
@@ -450,18 +533,24 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel, out: Path,
         state.start(name, "target")
         t0 = time.perf_counter()
         entry = StageRecord(name, "target")
-        runtime = TARGET_RUNTIMES.get(name)
-        graph = (variants or {}).get(runtime, ir)
+        runtime = TARGET_RUNTIMES.get(name) if variants else None
+        graph = variants.get(runtime, ir) if variants else ir
         if graph is not ir:
             entry.notes = [f"built from the {variant_stage(runtime)} stage's graph (int8 planned for {runtime})"]
         try:
             artifact = target.build(graph, out, ctx)
             if graph.model is not None:
                 release_mappings(graph.model)  # what the build read of mapped weights, before the artifact's session
-            runner, precision = target.runner(artifact, ctx)
-            runner = TimedRunner(runner) if config.latency else runner
-            parity = state.check(runner, precision or graph.precision)
-            parity = _genai_check(state, artifact, parity, precision or graph.precision)
+            if not config.output_parity:  # the target's own checks ran inside build(); nothing to compare with
+                parity = None
+            else:
+                state.await_reference()
+                ctx = replace(ctx, input_sets=tuple(state.input_sets))
+                runner, precision = target.runner(artifact, ctx)
+                runner = TimedRunner(runner) if config.latency else runner
+                parity = state.check(runner, precision or graph.precision)
+                parity = _noise_floor(state, target, artifact, ctx, parity)
+                parity = _genai_check(state, artifact, parity, precision or graph.precision)
         except Exception as e:  # any failure fails this target only; the others still run
             if output_oserror(e) is not None:
                 raise  # a full disk or read-only output ends the run: nothing partial is committed
@@ -480,6 +569,11 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel, out: Path,
         entry.artifact, entry.runtime = artifact.path.relative_to(out).as_posix(), artifact.runtime
         entry.seconds = round(seconds, 3)
         entry.metadata = artifact.metadata or None
+        if parity is None:
+            entry.note = "outputs not compared (`parity.outputs` off): only the target's own checks ran"
+            state.stages.append(entry)
+            state.on_event(StageEvent(name, "target", "done", seconds, None))
+            continue
         if config.latency:
             from forgeml.runtime.latency import artifact_latency
 
@@ -488,6 +582,28 @@ def _emit_targets(state: _RunState, ir: IRModel, float_ir: IRModel, out: Path,
                      onnx_candidate=artifact.path if artifact.path.suffix == ".onnx" else None)
         state.on_event(StageEvent(name, "target", "done", seconds, parity.passed))
     return artifacts, errors
+
+
+def _noise_floor(state: _RunState, target, artifact: Artifact, ctx: TargetContext, parity):
+    """A quantized file that fails on cosine alone with top-1 undecided: run the source once more on the
+    file's rounded weights and re-judge against that floor (``forgeml.parity.floor``)."""
+    from forgeml.parity.floor import judge_with_floor, needs_floor
+
+    checkpoint = state.converted.checkpoint
+    if not needs_floor(parity) or checkpoint is None or getattr(target, "rounding", None) is None:
+        return parity
+    rounding = target.rounding(artifact, ctx)
+    if not rounding:
+        return parity
+    from forgeml.converters.hf_child import start_reference
+
+    state.start("noise floor", "parity")
+    t0 = time.perf_counter()
+    with heartbeat(state.tick):
+        floor = start_reference(checkpoint, user_inputs=tuple(state.input_sets), only=True,
+                                rounding=rounding).result()
+    state.on_event(StageEvent("noise floor", "parity", "done", time.perf_counter() - t0))
+    return judge_with_floor(parity, state.reference_outputs, floor.outputs)
 
 
 def _genai_check(state: _RunState, artifact: Artifact, parity, precision: str):
@@ -545,12 +661,12 @@ def _manifest(ok: bool, ir: IRModel, stages: list[StageRecord], artifacts: dict[
     from forgeml.ir import sha256_file
     from forgeml.runtime.machine import detect as detect_machine
 
-    def file(f: Path, cls=FileRecord):
-        return cls(f.relative_to(root).as_posix(), sha256_file(f), f.stat().st_size)
+    def file(f: Path, cls=FileRecord, known: str | None = None):
+        return cls(f.relative_to(root).as_posix(), known or sha256_file(f), f.stat().st_size)
 
     files = {}
     for name, a in artifacts.items():
-        files[name] = file(a.path, ArtifactRecord)
+        files[name] = file(a.path, ArtifactRecord, a.sha256)
         files[name].extra_files = [file(f) for f in a.files if f != a.path] or None
     opsets = {d: v for d, v in ir.model.opset_imports.items()} if ir.model is not None else {}
     plans = None

@@ -22,6 +22,9 @@ class Artifact:
     # The IR the artifact was built from, in memory only (not in the manifest): for runners that check
     # the artifact against onnxruntime on that very graph (tensorrt). None when unknown.
     built_from: IRModel | None = field(default=None, repr=False, compare=False)
+    # The main file's sha256 when the target hashed the bytes as it wrote them (the manifest then does not
+    # read a file as large as the model a second time). None: the manifest hashes the file.
+    sha256: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class TargetContext:
     input_sets: tuple[InputSet, ...] = ()  # the parity inputs (example + seeded random + user's)
     config: object | None = None
     progress: Callable[[int, int], None] | None = None  # (done, total) from long loops (GGUF tensors)
+    # False with `parity.outputs` off: the artifact's runtime will not run, so a target need not load it
+    outputs_compared: bool = True
 
     @property
     def weights(self) -> SourceWeights | None:

@@ -94,3 +94,62 @@ def test_cli_summary_of_a_reference_only_run(tmp_path, capsys):
     assert main(["convert", "zoo:tiny-llama", "--to", "safetensors", "--parity-batches", "0", "-o", str(out)]) == 0
     text = "".join(capsys.readouterr())
     assert "plan: no requested target" in text and "hf->onnx" in text and "PASS" in text
+
+
+def test_default_passes_are_built_only_when_the_ir_is():
+    """A run whose targets never read the IR builds no pass (nor imports them); if the plan exports
+    after all, the defaults are built then, the same as forgeml.passes'."""
+    from forgeml.passes import DEFAULT_PASSES
+    from forgeml.pipeline.config import DEFAULT_PASS_NAMES
+
+    assert DEFAULT_PASS_NAMES == DEFAULT_PASSES
+    cfg = build_config(targets=["gguf"])
+    assert cfg.passes == () and cfg.deferred_passes == DEFAULT_PASSES
+    assert plan_stages(cfg, _hf()).skipped[1:] == DEFAULT_PASSES
+    assert [p.name for p in cfg.with_passes().passes] == list(DEFAULT_PASSES)
+    assert [p.name for p in build_config(targets=["onnx", "gguf"]).passes] == list(DEFAULT_PASSES)
+
+
+def test_a_gguf_conversion_without_output_parity_imports_no_framework(tmp_path):
+    """`parity.outputs` off: no reference, so neither torch, transformers nor the IR passes are imported."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("gguf")
+    from models_zoo.hf_models import SPECS, checkpoint
+
+    ckpt = checkpoint(SPECS["tiny-llama"])
+    code = ("import sys, forgeml\n"
+            f"r = forgeml.convert({str(ckpt)!r}, targets=['gguf'], out_dir={str(tmp_path / 'o')!r}, "
+            "parity=forgeml.ParityOptions(outputs=False))\n"
+            "assert r.ok, r.manifest\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'onnx_ir', 'sympy', 'llama_cpp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    gguf = next(s for s in m["stages"] if s["name"] == "gguf")
+    assert gguf.get("parity") is None and "not compared" in gguf["note"] and gguf["metadata"]["weight_check"]["passed"]
+    assert m["plan"]["reference_dtype"] == "none" and m["ok"]
+    import hashlib  # the manifest's digest was hashed while writing: it is the file's
+
+    digest = hashlib.sha256((tmp_path / "o" / m["artifacts"]["gguf"]["path"]).read_bytes()).hexdigest()
+    assert m["artifacts"]["gguf"]["sha256"] == digest
+
+
+def test_output_parity_off_is_refused_for_ir_targets():
+    import forgeml
+
+    with pytest.raises(InputError, match="`parity.outputs` off applies to targets written from the source"):
+        plan_stages(build_config(targets=["onnx", "gguf"], parity=forgeml.ParityOptions(outputs=False)), _hf())
+
+
+def test_parity_batches_default_follows_the_plan():
+    """No `parity.batches` given: 3 seeded batches when the IR is built, none when every target writes from
+    the source (each position is a whole-LLM forward in two runtimes); a given count is kept."""
+    import forgeml
+
+    assert plan_stages(build_config(targets=["gguf"]), _hf()).parity_batches == 0
+    assert plan_stages(build_config(targets=["onnx", "gguf"]), _hf()).parity_batches == 3
+    given = build_config(targets=["gguf"], parity=forgeml.ParityOptions(batches=2))
+    assert plan_stages(given, _hf()).parity_batches == 2 and plan_stages(given, _hf()).to_json()["parity_batches"] == 2

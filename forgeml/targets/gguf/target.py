@@ -20,7 +20,7 @@ from pathlib import Path
 
 from forgeml.errors import InputError, TargetError, require
 from forgeml.targets.base import Artifact, OpenContext, Opened, TargetContext, checked
-from forgeml.targets.gguf.write import GGUF_TYPES
+from forgeml.targets.gguf.write import GGUF_TYPES, KQUANT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +119,37 @@ class GgufTarget:
         return cfg.type == "f32"
 
     def build(self, ir, out_dir: Path, ctx: TargetContext) -> Artifact:
+        cfg = self._config(ctx)
         try:  # both before any work: the file is only worth writing if llama.cpp can prove it
             require("gguf", "gguf")
-            require("llama_cpp", "gguf")
+            if ctx.outputs_compared or cfg.type in KQUANT_TYPES:  # (K-quants: llama.cpp's quantizer makes them)
+                require("llama_cpp", "gguf")
         except InputError as e:
             raise TargetError(f"gguf: {e}") from e
-        cfg = self._config(ctx)
         src = hf_source(ctx, ir.provenance.kind)
         extra = {"forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
                  "forgeml.source_sha256": ir.provenance.sha256}
         path = out_dir / self.filename
         meta = write_file(src, path, cfg, extra, progress=ctx.progress)
-        return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta)
+        return Artifact(self.name, path, [path], runtime=_runtime(), metadata=meta,
+                        sha256=meta["write"].pop("sha256", None))
+
+    def rounding(self, artifact: Artifact, ctx: TargetContext) -> dict[str, tuple[str, bool]] | None:
+        """{source tensor: (GGML type, stored transposed)} of the written file, for the noise-floor
+        reference (``forgeml.parity.floor``); None for K-quants, whose types llama.cpp's quantizer picks."""
+        from forgeml.formats.hf_checkpoint import safetensors_files
+        from forgeml.targets.gguf import arch as gguf_arch
+        from forgeml.targets.gguf.tensors import SafetensorsSource
+        from forgeml.targets.gguf.write import tensor_type
+
+        cfg = self._config(ctx)
+        src = hf_source(ctx, "hf")
+        if cfg.type in KQUANT_TYPES or src.checkpoint is None:
+            return None
+        tensors = SafetensorsSource(safetensors_files(src.checkpoint))
+        plan = gguf_arch.plan(src.config, tensors.names(), tensors.shape, src.name)
+        return {t.source: (tensor_type(cfg.type, t.shape).name, t.transform_name == "transpose")
+                for t in plan.tensors}
 
     def runner(self, artifact: Artifact, ctx: TargetContext):
         from forgeml.targets.gguf.runner import llama_runner
@@ -203,9 +222,11 @@ def write_checkpoint(checkpoint: str | Path, out: str | Path, gguf_type: str = "
 
 
 def _runtime() -> str:
-    try:
-        from forgeml.targets.gguf.runner import llama_cpp_version
+    """The runtime that loads the file, named from the installed distribution (not imported: a run that
+    compares no outputs never loads it)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return f"llama.cpp ({llama_cpp_version()})"
-    except InputError:
+    try:
+        return f"llama.cpp (llama-cpp-python {version('llama_cpp_python')})"
+    except PackageNotFoundError:
         return "llama.cpp (llama-cpp-python not installed)"

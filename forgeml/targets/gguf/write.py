@@ -40,13 +40,15 @@ class WriteStats:
     source_bytes: int = 0
     bytes_written: int = 0
     by_type: dict[str, dict] = field(default_factory=dict)  # GGUF tensor type -> tensors, seconds, bytes
+    sha256: str | None = None  # of the file, hashed from the bytes as they were written (None: not known)
 
     def to_json(self) -> dict:
         mb = self.source_bytes / 1e6
         return {"seconds": round(self.seconds, 4), "read_seconds": round(self.read_seconds, 4),
                 "convert_seconds": round(self.convert_seconds, 4), "write_seconds": round(self.write_seconds, 4),
                 "source_mb": round(mb, 3), "mb_per_s": round(mb / self.seconds, 2) if self.seconds else None,
-                "by_type": {k: {**v, "seconds": round(v["seconds"], 4)} for k, v in self.by_type.items()}}
+                "by_type": {k: {**v, "seconds": round(v["seconds"], 4)} for k, v in self.by_type.items()},
+                **({"sha256": self.sha256} if self.sha256 else {})}
 
 
 def tensor_type(gguf_type: str, shape: tuple[int, ...]):
@@ -90,6 +92,7 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
     checker = WeightCheck() if check else None
     writer = gguf.GGUFWriter(str(path), plan.arch)
     offsets: dict[str, int] = {}
+    hasher, digest, hashed = None, None, -1
     try:
         _metadata(writer, plan, vocab, gguf_type, extra_metadata or {})
         types = []
@@ -110,6 +113,8 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
         align = writer.data_alignment
         _pad(fout, fout.tell(), align)
         data_start = fout.tell()
+        fout.flush()
+        hasher = _Hasher(path, data_start)  # the manifest's sha256, computed beside the writes
         pieces = [(i, rows, last) for i, t in enumerate(plan.tensors)
                   for rows, last in _with_last(_chunks(t))]
         tensor_bytes = 0
@@ -121,6 +126,7 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
                 offsets[t.name] = fout.tell() - data_start
             t3 = time.perf_counter()
             piece.data.tofile(fout)
+            hasher.add(piece.data)
             stats.write_seconds += time.perf_counter() - t3
             stats.read_seconds += piece.read_s
             stats.convert_seconds += piece.convert_s
@@ -129,7 +135,7 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
                 checker.add(piece)
             if not last:
                 continue
-            _pad(fout, tensor_bytes, align)
+            hasher.add(bytes(_pad(fout, tensor_bytes, align)))
             if checker is not None:
                 checker.finish(t, types[i].name)
             stats.source_bytes += source.nbytes(t.source)
@@ -143,8 +149,11 @@ def write_gguf(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource, g
         fout.flush()
     finally:
         writer.close()
+        if hasher is not None:
+            digest, hashed = hasher.finish()
     stats.seconds = time.perf_counter() - t_start
     stats.bytes_written = path.stat().st_size
+    stats.sha256 = digest if hashed == stats.bytes_written else None
     if checker is None:
         return stats, {"skipped": True}
     check_layout(path, plan, types, offsets)
@@ -161,6 +170,22 @@ class Piece:
     max_abs: float = 0.0
     read_s: float = 0.0
     convert_s: float = 0.0
+    lossless: bool = False  # the source's own bits, copied: nothing rounded, nothing to compare
+
+
+# Transforms that move values without changing them, and the stored dtype each GGML type holds bit for bit.
+LAYOUT_ONLY = ("permute_qk", "transpose")
+SAME_BITS = {"F16": "F16", "F32": "F32"}
+
+
+def lossless(t, qtype, source: TensorSource) -> bool:
+    """The file keeps the source's own values: same type, a transform that only moves them. Such a
+    slice is copied as stored (no float32 round trip) and has nothing to compare: its error is zero
+    by construction, and the check counts it as ``lossless``."""
+    stored = getattr(source, "stored_dtype", None)
+    if stored is None or len(t.shape) == 0 or SAME_BITS.get(stored(t.source)) != qtype.name:
+        return False
+    return t.transform is None or t.transform_name.startswith(LAYOUT_ONLY)
 
 
 def _convert(t, qtype, rows, source: TensorSource, check: bool) -> Piece:
@@ -169,13 +194,24 @@ def _convert(t, qtype, rows, source: TensorSource, check: bool) -> Piece:
     import gguf
 
     t1 = time.perf_counter()
-    a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
+    keep = lossless(t, qtype, source)
+    if keep:
+        a = source.get_rows_stored(t.source, *(rows or (None, None)))
+    else:
+        a = source.get(t.source) if rows is None else source.get_rows(t.source, *rows)
     t2 = time.perf_counter()
-    a = np.ascontiguousarray(t.apply(a), dtype=np.float32)
+    a = np.ascontiguousarray(t.apply(a), dtype=None if keep else np.float32)
     want = t.shape if rows is None else (rows[1] - rows[0], *t.shape[1:])
     if a.shape != want:
         raise TargetError(f"gguf: tensor {t.source} has shape {a.shape} after "
                           f"{t.transform_name or 'reading'}, expected {want}")
+    if keep:
+        return Piece(a, read_s=t2 - t1, convert_s=time.perf_counter() - t2, lossless=True)
+    if qtype == gguf.GGMLQuantizationType.Q8_0:  # quantize and compare in one cache-sized pass
+        from forgeml.targets.gguf.kernels import q8_0_checked
+
+        data, err_sq, src_sq, max_abs = q8_0_checked(a)
+        return Piece(data, err_sq, src_sq, max_abs, read_s=t2 - t1, convert_s=time.perf_counter() - t2)
     data = gguf.quants.quantize(a, qtype)
     piece = Piece(data, read_s=t2 - t1)
     if check:
@@ -246,10 +282,43 @@ def _chunks(t):
     return [(a, min(a + step, rows)) for a in range(0, rows, step)]
 
 
-def _pad(fout, n: int, align: int) -> None:
-    pad = -n % align
+def _pad(fout, n: int, align: int) -> bytes:
+    pad = bytes(-n % align)
     if pad:
-        fout.write(bytes(pad))
+        fout.write(pad)
+    return pad
+
+
+class _Hasher:
+    """sha256 of the file from the bytes as they are written: the header read back once, then each
+    slice on a helper thread (hashlib releases the GIL), at most a few slices behind the writes."""
+
+    def __init__(self, path: Path, header_bytes: int):
+        import hashlib
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.h = hashlib.sha256()
+        with open(path, "rb") as f:
+            self.h.update(f.read(header_bytes))
+        self.n = header_bytes
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gguf-sha256")
+        self.pending: deque = deque()
+
+    def add(self, data) -> None:
+        if len(data) == 0:
+            return
+        self.n += data.nbytes if hasattr(data, "nbytes") else len(data)
+        self.pending.append(self.pool.submit(self.h.update, memoryview(data).cast("B")
+                                             if hasattr(data, "nbytes") else data))
+        while len(self.pending) > 4:
+            self.pending.popleft().result()
+
+    def finish(self) -> tuple[str, int]:
+        while self.pending:
+            self.pending.popleft().result()
+        self.pool.shutdown()
+        return self.h.hexdigest(), self.n
 
 
 def _metadata(writer, plan: ArchPlan, vocab: Vocab, gguf_type: str, extra: dict[str, str]) -> None:
@@ -312,6 +381,7 @@ def _write_kquant(path: Path, plan: ArchPlan, vocab: Vocab, source: TensorSource
     stats.by_type = {"llama_model_quantize": {"tensors": len(plan.tensors), "seconds": quant_s,
                                               "bytes": path.stat().st_size}, **stats.by_type}
     stats.bytes_written = path.stat().st_size
+    stats.sha256 = None  # the hash was the f32 file's
     if not check:
         return stats, {"skipped": True}
     from forgeml.targets.gguf.check import check_weights

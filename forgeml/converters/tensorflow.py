@@ -380,6 +380,8 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
     require("tf2onnx", "tensorflow")
     from tf2onnx import convert, tf_loader
 
+    from forgeml.converters.tf2onnx_order import deterministic, renumber
+
     input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
     output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
     rename = convert.tensor_names_from_structed(concrete, input_names, output_names)
@@ -389,7 +391,7 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
         # SavedModel signature's specs do not carry the graph tensor names tf2onnx's helper looks for.
         rename.update(zip(output_names, sorted(structured)))
     try:
-        with quiet(*_LOGGERS), tf.device("/cpu:0"):
+        with quiet(*_LOGGERS), tf.device("/cpu:0"), deterministic():
             frozen = tf_loader.from_function(concrete, input_names, output_names)
             proto, _ = convert.from_graph_def(frozen, input_names=input_names, output_names=output_names,
                                               tensors_to_rename=rename, opset=options.opset,
@@ -398,6 +400,7 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
         raise ConversionError(f"tensorflow->onnx: tf2onnx failed on the {what}: {first_line(e, with_type=True)}") from e
     _refuse_leftover_tf_ops(proto, what)
     _name_batch_dims(proto)
+    renumber(proto)  # the same bytes from every process, whatever order tf2onnx drew its name numbers in
     return proto
 
 

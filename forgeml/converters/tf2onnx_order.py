@@ -52,11 +52,12 @@ def renumber(proto) -> None:
     keep = {v.name for v in proto.graph.input} | {v.name for v in proto.graph.output}
     names: list[str] = []
     for g in graphs:
-        names += [t.name for t in g.initializer]
-        if g is not proto.graph:  # a body graph's inputs and outputs are names inside the model
-            names += [v.name for v in (*g.input, *g.output)]
         for n in g.node:
             names += [n.name, *n.input, *n.output]
+    for g in graphs:  # then what no node names: unused initializers, a body graph's own inputs and outputs
+        names += [t.name for t in g.initializer]
+        if g is not proto.graph:
+            names += [v.name for v in (*g.input, *g.output)]
     numbers: dict[str, int] = {}
     for name in names:
         m = _MADE.match(name)

@@ -2,8 +2,8 @@
 
 - The same jobs run one after another in this process (``--cluster none``) and on the embedded Ray
   instance (a fresh worker per job, two at a time) give the same verdicts and byte-identical artifacts:
-  a few jobs in the default suite (two tf2onnx conversions in one process among them: its name counter
-  runs on from job to job), the 40 jobs of ``bench/batch.py`` when slow tests run.
+  two sklearn jobs in the default suite; Keras jobs (two tf2onnx conversions in one process: its name
+  counter ran on from job to job) and the 40 jobs of ``bench/batch.py`` when slow tests run.
 - Two processes with different hash seeds (and so different set orders and memory layouts) give
   byte-identical artifacts for every converter family and target kind: torch, TensorFlow, sklearn,
   ONNX files and Hugging Face checkpoints; onnx, safetensors, tflite, gguf; fp32, fp16, int8 dynamic,
@@ -26,11 +26,22 @@ from forgeml.batch import BatchOptions, run_batch
 ROOT = Path(__file__).resolve().parents[2]
 
 FEW = """
+    parity_batches: 0
+    models:
+      - src: zoo:sk_breast_cancer
+      - src: zoo:sk_iris
+        quantize: [fp16]
+    """
+
+# two tf2onnx conversions in one process (its name counter ran on from one to the next) and a calibration
+KERAS = """
     parity_batches: 1
     models:
       - src: zoo:keras_two_inputs
         quantize: [none, int8]
-      - src: zoo:sk_breast_cancer
+      - src: zoo:keras_cnn
+        quantize: [int8-static]
+        synthetic_calibration: true
     """
 
 # bench/batch.py's MATRIX: (zoo model, targets, quantize modes), 40 jobs
@@ -72,8 +83,17 @@ def _same_on_ray_as_in_process(jobs: Path, tmp_path: Path, expected_jobs: int) -
 
 
 def test_a_few_jobs_give_the_same_verdicts_and_bytes_in_process_and_on_ray(tmp_path):
+    """skl2onnx lists opset imports in hash-seed order, and every Ray worker has its own hash seed."""
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(textwrap.dedent(FEW))
+    _same_on_ray_as_in_process(jobs, tmp_path, 2)
+
+
+@pytest.mark.slow
+def test_keras_jobs_give_the_same_verdicts_and_bytes_in_process_and_on_ray(tmp_path):
+    pytest.importorskip("tf2onnx")
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(textwrap.dedent(KERAS))
     _same_on_ray_as_in_process(jobs, tmp_path, 3)
 
 

@@ -98,6 +98,7 @@ def test_keras_jobs_give_the_same_verdicts_and_bytes_in_process_and_on_ray(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 80 conversions: ~15 min on a busy 2-core machine, fresh worker imports included
 def test_forty_jobs_give_the_same_verdicts_and_bytes_in_process_and_on_ray(tmp_path):
     """The issue's bar: zoo × targets × quantize, sequential vs the embedded default."""
     _same_on_ray_as_in_process(_matrix_file(tmp_path), tmp_path, 40)
@@ -158,6 +159,7 @@ def _batch_in_a_process(jobs: Path, out: Path, hash_seed: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 30 conversions, two processes: 7 min on a busy 2-core machine
 def test_two_processes_write_the_same_bytes_for_every_converter_family(tmp_path):
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(textwrap.dedent(FAMILIES))

@@ -12,6 +12,16 @@ from models_zoo import ZooBuild
 SEED = 0
 
 
+def _fit(model, X, y):
+    """Train with one BLAS thread: a matrix product split over more threads sums in another order, so
+    PCA's components and the MLP's weights (and every artifact made from them) would follow the thread
+    count of whoever builds the zoo model (a 1-CPU batch worker vs a process using every core)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return model.fit(X, y)
+
+
 def _split(X, y, stratify=True):
     from sklearn.model_selection import train_test_split
 
@@ -60,7 +70,7 @@ def build_iris() -> ZooBuild:
     from sklearn.preprocessing import StandardScaler
 
     X_train, X_test, y_train, _ = iris_data()
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
+    model = _fit(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X_train, y_train)
     return ZooBuild(model, {"X": X_test}, ["label", "probabilities"])
 
 
@@ -77,7 +87,7 @@ def build_digits() -> ZooBuild:
                           MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=SEED))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X_train, y_train)
+        _fit(model, X_train, y_train)
     return ZooBuild(model, {"X": X_test}, ["label", "probabilities"])
 
 
@@ -92,8 +102,8 @@ def build_breast_cancer() -> ZooBuild:
     numeric = [c for c in X_train.columns if c != "size_class"]
     prep = ColumnTransformer([("num", StandardScaler(), numeric),
                               ("cat", OneHotEncoder(handle_unknown="ignore"), ["size_class"])])
-    model = make_pipeline(prep, RandomForestClassifier(n_estimators=25, max_depth=6, random_state=SEED))
-    model.fit(X_train, y_train)
+    model = _fit(make_pipeline(prep, RandomForestClassifier(n_estimators=25, max_depth=6, random_state=SEED)),
+                 X_train, y_train)
     examples = {c: X_test[[c]].to_numpy().astype(object if c == "size_class" else np.float32)
                 for c in X_test.columns}
     return ZooBuild(model, examples, ["label", "probabilities"])
@@ -106,5 +116,5 @@ def build_diabetes() -> ZooBuild:
     from sklearn.preprocessing import StandardScaler
 
     X_train, X_test, y_train, _ = diabetes_data()
-    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(X_train, y_train)
+    model = _fit(make_pipeline(StandardScaler(), Ridge(alpha=1.0)), X_train, y_train)
     return ZooBuild(model, {"X": X_test}, ["variable"])

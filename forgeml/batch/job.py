@@ -40,11 +40,7 @@ def run_job(job: Job, out: str, attempt: int = 1, threads: int | None = None, no
     if threads:
         env.update({k: str(threads) for k in THREAD_ENV})
     where = {"node_id": node_id, "host": socket.gethostname(), "pid": os.getpid()}
-    with _environment(env):
-        if threads and "torch" in __import__("sys").modules:  # in-process: torch's pool already exists
-            import torch
-
-            torch.set_num_threads(threads)
+    with _environment(env), _torch_threads(threads):
         try:
             running_path(root, job.id).write_text(json.dumps({**where, "attempt": attempt, "started": time.time()}))
         except OSError as e:  # a node that does not see OUT: say so, not a FileNotFoundError from Ray
@@ -109,6 +105,25 @@ def _from_manifest(rec: JobRecord, manifest: Manifest, root: Path, out_dir: Path
     rec.latency_ms = next((st["latency_ms"] for st in s["stages"] if st["kind"] == "target" and "latency_ms" in st),
                           None)
     return rec
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """In-process (``--cluster none``) torch's pool already exists and reads no environment: size it for
+    the job and put it back after (a fresh Ray worker sizes it from OMP_NUM_THREADS on import)."""
+    import sys
+
+    if not threads or "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,12 @@ def infrastructure_errors() -> tuple[type[BaseException], ...]:
             rx.ObjectLostError)
 
 
+def task_threads(job: Job) -> int:
+    """The thread pools a job computes with: its CPUs, on Ray and in-process alike, so that what a job
+    measures (and what a pass decides from it) does not depend on where it ran."""
+    return max(1, int(job.resources.num_cpus or 1))
+
+
 def _ray_entry(job: Job, out: str, attempt: int, threads: int) -> JobRecord:
     """The Ray task: the job function, told which node it is on."""
     import ray
@@ -93,7 +99,7 @@ def run_jobs(jobs: list[Job], out: Path, cluster: Cluster, *, max_parallel: int 
         for job in todo:
             tally.running = 1
             tally.emit("tick")
-            rec = run_job(job, str(out))
+            rec = run_job(job, str(out), threads=task_threads(job))
             tally.running = 0
             tally.finish(rec)
     else:
@@ -117,7 +123,7 @@ def _on_ray(jobs: list[Job], out: Path, tally: _Tally, max_parallel: int | None)
                 r = job.resources
                 ref = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, memory=r.memory,
                                    resources=dict(r.custom) or None, max_retries=0, retry_exceptions=False,
-                                   name=job.id).remote(job, str(out), attempt, max(1, int(r.num_cpus or 1)))
+                                   name=job.id).remote(job, str(out), attempt, task_threads(job))
                 inflight[ref] = (job, attempt, retried)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:

@@ -380,6 +380,8 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
     require("tf2onnx", "tensorflow")
     from tf2onnx import convert, tf_loader
 
+    from forgeml.converters.tf2onnx_order import deterministic, renumber
+
     # The function's own arguments only: ``concrete.inputs`` also lists its captures after them, and a
     # captured constant (Keras 3's Normalization keeps its mean/variance as plain tensors, as in
     # EfficientNetV2) is not a resource, so filtering by dtype would make it a graph input. Freezing
@@ -394,7 +396,7 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
         # SavedModel signature's specs do not carry the graph tensor names tf2onnx's helper looks for.
         rename.update(zip(output_names, sorted(structured)))
     try:
-        with quiet(*_LOGGERS), tf.device("/cpu:0"):
+        with quiet(*_LOGGERS), tf.device("/cpu:0"), deterministic():
             frozen = tf_loader.from_function(concrete, input_names, output_names)
             proto, _ = convert.from_graph_def(frozen, input_names=input_names, output_names=output_names,
                                               tensors_to_rename=rename, opset=options.opset,
@@ -403,6 +405,7 @@ def _to_onnx(concrete, options: ImportOptions, what: str):
         raise ConversionError(f"tensorflow->onnx: tf2onnx failed on the {what}: {first_line(e, with_type=True)}") from e
     _refuse_leftover_tf_ops(proto, what)
     _name_batch_dims(proto)
+    renumber(proto)  # the same bytes from every process, whatever order tf2onnx drew its name numbers in
     return proto
 
 

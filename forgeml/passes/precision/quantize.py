@@ -47,6 +47,40 @@ def _load(path: Path):
     return onnx_file.load(Path(path))
 
 
+CALIBRATION_THREADS = 1
+
+
+def _calibration_threads(n: int = CALIBRATION_THREADS):
+    """onnxruntime's calibrator opens its session with the default intra-op pool (one thread per core of
+    whatever node runs the job), and a reduction split over a different number of threads can round
+    differently, moving a min/max and so a scale's bits. Within the block it opens it with ``n`` threads,
+    so the calibrated ranges (and the artifact's bytes) do not depend on the machine's or task's CPUs."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def pinned():
+        import onnxruntime as ort
+        from onnxruntime.quantization import calibrate
+
+        original = calibrate.CalibraterBase.create_inference_session
+
+        def create(self):
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            opts.intra_op_num_threads = n
+            opts.inter_op_num_threads = 1
+            self.infer_session = ort.InferenceSession(self.augmented_model_path, sess_options=opts,
+                                                      providers=self.execution_providers)
+
+        calibrate.CalibraterBase.create_inference_session = create
+        try:
+            yield
+        finally:
+            calibrate.CalibraterBase.create_inference_session = original
+
+    return pinned()
+
+
 def _quiet_quantizer():
     """onnxruntime's quantizer logs advice through the root logger at WARNING; keep it at debug."""
     import contextlib
@@ -235,7 +269,7 @@ class Int8StaticPass(_Int8Pass):
         _save(proto, src)
         types = _quant_types()
         try:
-            with _quiet_quantizer():
+            with _quiet_quantizer(), _calibration_threads():
                 quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=list(self.config.op_types), per_channel=plan.per_channel,
                                 reduce_range=plan.reduce_range, activation_type=types[plan.activation_type],

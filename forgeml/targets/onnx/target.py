@@ -46,6 +46,9 @@ class OnnxTarget:
             raise TargetError("onnx: the model is over protobuf's 2 GB limit and external_data='never'; "
                               "use external_data='auto'")
         model = ir.model.clone()  # the metadata below must not leak into the pipeline's IR
+        opsets = sorted(model.opset_imports.items())  # one order whatever order passes added domains in
+        model.opset_imports.clear()
+        model.opset_imports.update(opsets)
         model.metadata_props.update({
             "forgeml.version": ctx.forgeml_version, "forgeml.source": ir.provenance.ref,
             "forgeml.source_sha256": ir.provenance.sha256, "forgeml.precision": ir.precision})

@@ -73,6 +73,16 @@ Runs = type[ProtoRuns]
 PROTOS: Runs = ProtoRuns
 
 
+def _outputs(run, inputs: Sequence[InputSet]) -> list[dict]:
+    """The float model's outputs, its session closed before the low-precision one opens (past 2 GB the
+    two would otherwise map both sets of weights at once)."""
+    outputs = [run(b) for b in inputs]
+    release = getattr(run, "release", None)
+    if release is not None:
+        release()
+    return outputs
+
+
 def summarize(parity: StageParity) -> dict:
     """The worst value of each metric over the outputs (what a budget step is judged by)."""
     out: dict = {"passed": parity.passed}
@@ -90,8 +100,8 @@ def judge_held_out(float_proto, low_proto, inputs: Sequence[InputSet], budget: T
                    runs: Runs = PROTOS) -> StageParity:
     """The chosen model against the float one on inputs the search never saw (no node was picked on them)."""
     output_names = [o.name for o in runs.graph(float_proto).graph.output]
-    f_run = runs.runner(float_proto)
-    return measure([f_run(b) for b in inputs], runs.runner(low_proto), inputs, budget,
+    reference = _outputs(runs.runner(float_proto), inputs)
+    return measure(reference, runs.runner(low_proto), inputs, budget,
                    reference="float model (held-out inputs)", output_names=output_names)
 
 
@@ -154,8 +164,7 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
 
     float_graph = runs.graph(float_proto)
     output_names = [o.name for o in float_graph.graph.output]
-    f_run = runs.runner(float_proto)
-    reference = [f_run(b) for b in inputs]
+    reference = _outputs(runs.runner(float_proto), inputs)
 
     def judge(proto) -> StageParity:
         return measure(reference, runs.runner(proto), inputs, budget, reference="float model",

@@ -48,7 +48,7 @@ class IrRuns:
     def runner(model):
         from forgeml.runtime.ort import ort_runner_for_ir
 
-        return ort_runner_for_ir(model)
+        return ort_runner_for_ir(model, low_memory=True)  # no prepacked copy of the weights beside their mapping
 
     @staticmethod
     def probed(model, names):

@@ -111,24 +111,22 @@ def _plain_dtype(tensor) -> bool:
     return dt.isbuiltin == 1 and dt.kind in "biuf"
 
 
-def ort_runner_for_ir(model, *, low_memory: bool | None = None) -> OrtRunner:
+def ort_runner_for_ir(model) -> OrtRunner:
     """onnxruntime over an ``onnx_ir.Model``. A small model goes over as one serialized protobuf. A large
     one (``forgeml.ir.is_large``), or one whose weights are still in their external-data files, goes over
     as its graph without weight data, so the 2 GB protobuf limit never applies: weights still in the
     source's data files stay external references that onnxruntime maps from that directory itself (no
     copy: measured 1x the weights, file-backed, where arrays handed over were copied, 2x); weights in
-    memory are handed over as arrays (``SessionOptions.add_external_initializers``). ``low_memory`` (default:
-    whether the model is large) as for ``ort_runner``: a pass working on a large model's smaller result sets it."""
+    memory are handed over as arrays (``SessionOptions.add_external_initializers``)."""
     import onnx_ir
     import onnxruntime as ort
 
     from forgeml.ir import hold_out, is_large
 
-    low_memory = is_large(model) if low_memory is None else low_memory
     mapped = [v.const_value for v in model.graph.initializers.values()
               if isinstance(v.const_value, onnx_ir.ExternalTensor)]
     if not mapped and not is_large(model):
-        return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString(), low_memory=low_memory)
+        return ort_runner(onnx_ir.serde.serialize_model(model).SerializeToString())
     dirs = {str(t.base_dir) for t in mapped}
     folder = dirs.pop() if len(dirs) == 1 else None
     if folder is not None:  # weights still in the source's data files: onnxruntime maps them itself
@@ -138,5 +136,5 @@ def ort_runner_for_ir(model, *, low_memory: bool | None = None) -> OrtRunner:
         only = _plain_dtype
     proto, held = hold_out(model, as_inputs=False, only=only)
     values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(t.numpy())) for name, t in held.items()}
-    return ort_runner(proto.SerializeToString(), external_initializers=values, low_memory=low_memory,
+    return ort_runner(proto.SerializeToString(), external_initializers=values, low_memory=is_large(model),
                       external_data_dir=folder)

@@ -48,7 +48,7 @@ class IrRuns:
     def runner(model):
         from forgeml.runtime.ort import ort_runner_for_ir
 
-        return ort_runner_for_ir(model, low_memory=True)  # no prepacked copy of the weights beside their mapping
+        return ort_runner_for_ir(model)  # as the stage check and users run it (prepacking changes int4's kernels)
 
     @staticmethod
     def probed(model, names):

@@ -85,8 +85,7 @@ class OnnxTarget:
         import forgeml.ir
         from forgeml.runtime.ort import ort_runner
 
-        large = sum(f.stat().st_size for f in artifact.files) >= forgeml.ir.LARGE_MODEL_BYTES or (
-            ctx.float_ir is not None and ctx.float_ir.model is not None and forgeml.ir.is_large(ctx.float_ir.model))
+        large = sum(f.stat().st_size for f in artifact.files) >= forgeml.ir.LARGE_MODEL_BYTES
         return checked(ort_runner(artifact.path, low_memory=large), artifact.path), None
 
 

@@ -1,7 +1,7 @@
 """Convert an ONNX model bigger than protobuf's 2 GB limit (or bigger than comfortable memory) and
 print what it cost: wall time and the whole conversion process's peak RSS.
 
-    flock /work/tools/big.lock python scripts/bigmodel.py --gib 2.2 [--quantize int8] [--keep DIR]
+    flock /work/tools/big.lock python scripts/bigmodel.py --gib 2.2 [--quantize int8|fp16|int4 [--min-top1 X]] [--keep DIR]
 
 The model is built here, seeded, a weight at a time straight into its external-data file (never two
 copies in memory): a chain of MatMul and Gemm layers of float32 ``dim x dim`` weights with a tanh
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gib", type=float, default=2.2, help="weights to generate, GiB (default 2.2: over the 2 GB limit)")
     ap.add_argument("--dim", type=int, default=8192, help="square weight size (default 8192: 256 MiB per weight)")
     ap.add_argument("--quantize", default="", help="forgeml --quantize mode, e.g. int8")
+    ap.add_argument("--min-top1", default="", help="forgeml --min-top1 for --quantize (the random model's 8192 outputs "
+                    "are nearly tied, so its top-1 flips on noise that cosine and centered cosine show is small)")
     ap.add_argument("--passes", default="", help="forgeml --passes (default: forgeml's defaults)")
     ap.add_argument("--keep", type=Path, help="build and convert here and keep the files")
     args = ap.parse_args(argv)
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                "--force"]
         if args.quantize:
             cmd += ["--quantize", args.quantize]
+        if args.min_top1:
+            cmd += ["--min-top1", args.min_top1]
         if args.passes:
             cmd += ["--passes", args.passes]
         print("$", " ".join(cmd), flush=True)

@@ -126,26 +126,35 @@ class PrecisionPass(ForgePass):
         return [random_like(i.example, i.signature, i.seed + 7000 + k) for k in range(n)]
 
     def call(self, model) -> DetailedPassResult:
-        from forgeml.ir import is_large, weight_bytes
-        from forgeml.passes.precision import fallback
+        from forgeml.ir import is_large
 
-        if is_large(model):  # its quantizers, the float16 converter and the fallback's sessions take protos
-            raise PassError(f"{self.name}: the model's {weight_bytes(model) / 2**30:.2f} GiB of weights are past "
-                            "protobuf's 2 GB limit, which this pass cannot handle yet; convert without "
-                            "`quantize.mode`")
+        if is_large(model):  # past protobuf's limit: the streamed rewrites, weights held out of every proto
+            from forgeml.passes.precision.streamed import call_large
+
+            return call_large(self, model)
         proto = self.prepare(to_proto(model))
         candidates = self.candidates(proto)
         if not candidates:
             raise PassError(f"{self.name}: {self.no_candidates()}")
-        inputs = self.budget_inputs(proto)
-        budget = self.budget()
+        from forgeml.passes.precision import fallback
+
         with tempfile.TemporaryDirectory(prefix="forgeml-pass-") as tmp:
-            res = fallback.search(lambda exclude: self.build(proto, exclude, Path(tmp)), proto, candidates,
-                                  inputs, budget, what=self.name, max_steps=self.config.budget.max_fallback_steps,
-                                  enabled=self.config.budget.fallback,
-                                  progress=None if self._inputs is None else self._inputs.progress,
-                                  exact=self.judged_exactly())
-            held = self._judge_held_out(proto, res, budget)
+            runs = fallback.EXACT if self.judged_exactly() else None
+            return self.search(proto, proto, candidates, lambda exclude: self.build(proto, exclude, Path(tmp)), runs)
+
+    def search(self, float_model, graph, candidates: list[str], build, runs=None) -> DetailedPassResult:
+        """The budget and fallback over ``build(exclude)``; ``runs`` (``fallback.Runs``) says how models are
+        run: ModelProtos by default, ``onnx_ir`` models with mapped weights past 2 GB (``graph`` is then the
+        proto without weight data that names nodes and inputs)."""
+        from forgeml.passes.precision import fallback
+
+        runs = runs or fallback.PROTOS
+        inputs = self.budget_inputs(graph)
+        budget = self.budget()
+        res = fallback.search(build, float_model, candidates, inputs, budget, what=self.name,
+                              max_steps=self.config.budget.max_fallback_steps, enabled=self.config.budget.fallback,
+                              progress=None if self._inputs is None else self._inputs.progress, runs=runs)
+        held = self._judge_held_out(float_model, graph, res, budget, runs)
         details = {"settings": self.settings(), "candidates": len(candidates), "kept_in_float": res.kept,
                    "budget": budget.to_json(), "budget_batches": len(inputs), "steps": res.steps}
         if held is not None:
@@ -156,7 +165,7 @@ class PrecisionPass(ForgePass):
             details["role_sensitivity"] = res.roles
         if self.warnings():
             details["warnings"] = self.warnings()
-        out = from_proto(res.proto)
+        out = from_proto(res.proto) if issubclass(runs, fallback.ProtoRuns) else res.proto
         out.graph.sort()  # converters append Casts/Q-DQ nodes at the end; keep the graph in topological order
         return DetailedPassResult(out, True, details)
 
@@ -165,16 +174,16 @@ class PrecisionPass(ForgePass):
         """Whether this pass's result is judged with Q/DQ computed in float (``plan.judged_exactly``)."""
         return False
 
-    def _judge_held_out(self, proto, res, budget: Tolerance) -> dict | None:
+    def _judge_held_out(self, float_model, graph, res, budget: Tolerance, runs) -> dict | None:
         from forgeml.passes.precision import fallback
 
         if not self.config.budget.held_out:
             return None
         try:
-            held = self.held_out_inputs(proto)
+            held = self.held_out_inputs(graph)
         except PassError as e:  # inputs that cannot be made up outside the pipeline: say so, judge nothing
             return {"skipped": str(e)}
-        parity = fallback.judge_held_out(proto, res.proto, held, budget, exact=self.judged_exactly())
+        parity = fallback.judge_held_out(float_model, res.proto, held, budget, runs=runs)
         out = {"batches": len(held), **fallback.summarize(parity)}
         if not parity.passed:
             log.warning("%s: budget met on its selection inputs but not on %d held-out batches: %s", self.name,

@@ -58,6 +58,49 @@ def _session_runner(proto, exact: bool = False):
     return ort_runner(proto.SerializeToString(), optimize=not exact)
 
 
+class ProtoRuns:
+    """How the search runs, probes and reads the models it compares: ModelProtos in one session each.
+    ``passes/precision/streamed.IrRuns`` is the other kind (``onnx_ir`` models past 2 GB, weights mapped)."""
+
+    @staticmethod
+    def runner(model):
+        return _session_runner(model)
+
+    @staticmethod
+    def probed(model, names):
+        from forgeml.passes.graph_tools import with_probes
+
+        return with_probes(model, names)
+
+    @staticmethod
+    def graph(model):
+        return model
+
+
+class ExactProtoRuns(ProtoRuns):
+    """ModelProtos with onnxruntime's graph rewrites off: Q/DQ computed exactly as written, not by the fused
+    CPU int8 kernels (for a plan judged on another runtime's arithmetic: ``plan.judged_exactly``)."""
+
+    @staticmethod
+    def runner(model):
+        return _session_runner(model, exact=True)
+
+
+Runs = type[ProtoRuns]
+PROTOS: Runs = ProtoRuns
+EXACT: Runs = ExactProtoRuns
+
+
+def _outputs(run, inputs: Sequence[InputSet]) -> list[dict]:
+    """The float model's outputs, its session closed before the low-precision one opens (past 2 GB the
+    two would otherwise map both sets of weights at once)."""
+    outputs = [run(b) for b in inputs]
+    release = getattr(run, "release", None)
+    if release is not None:
+        release()
+    return outputs
+
+
 def summarize(parity: StageParity) -> dict:
     """The worst value of each metric over the outputs (what a budget step is judged by)."""
     out: dict = {"passed": parity.passed}
@@ -72,11 +115,11 @@ def summarize(parity: StageParity) -> dict:
 
 
 def judge_held_out(float_proto, low_proto, inputs: Sequence[InputSet], budget: Tolerance, *,
-                   exact: bool = False) -> StageParity:
+                   runs: Runs = PROTOS) -> StageParity:
     """The chosen model against the float one on inputs the search never saw (no node was picked on them)."""
-    output_names = [o.name for o in float_proto.graph.output]
-    f_run = _session_runner(float_proto)
-    return measure([f_run(b) for b in inputs], _session_runner(low_proto, exact), inputs, budget,
+    output_names = [o.name for o in runs.graph(float_proto).graph.output]
+    reference = _outputs(runs.runner(float_proto), inputs)
+    return measure(reference, runs.runner(low_proto), inputs, budget,
                    reference="float model (held-out inputs)", output_names=output_names)
 
 
@@ -90,12 +133,10 @@ def keep_schedule(n: int, max_steps: int) -> list[int]:
 
 
 def _rel_errors(float_proto, low_proto, candidates: Sequence[str], io: dict, inputs: Sequence[InputSet],
-                *, exact: bool = False) -> list[dict]:
-    from forgeml.passes.graph_tools import with_probes
-
+                runs: Runs = PROTOS) -> list[dict]:
     names = sorted({t for n in candidates for group in io[n] for t in group})
-    f_run = _session_runner(with_probes(float_proto, names))
-    q_run = _session_runner(with_probes(low_proto, names), exact)
+    f_run = runs.runner(runs.probed(float_proto, names))
+    q_run = runs.runner(runs.probed(low_proto, names))
     diff_sq: dict[str, float] = {}
     ref_sq: dict[str, float] = {}
     for batch in inputs:
@@ -179,17 +220,17 @@ def _by_role(build: Builder, judge, float_proto, candidates: Sequence[str], budg
 
 def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Sequence[InputSet],
            budget: Tolerance, *, what: str, max_steps: int = 10, enabled: bool = True,
-           progress: Callable[[int, int], None] | None = None, exact: bool = False) -> FallbackResult:
+           progress: Callable[[int, int], None] | None = None, runs: Runs = PROTOS) -> FallbackResult:
     """Build the low-precision model and, if it misses ``budget``, keep costly nodes in float;
-    ``progress`` hears (steps tried, steps planned) as the search goes."""
+    ``progress`` hears (steps tried, steps planned) as the search goes; ``runs`` says how models run."""
     from forgeml.passes.graph_tools import node_io
 
-    output_names = [o.name for o in float_proto.graph.output]
-    f_run = _session_runner(float_proto)
-    reference = [f_run(b) for b in inputs]
+    float_graph = runs.graph(float_proto)
+    output_names = [o.name for o in float_graph.graph.output]
+    reference = _outputs(runs.runner(float_proto), inputs)
 
     def judge(proto) -> StageParity:
-        return measure(reference, _session_runner(proto, exact), inputs, budget, reference="float model",
+        return measure(reference, runs.runner(proto), inputs, budget, reference="float model",
                        output_names=output_names)
 
     proto = build(frozenset())
@@ -198,8 +239,8 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
     result = FallbackResult(proto, [], steps, parity)
     if parity.passed or not enabled:
         return result
-    io = node_io(float_proto)
-    ranking = _rel_errors(float_proto, proto, [c for c in candidates if c in io], io, inputs, exact=exact)
+    io = node_io(float_graph)
+    ranking = _rel_errors(float_proto, proto, [c for c in candidates if c in io], io, inputs, runs)
     result.ranking = ranking[:20]
     order = [r["node"] for r in ranking]
     order += [c for c in candidates if c not in order]  # nodes whose error could not be measured go last
@@ -219,7 +260,7 @@ def search(build: Builder, float_proto, candidates: Sequence[str], inputs: Seque
         steps.append(step)
         if parity.passed:
             return FallbackResult(proto, kept, steps, parity, result.ranking)
-    by_role = _by_role(build, judge, float_proto, order, budget, steps, max_steps)
+    by_role = _by_role(build, judge, float_graph, order, budget, steps, max_steps)  # a proto (weights held out past 2 GB)
     if by_role is not None:
         by_role.ranking = result.ranking
         return by_role

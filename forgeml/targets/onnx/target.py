@@ -18,7 +18,7 @@ from forgeml.ir import is_large
 
 @dataclass(frozen=True)
 class OnnxConfig:
-    external_data: str = "auto"  # auto | always | never
+    external_data: str = "auto"  # auto (past 2 GB, or quantized from a model that was) | always | never
     size_threshold: int = 1024  # with external data: tensors smaller than this stay inside the .onnx
 
 
@@ -41,7 +41,10 @@ class OnnxTarget:
         if cfg.external_data not in ("auto", "always", "never"):
             raise TargetError(f"onnx: external_data must be auto, always or never, not {cfg.external_data!r}")
         too_big = is_large(ir.model)
-        external = cfg.external_data == "always" or (cfg.external_data == "auto" and too_big)
+        # a model quantized from one past the limit keeps its weights out of the proto too (written a tensor
+        # at a time from the pass's mapped scratch file, never gathered into one in-memory protobuf)
+        from_large = ctx.float_ir is not None and ctx.float_ir.model is not None and is_large(ctx.float_ir.model)
+        external = cfg.external_data == "always" or (cfg.external_data == "auto" and (too_big or from_large))
         if too_big and not external:
             raise TargetError("onnx: the model is over protobuf's 2 GB limit and external_data='never'; "
                               "use external_data='auto'")

@@ -18,6 +18,7 @@ The reference is the same wrapper in torch eager; ``generate`` is transformers' 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -124,14 +125,46 @@ class _Loaded:
     version: str
 
 
+def is_seq2seq_checkpoint(path: Path) -> bool:
+    """A checkpoint directory whose config.json says it is an encoder-decoder (read as JSON: no import)."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("is_encoder_decoder") is True
+
+
+def from_checkpoint(path: Path):
+    """The encoder-decoder saved in ``path`` (safetensors only: nothing is unpickled), in float32."""
+    tf = _transformers()
+    errors = []
+    for auto in (tf.AutoModelForSeq2SeqLM, tf.AutoModelForSpeechSeq2Seq):
+        try:
+            with quiet(*_LOGGERS):
+                model, info = auto.from_pretrained(str(path), dtype="float32", use_safetensors=True,
+                                                   local_files_only=True, output_loading_info=True)
+        except (ValueError, KeyError, OSError) as e:
+            errors.append(first_line(e))
+            continue
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise InputError(f"{path}: the checkpoint is missing tensors the model needs: {', '.join(missing[:5])}")
+        return model
+    raise InputError(f"{path}: transformers could not load this encoder-decoder checkpoint: {errors[-1]}")
+
+
 class HFSeq2SeqConverter:
     name = "hf-seq2seq"
-    suffixes: tuple[str, ...] = ()  # in-memory models only (``python:module:fn`` or the API)
+    suffixes: tuple[str, ...] = ()  # checkpoint *directories* (``pipeline.sources`` detects them) or in-memory models
 
     def accepts(self, obj: object) -> bool:
         return is_seq2seq(obj)
 
     def convert(self, source, example_inputs: InputSet | None, ref: str, options: ImportOptions) -> ConvertResult:
+        if isinstance(source, (str, Path)):
+            source = from_checkpoint(Path(source))
         src = load(source, example_inputs)
         onnx_model = _export(src, options)
         sig = signature_of(onnx_model)
@@ -151,8 +184,7 @@ def load(model, example_inputs: InputSet | None = None) -> _Loaded:
     tf = _transformers()
     if not is_seq2seq(model):
         raise InputError(f"hf-seq2seq: {type(model).__name__} is not a transformers encoder-decoder "
-                         "(*ForConditionalGeneration with config.is_encoder_decoder); checkpoint directories of "
-                         "encoder-decoders are not read yet: load the model in Python and pass it")
+                         "(*ForConditionalGeneration with config.is_encoder_decoder)")
     model.eval()
     cfg = model.config
     audio = "input_features" in getattr(model, "main_input_name", "input_ids")

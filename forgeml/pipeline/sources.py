@@ -111,8 +111,11 @@ def _from_path(path: Path, example_inputs) -> ResolvedSource:
         require_file(path)  # a FIFO, device or empty file: one line, never a blocking open
     if path.is_dir() and any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
         return ResolvedSource(CONVERTERS["tensorflow"], path, str(path), example_inputs)
-    if path.is_dir() and (path / "config.json").is_file() and "hf" in CONVERTERS:
-        return ResolvedSource(CONVERTERS["hf"], path, str(path), example_inputs)  # a Hugging Face checkpoint
+    if path.is_dir() and (path / "config.json").is_file() and "hf" in CONVERTERS:  # a Hugging Face checkpoint
+        from forgeml.converters.hf_seq2seq import is_seq2seq_checkpoint
+
+        name = "hf-seq2seq" if is_seq2seq_checkpoint(path) else "hf"
+        return ResolvedSource(CONVERTERS[name], path, str(path), example_inputs)
     suffix = path.suffix.lower()
     kind = sniff(path) if path.is_file() else None
     if kind == "sklearn" and "torch" in CONVERTERS and suffix in CONVERTERS["torch"].suffixes:

@@ -170,3 +170,49 @@ def test_a_graph_whose_decoder_reads_the_encoder_input_is_not_split():
     assert [n.op_type for n in enc.graph.node] == ["Relu"]
     with pytest.raises(TargetError, match=r"decoder with past would need \['input_ids'\]"):
         extract(proto, ["decoder_input_ids"], ["logits"], "decoder with past")
+
+
+def test_a_checkpoint_directory_goes_to_the_seq2seq_converter(tmp_path):
+    """config.json's `is_encoder_decoder` routes a directory (read as JSON, nothing imported); others stay `hf`."""
+    import json
+
+    from forgeml.pipeline.sources import resolve
+
+    (tmp_path / "s2s").mkdir()
+    (tmp_path / "s2s" / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True}))
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert resolve(str(tmp_path / "s2s")).converter.name == "hf-seq2seq"
+    assert resolve(str(tmp_path / "lm")).converter.name == "hf"
+
+
+@pytest.mark.slow
+def test_a_saved_t5_checkpoint_converts_from_the_cli_and_generates_like_transformers(tmp_path):
+    """What a user brings: `save_pretrained`'s directory, converted by the CLI; generation judged in both files."""
+    import json
+
+    from forgeml.cli.app import main
+
+    MODELS["t5"]().save_pretrained(tmp_path / "t5", safe_serialization=True)
+    out = tmp_path / "out"
+    code = main(["convert", str(tmp_path / "t5"), "--to", "onnx", "-o", str(out), "--passes", "",
+                 "--parity-batches", "1", "--gen-tokens", "8"])
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    gen = next(r for o, r in _rows(manifest, "onnx").items() if o.startswith("generation"))
+    matched, total = map(int, gen["tokens_matched"].split("/"))
+    assert gen["passed"] and matched == total >= 8
+
+
+def test_a_broken_seq2seq_checkpoint_is_one_line(tmp_path, capsys):
+    import json
+
+    from forgeml.cli.app import main
+
+    ckpt = tmp_path / "s2s"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True, "d_model": 8}))
+    code = main(["convert", str(ckpt), "--to", "onnx", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert str(ckpt) in err and len(err.strip().splitlines()) == 1, err

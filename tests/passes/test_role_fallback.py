@@ -55,6 +55,11 @@ def test_roles_group_repeated_layers_by_op_and_weight_shape():
 
 @pytest.mark.parametrize("reduce_range", [False, True], ids=["full-range", "reduce-range"])
 def test_spread_error_is_met_by_keeping_the_most_harmful_role(reduce_range):
+    from forgeml.passes.precision.cpu_features import int8_settings
+
+    if not reduce_range and int8_settings().reduce_range:
+        pytest.skip("full-range int8 saturates onnxruntime's u8xs8 kernels on a CPU without VNNI, and forgeml "
+                    "never picks it there (measured under an emulated AVX2 Zen 3: no role set met the budget)")
     proto = _residual_mlp()
     inputs = bound_inputs(proto)
 

@@ -55,10 +55,13 @@ def test_streamed_mode_equals_onnxruntimes_own_below_the_limit(tmp_path, monkeyp
     below it: same outputs (fallback choices included), weights in external data, no weighty protobuf."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     src = build_model(tmp_path / "src", weight_bytes=3 << 19, dim=256)  # 6 weights of 256 KiB, 3 biases
-    small = forgeml.convert(str(src), targets=["onnx"], quantize=mode, out_dir=tmp_path / "small")
+    # the point is equality of the two paths, not this random net's top-1 ties: a budget every CPU meets
+    # (on AVX2, reduce_range's int8 missed the default top-1 0.98 by one sample of 32 under emulation)
+    quantize = forgeml.QuantizeOptions(mode=mode, min_top1=0.9)
+    small = forgeml.convert(str(src), targets=["onnx"], quantize=quantize, out_dir=tmp_path / "small")
     monkeypatch.setattr(forgeml.ir, "LARGE_MODEL_BYTES", LIMIT)
     spy.clear()
-    big = forgeml.convert(str(src), targets=["onnx"], quantize=mode, out_dir=tmp_path / "big")
+    big = forgeml.convert(str(src), targets=["onnx"], quantize=quantize, out_dir=tmp_path / "big")
     assert big.ok, big.parity.table()
     stage = big.manifest["stages"][-2]
     assert stage["details"]["large_model"]["weights_held_out"] == 9

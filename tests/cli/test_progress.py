@@ -63,12 +63,15 @@ def test_api_on_event_hears_progress(tmp_path):
     for e in events:
         if e.status == "progress":
             ticks.setdefault(e.name, []).append(e.progress)
-    checked = [st["name"] for st in result.manifest["stages"] if st.get("parity")]
-    for name in checked:  # every checked stage reports its parity batches, ending at the total
-        assert (batches, batches) in ticks[name], name
+    # every checked stage reports its own parity batches (a quantized stage's include the held-out
+    # samples), ending at the total
+    totals = {st["name"]: st["parity"]["batches"] for st in result.manifest["stages"] if st.get("parity")}
+    for name, n in totals.items():
+        assert (n, n) in ticks[name], name
         assert all(0 < d <= t for d, t in ticks[name])
+    assert any(n > batches for n in totals.values())  # int8-static: judged on held-out samples too
     calib = [p for name, seen in ticks.items() if "static" in name or "quantize" in name for p in seen
-             if p[1] != batches]
+             if p[1] != totals.get(name)]
     assert calib and calib[-1][0] == calib[-1][1]  # calibration batches, counted to the end
 
 
@@ -87,7 +90,8 @@ def test_fallback_search_and_localization_report_progress(tmp_path):
                              quantize=QuantizeOptions("int8", max_cosine_drop=1e-4))
     steps = next(s for s in result.manifest["stages"] if s["name"] == "int8-dynamic")["details"]["steps"]
     ticks = [e.progress for e in events if e.name == "int8-dynamic" and e.status == "progress"]
-    searched = [p for p in ticks if p[1] != result.manifest["stages"][0]["parity"]["batches"]]
+    planned = next(t for d, t in ticks if d == 0)  # the search counts from 0; parity checks from 1
+    searched = [p for p in ticks if p[1] == planned]
     assert searched and searched[0] == (0, searched[0][1])  # (steps tried, steps planned) from 0
     assert len(steps) - 1 <= searched[0][1] and len(searched) == len(steps) - 1
 

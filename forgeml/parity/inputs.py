@@ -94,6 +94,8 @@ def _check_npz_sizes(p: Path) -> None:
             if info.file_size > cap:
                 raise InputError(f"member {info.filename!r} inflates to {info.file_size} bytes from "
                                  f"{info.compress_size} (a zip bomb?); refused")
+            if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+                raise InputError(f"member {info.filename!r} is encrypted; numpy cannot read it")
             if not info.filename.endswith(".npy"):
                 continue
             with z.open(info) as f:

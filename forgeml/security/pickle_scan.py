@@ -857,6 +857,8 @@ class _Scanner:
             if info.file_size > limit:
                 raise _Refused(f"member {info.filename} inflates to {info.file_size} bytes from "
                                f"{info.compress_size} (over the limit of {limit})")
+            if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+                raise _Refused(f"member {info.filename} is encrypted: its content cannot be scanned")
             with z.open(info) as f:
                 self.member(f, info, depth)
 

@@ -59,7 +59,7 @@ class ReferenceJob:
                 tail = (err or b"").decode(errors="replace").strip().splitlines()[-1:]
                 raise ConversionError(f"the reference process ended with code {self.proc.returncode}"
                                       + (f": {tail[0]}" if tail else ""))
-            with np.load(work / "arrays.npz") as z:
+            with np.load(work / "arrays.npz", allow_pickle=False) as z:
                 sets = [{k: z[f"in{i}/{k}"] for k in names} for i, names in enumerate(meta["sets"])]
                 outs = [{k: z[f"out{i}/{k}"] for k in names} for i, names in enumerate(meta["outputs"])]
             return ChildReference(sets, outs, meta["reference_name"], time.perf_counter() - self.started,
@@ -105,7 +105,7 @@ def _child(work: Path) -> None:
     spec = json.loads((work / "spec.json").read_text())
     user: list[InputSet] = []
     if spec["user_inputs"]:
-        with np.load(work / "user.npz") as z:
+        with np.load(work / "user.npz", allow_pickle=False) as z:
             user = [{k: z[f"{i}/{k}"] for k in names} for i, names in enumerate(spec["user_inputs"])]
     ckpt = Path(spec["checkpoint"])
     rounding = spec.get("rounding")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.batch import MATRIX, job_file  # bench/batch.py's 40 jobs, written the way it writes them
 from forgeml.batch import BatchOptions, run_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,29 +44,6 @@ KERAS = """
         quantize: [int8-static]
         synthetic_calibration: true
     """
-
-# bench/batch.py's MATRIX: (zoo model, targets, quantize modes), 40 jobs
-MATRIX = [
-    ("mlp", ["onnx", "safetensors"], ["none", "fp16", "int8", "int4"]),
-    ("cnn", ["onnx", "safetensors"], ["none", "fp16", "int8", "int4"]),
-    ("transformer", ["onnx", "safetensors"], ["none", "fp16", "int8", "int4"]),
-    ("keras_cnn", ["onnx"], ["none", "fp16", "int8", "int4"]),
-    ("keras_two_inputs", ["onnx"], ["none", "fp16", "int8", "int4"]),
-    ("sk_iris", ["onnx"], ["none", "fp16"]),
-    ("sk_digits", ["onnx"], ["none", "fp16"]),
-    ("sk_diabetes", ["onnx"], ["none", "fp16"]),
-    ("sk_breast_cancer", ["onnx"], ["none", "fp16"]),
-]
-
-
-def _matrix_file(folder: Path) -> Path:
-    lines = ["parity_batches: 1", "models:"]
-    for name, targets, modes in MATRIX:
-        lines += [f"  - src: zoo:{name}", f"    targets: [{', '.join(targets)}]", f"    quantize: [{', '.join(modes)}]"]
-    path = folder / "jobs.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
 
 def _outcome(records) -> dict[str, tuple[str, list[tuple[str, str]]]]:
     return {r.id: (r.verdict, [(a.path, a.sha256) for a in r.artifacts]) for r in records}
@@ -101,7 +79,7 @@ def test_keras_jobs_give_the_same_verdicts_and_bytes_in_process_and_on_ray(tmp_p
 @pytest.mark.timeout(3600)  # 80 conversions: ~15 min on a busy 2-core machine, fresh worker imports included
 def test_forty_jobs_give_the_same_verdicts_and_bytes_in_process_and_on_ray(tmp_path):
     """The issue's bar: zoo × targets × quantize, sequential vs the embedded default."""
-    _same_on_ray_as_in_process(_matrix_file(tmp_path), tmp_path, 40)
+    _same_on_ray_as_in_process(job_file(MATRIX, tmp_path), tmp_path, 40)
 
 
 FAMILIES = """

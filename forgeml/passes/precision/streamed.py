@@ -258,9 +258,7 @@ def _int8_build(p, graph, held, exclude):
             release(src)
             done_weights[key] = (qname, sname, zname)
         qname, sname, zname = done_weights[key]
-        y = node.output[0]
-        bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
-        out = f"{y}_matmul" if bias else y
+        y, bias, out = _matmul_output(node)
         nodes += [
             helper.make_node("Mul", [xs, sname], [f"{node.name}_quant_scales_mul:0"], name=f"{node.name}_scales_mul"),
             helper.make_node("MatMulInteger", [xq, qname, xz, zname], [f"{y}_output_quantized"], name=f"{node.name}_quant"),
@@ -274,6 +272,14 @@ def _int8_build(p, graph, held, exclude):
     g.proto.graph.node.extend(nodes)
     _drop_value_info(g.proto, {name for name, _ in done_weights})
     return g.finish()
+
+
+def _matmul_output(node) -> tuple[str, str | None, str]:
+    """(the node's output, a Gemm's bias or None, the name the quantized MatMul writes): with a bias, the
+    MatMul writes ``<y>_matmul`` and an Add of the bias gives ``y``."""
+    y = node.output[0]
+    bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+    return y, bias, f"{y}_matmul" if bias else y
 
 
 def _drop_value_info(proto, names) -> None:
@@ -343,9 +349,7 @@ def _int4_build(p, graph, held, exclude):
             release(src)
             done[key] = (names, k, n)
         names, k, n = done[key]
-        y = node.output[0]
-        bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
-        out = f"{y}_matmul" if bias else y
+        y, bias, out = _matmul_output(node)
         attrs = {"K": k, "N": n, "bits": 4, "block_size": block}
         if level:
             attrs["accuracy_level"] = level

@@ -48,12 +48,17 @@ class Fp16Pass(PrecisionPass):
     def settings(self) -> dict:
         return {"keep_io_types": self.config.keep_io_types}
 
-    def build(self, proto, exclude: frozenset, scratch: Path):
-        from onnxruntime.transformers import float16
+    def converter_kwargs(self, exclude: frozenset, *, shape_infer: bool = True) -> dict:
+        """onnxruntime's ``convert_float_to_float16`` arguments for this config, ``exclude`` kept in float."""
         kwargs = {"keep_io_types": self.config.keep_io_types, "node_block_list": sorted(exclude) or None,
-                  "disable_shape_infer": False}
+                  "disable_shape_infer": not shape_infer}
         if self.config.op_block_list is not None:
             kwargs["op_block_list"] = list(self.config.op_block_list)
+        return kwargs
+
+    def build(self, proto, exclude: frozenset, scratch: Path):
+        from onnxruntime.transformers import float16
+        kwargs = self.converter_kwargs(exclude)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # one "truncated" warning per tiny weight

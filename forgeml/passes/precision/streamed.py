@@ -399,10 +399,7 @@ def _fp16_build(p, graph, held, exclude):
     g.input.extend(inputs)
     for name, t in weights.items():
         g.initializer.append(onnx.TensorProto(name=name, data_type=t.data_type, dims=[0]))
-    kwargs = {"keep_io_types": p.config.keep_io_types, "node_block_list": sorted(exclude) or None,
-              "disable_shape_infer": True}
-    if p.config.op_block_list is not None:
-        kwargs["op_block_list"] = list(p.config.op_block_list)
+    kwargs = p.converter_kwargs(exclude, shape_infer=False)  # shapes were inferred above, weights present
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -204,7 +204,7 @@ class HFConverter:
         `parity.outputs` off, or when the reference runs in a child process: ``hf_child``)."""
         from importlib.metadata import PackageNotFoundError, version
 
-        from forgeml.ir import Signature, TensorSpec, sha256_file
+        from forgeml.ir import Signature, TensorSpec, sha256_files
 
         if not isinstance(source, Path):
             raise InputError(f"{ref}: `parity.outputs` off needs a checkpoint directory; an in-memory model is "
@@ -213,8 +213,8 @@ class HFConverter:
         vocab = int(cfg.get("vocab_size") or 0)
         sig = Signature((TensorSpec("input_ids", ("batch", "tokens"), "int64"),),
                         (TensorSpec("logits", ("batch", "tokens", vocab or "vocab"), "float32"),))
-        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
-                                for f in safetensors_files(source)})
+        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(h), np.uint8)
+                                for f, h in sha256_files(safetensors_files(source)).items()})
         try:
             framework = f"transformers {version('transformers')}, torch {version('torch').split('+')[0]}"
         except PackageNotFoundError:
@@ -245,7 +245,7 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
     transformers = _transformers()
     checkpoint: Path | None = None
     if isinstance(source, Path):
-        from forgeml.ir import sha256_file
+        from forgeml.ir import sha256_files
 
         checkpoint = source
         cfg = check_checkpoint(source)
@@ -255,8 +255,8 @@ def load_source(source, example_inputs: InputSet | None = None, dtype: str = "fl
             model = streamed_model(source, weight_fn)
         else:
             model = _load(source, checkpoint_dtype(cfg) if dtype == "checkpoint" else torch.float32)
-        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(sha256_file(f)), np.uint8)
-                                for f in safetensors_files(source)}) if digest else ""
+        digest = sha256_arrays({f.name: np.frombuffer(bytes.fromhex(h), np.uint8)
+                                for f, h in sha256_files(safetensors_files(source)).items()}) if digest else ""
     else:
         model = source
         digest = sha256_arrays({k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()})

@@ -48,3 +48,14 @@ def test_a_single_slow_call_is_the_record():
     timed(x)
     rec = artifact_latency(timed, x)
     assert len(calls) == 1 and rec["runs"] == 1 and "one parity call" in rec["where"]
+
+
+def test_default_threshold_spares_a_tenth_of_a_second_model_the_extra_runs():
+    """A GGUF whose parity calls take ~0.3 s each lost ~2.5 s to a warm-up and seven more runs."""
+    run, calls = _sleeper(0.12)
+    timed = TimedRunner(run)
+    x = {"x": np.zeros((2, 4))}
+    timed(x)
+    timed(x)
+    rec = artifact_latency(timed, x)
+    assert len(calls) == 2 and rec["runs"] == 1 and "parity" in rec["where"]
